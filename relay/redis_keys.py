@@ -1,0 +1,53 @@
+"""Every Redis key the relay uses, in one place (the prefix comes from ``[redis] prefix``).
+
+Rule 1: no other module spells a key; it calls one of these functions.
+Rule 2: no key contains an email address: recipients appear as their keyed hash (``rkey``),
+        messages as a hash of their Message-ID when the id itself could carry an address.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    prefix: str = "relay:"
+
+    # Consent store: append-only events (a list of JSON records with a hash chain) and the
+    # derived state per purpose (a hash), updated atomically together.
+    def consent_events(self, rkey: str) -> str:
+        return f"{self.prefix}consent:events:{rkey}"
+
+    def consent_state(self, rkey: str) -> str:
+        return f"{self.prefix}consent:state:{rkey}"
+
+    def consent_import_seen(self) -> str:
+        """Set of fingerprints of imported rows, so that re-importing adds nothing."""
+        return f"{self.prefix}consent:imported"
+
+    # Delivery ledger: recipients already accepted upstream for one message (dedupe on retry).
+    def delivered(self, message_key: str) -> str:
+        return f"{self.prefix}delivered:{message_key}"
+
+    # Audit trail: one stream of decision records and its secondary indexes.
+    def audit_stream(self) -> str:
+        return f"{self.prefix}audit:log"
+
+    def audit_by_message(self, message_key: str) -> str:
+        return f"{self.prefix}audit:msg:{message_key}"
+
+    def audit_by_rcpt(self, rkey: str) -> str:
+        return f"{self.prefix}audit:rcpt:{rkey}"
+
+    # Links minted into messages: gateway/minimise targets and single-use form nonces.
+    def gateway_link(self, link_id: str) -> str:
+        return f"{self.prefix}gw:{link_id}"
+
+    def form_nonce(self, nonce: str) -> str:
+        return f"{self.prefix}nonce:{nonce}"
+
+    # Deliverability minimisation: only the day of the last open per recipient.
+    def last_open(self) -> str:
+        """Sorted set rkey -> day number (days since 1970-01-01) of the last open."""
+        return f"{self.prefix}lastopen"

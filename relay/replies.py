@@ -1,0 +1,62 @@
+"""Every SMTP reply the relay sends of its own, named, with an enhanced status code and an id.
+
+Rule 1: no other module writes an SMTP reply string; ``receive.py`` sends ``Reply.text``.
+Rule 2: each reply has a unique id (R-xxx) that is also logged, so an operator can find the line
+        of the log that explains what a client was told.
+Rule 3: temporary conditions are 4xx (the client keeps the message and retries); only what will
+        never succeed is 5xx.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    code: int
+    enhanced: str
+    message: str
+    id: str
+
+    @property
+    def text(self) -> str:
+        return f"{self.code} {self.enhanced} {self.message} [{self.id}]"
+
+    def with_detail(self, detail: str) -> Reply:
+        return Reply(self.code, self.enhanced, f"{self.message}: {detail}", self.id)
+
+    @property
+    def temporary(self) -> bool:
+        return 400 <= self.code < 500
+
+
+OK_QUEUED = Reply(250, "2.0.0", "OK: accepted by upstream", "R-001")
+OK_SENDER = Reply(250, "2.1.0", "Sender OK", "R-002")
+OK_RCPT = Reply(250, "2.1.5", "Recipient OK", "R-003")
+
+RELAY_DENIED = Reply(554, "5.7.1", "Relaying denied: client not allowed", "R-101")
+AUTH_REQUIRED = Reply(530, "5.7.0", "Authentication required", "R-102")
+TOO_BIG = Reply(552, "5.3.4", "Message size exceeds fixed limit", "R-103")
+BAD_MIME = Reply(554, "5.6.0", "Malformed message refused", "R-104")
+SIGNED_REFUSED = Reply(554, "5.6.0", "Signed or encrypted message cannot be filtered", "R-105")
+BAD_ADDRESS = Reply(553, "5.1.3", "Bad address syntax", "R-106")
+BARE_LF = Reply(
+    554, "5.6.0", "Bare LF or CR in message data is not allowed (RFC 5321 2.3.8)", "R-107"
+)
+NO_RECIPIENTS = Reply(554, "5.5.1", "No valid recipients", "R-108")
+UPSTREAM_REJECTED = Reply(554, "5.0.0", "Upstream refused every recipient", "R-109")
+REASK_REFUSED = Reply(
+    550, "5.7.1", "Consent request refused: recipient may not be asked again", "R-110"
+)
+BAD_CATEGORY = Reply(554, "5.6.0", "Unknown X-Relay-Category", "R-111")
+TOO_MANY_RECIPIENTS = Reply(452, "4.5.3", "Too many recipients", "R-112")
+
+TEMP_UPSTREAM = Reply(451, "4.4.1", "Upstream temporarily unavailable, try again later", "R-201")
+TEMP_INTERNAL = Reply(451, "4.3.0", "Internal error, try again later", "R-202")
+TEMP_REDIS = Reply(451, "4.3.0", "Consent store unavailable, try again later", "R-203")
+SHUTTING_DOWN = Reply(421, "4.3.2", "Service shutting down, try again later", "R-204")
+TEMP_PARTIAL = Reply(
+    451, "4.4.1", "Some recipients delivered, others deferred: retry, no duplicates", "R-205"
+)
+TIMEOUT = Reply(421, "4.4.2", "Timeout, closing connection", "R-206")

@@ -1,0 +1,57 @@
+"""Shared fixtures: a real Valkey server per test worker, fresh data for every test.
+
+Each pytest-xdist worker starts its own server on a free loopback port; every test that asks
+for ``redis_url`` gets the database flushed first, so tests never see each other's data. Tests
+that need to stop or break Redis take ``private_redis`` and get a server of their own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from relay.embedded import EmbeddedRedis
+
+CORPUS = Path(__file__).resolve().parent.parent.parent / "shared" / "corpus"
+if not CORPUS.exists():  # a checkout elsewhere: look beside the repository's parent too
+    CORPUS = Path(__file__).resolve().parents[1] / "shared" / "corpus"
+
+
+@pytest.fixture(scope="session")
+def corpus_dir() -> Path:
+    if not CORPUS.exists():
+        pytest.fail(f"corpus not found at {CORPUS}")
+    return CORPUS
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
+    server = EmbeddedRedis(tmp_path_factory.mktemp("redis"), appendonly=False).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: EmbeddedRedis) -> str:
+    client = redis.Redis.from_url(redis_server.url)
+    client.flushall()
+    client.close()
+    return redis_server.url
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[Callable[[], EmbeddedRedis]]:
+    """Factory of servers owned by one test (to stop, restart or break them)."""
+    started: list[EmbeddedRedis] = []
+
+    def make() -> EmbeddedRedis:
+        server = EmbeddedRedis(tmp_path / f"redis{len(started)}", appendonly=True).start()
+        started.append(server)
+        return server
+
+    yield make
+    for server in started:
+        server.stop()
