@@ -9,6 +9,7 @@ Rule 3: offsets are always half-open ``[start, end)``; byte offsets index the ra
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -227,8 +228,44 @@ class Analysis:
     locked: bool = False  # a signed or encrypted body: nothing may be edited
 
 
+@dataclass(frozen=True, slots=True)
+class Edit:
+    """Replace ``span`` of part ``part_index``'s decoded text by ``replacement``.
+
+    The rewrite stage applies edits back to front, re-encodes only the touched region of the
+    part with its own transfer encoding, and splices the result into the raw bytes.
+    """
+
+    part_index: int
+    span: Span
+    replacement: str
+
+
 # ---------------------------------------------------------------------------------------------
 # Consent
+
+
+@dataclass(frozen=True, slots=True)
+class ConsentEvent:
+    """One consent event with its proof (SPEC section 1). Append-only once recorded.
+
+    ``source``: form_id, form_version, page, message_ref ...; ``notice``: id, version,
+    language, hash; ``evidence``: ip, user_agent, token_id (where a person acted).
+    ``id``, ``recorded_at`` and the hash chain are set by the store when it records the event.
+    """
+
+    event: EventType
+    purposes: tuple[Purpose, ...]
+    address: str
+    occurred_at: datetime
+    actor: str  # recipient, import, admin, system, api
+    method: str  # checkbox, button, link_confirmation, import, api, relay
+    source: Mapping[str, str] = field(default_factory=dict)
+    notice: Mapping[str, str] = field(default_factory=dict)
+    evidence: Mapping[str, str] = field(default_factory=dict)
+    rules_digest: str = ""
+    recorded_at: datetime | None = None
+    id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
