@@ -15,7 +15,6 @@ import ipaddress
 import os
 import re
 import tomllib
-import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -162,6 +161,10 @@ def _line_of(text: str, dotted: str) -> int | None:
                 return number
         elif in_section and re.match(rf"{re.escape(key)}\s*=", stripped):
             return number
+    # Not a key: maybe a whole table that should not be there.
+    for number, line in enumerate(text.splitlines(), start=1):
+        if line.strip().strip("[] ") == dotted:
+            return number
     return None
 
 
@@ -219,7 +222,7 @@ class _Loader:
         if origin in (Mapping, dict) or (isinstance(origin, type) and issubclass(origin, Mapping)):
             if not isinstance(raw, dict) or not all(isinstance(v, str) for v in raw.values()):
                 raise self.fail(dotted, "must be a table of strings")
-            return types.MappingProxyType(dict(raw))
+            return dict(raw)  # a plain dict: settings must pickle into worker processes
         raise self.fail(dotted, f"unsupported setting type {hint!r}")  # pragma: no cover
 
 

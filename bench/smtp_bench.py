@@ -1,0 +1,239 @@
+"""SMTP throughput: N concurrent clients -> server under test -> sink, msgs/s and latency.
+
+Two servers are measured in the same run, on the same messages, against the same sink:
+
+- ``passthrough``: a plain aiosmtpd server that forwards every message unchanged through
+  pooled aiosmtplib connections (the cheapest correct Python relay: the baseline);
+- ``consent-relay``: ``relay serve --workers W`` with full filtering, embedded Redis, consent
+  lookups, ledger, audit log.
+
+Both run with the same number of processes (SO_REUSEPORT), the sink in a process of its own.
+Usage: python bench/smtp_bench.py [--clients 20] [--messages 2000] [--workers 2] [--corpus DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiosmtplib
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_CORPUS = ROOT.parent / "shared" / "corpus"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def reuseport_socket(port: int) -> socket.socket:
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind(("127.0.0.1", port))
+    sock.listen(512)
+    return sock
+
+
+# --- the sink -------------------------------------------------------------------------------
+
+
+class _SinkHandler:
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        return "250 2.0.0 ok"
+
+
+def run_sink(port: int) -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(
+            lambda: SMTP(_SinkHandler(), decode_data=False, enable_SMTPUTF8=True),
+            sock=reuseport_socket(port),
+        )
+        async with server:
+            await server.serve_forever()
+
+    asyncio.run(main())
+
+
+# --- the passthrough baseline ---------------------------------------------------------------
+
+
+class _Passthrough:
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.pool: asyncio.LifoQueue[aiosmtplib.SMTP] = asyncio.LifoQueue()
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        client = self.pool.get_nowait() if not self.pool.empty() else None
+        if client is None or not client.is_connected:
+            client = aiosmtplib.SMTP(hostname="127.0.0.1", port=self.upstream_port, timeout=30)
+            await client.connect()
+        content = envelope.original_content
+        assert isinstance(content, bytes)
+        await client.sendmail(envelope.mail_from or "", envelope.rcpt_tos, content)
+        self.pool.put_nowait(client)
+        return "250 2.0.0 ok"
+
+
+def run_passthrough(port: int, upstream_port: int) -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        handler = _Passthrough(upstream_port)
+        server = await loop.create_server(
+            lambda: SMTP(handler, decode_data=False, enable_SMTPUTF8=True),
+            sock=reuseport_socket(port),
+        )
+        async with server:
+            await server.serve_forever()
+
+    asyncio.run(main())
+
+
+# --- the load -------------------------------------------------------------------------------
+
+
+async def _client(port: int, messages: list[bytes], count: int, latencies: list[float]) -> None:
+    client = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, timeout=60)
+    await client.connect()
+    for n in range(count):
+        data = messages[n % len(messages)]
+        started = time.perf_counter()
+        await client.sendmail("bench@shop.example", [f"user{n % 50}@example.org"], data)
+        latencies.append(time.perf_counter() - started)
+    await client.quit()
+
+
+async def load(port: int, messages: list[bytes], clients: int, total: int) -> dict[str, float]:
+    latencies: list[float] = []
+    per_client = max(1, total // clients)
+    # Warm-up: connections, pools, caches.
+    await asyncio.gather(*(_client(port, messages, 5, []) for _ in range(clients)))
+    started = time.perf_counter()
+    await asyncio.gather(*(_client(port, messages, per_client, latencies) for _ in range(clients)))
+    elapsed = time.perf_counter() - started
+    latencies.sort()
+    return {
+        "msgs": len(latencies),
+        "rate": len(latencies) / elapsed,
+        "p50": statistics.median(latencies) * 1000,
+        "p99": latencies[int(len(latencies) * 0.99) - 1] * 1000,
+    }
+
+
+def wait_port(port: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+                if s.recv(64).startswith(b"220"):
+                    return
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit(f"nothing answers on port {port}")
+
+
+def start_relay(workdir: Path, port: int, sink_port: int, workers: int) -> subprocess.Popen[bytes]:
+    web_port = free_port()
+    config = workdir / "config.toml"
+    config.write_text(
+        f"""
+[smtp]
+listen = "127.0.0.1:{port}"
+hostname = "relay.bench"
+[upstream]
+url = "smtp://127.0.0.1:{sink_port}"
+tls = "none"
+pool_size = 8
+[redis]
+url = "embedded"
+data_dir = "{workdir / "redis"}"
+[web]
+listen = "127.0.0.1:{web_port}"
+public_url = "https://relay.bench.example"
+[secrets]
+link_key = "bench-key-0123456789"
+[audit]
+journal = "{workdir / "journal"}"
+[log]
+level = "WARNING"
+"""
+    )
+    relay = shutil.which("relay", path=str(Path(sys.executable).parent)) or "relay"
+    return subprocess.Popen(
+        [relay, "serve", "--config", str(config), "--workers", str(workers)], cwd=workdir
+    )
+
+
+def corpus_messages(corpus: Path, only: str | None) -> list[bytes]:
+    files = sorted(corpus.glob("*.eml"))
+    if only:
+        files = [f for f in files if f.name == only]
+    return [f.read_bytes() for f in files]
+
+
+def measure(label: str, port: int, messages: list[bytes], clients: int, total: int) -> dict[str, float]:
+    figures = asyncio.run(load(port, messages, clients, total))
+    print(
+        f"  {label:<14} {figures['rate']:8.1f} msg/s   p50 {figures['p50']:7.1f} ms   "
+        f"p99 {figures['p99']:7.1f} ms   ({int(figures['msgs'])} msgs)"
+    )
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--clients", type=int, default=20)
+    parser.add_argument("--messages", type=int, default=2000)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
+    args = parser.parse_args()
+
+    ctx = multiprocessing.get_context("spawn")
+    sink_port, pass_port, relay_port = free_port(), free_port(), free_port()
+    procs = [ctx.Process(target=run_sink, args=(sink_port,), daemon=True)]
+    procs += [
+        ctx.Process(target=run_passthrough, args=(pass_port, sink_port), daemon=True)
+        for _ in range(args.workers)
+    ]
+    for p in procs:
+        p.start()
+    workdir = Path(tempfile.mkdtemp(prefix="relay-bench-"))
+    relay = start_relay(workdir, relay_port, sink_port, args.workers)
+    try:
+        for port in (sink_port, pass_port, relay_port):
+            wait_port(port)
+        print(f"machine: {os.cpu_count()} cores; {args.clients} clients; workers {args.workers}")
+        for title, only in (("corpus (16 newsletters)", None), ("reference-67k.eml", "reference-67k.eml")):
+            messages = corpus_messages(args.corpus, only)
+            if only is None:
+                messages = [m for m in messages if len(m) < 60_000]
+            print(title)
+            base = measure("passthrough", pass_port, messages, args.clients, args.messages)
+            ours = measure("consent-relay", relay_port, messages, args.clients, args.messages)
+            print(f"  ratio          {ours['rate'] / base['rate']:.2f}x passthrough msg/s")
+    finally:
+        relay.send_signal(signal.SIGTERM)
+        relay.wait(timeout=60)
+        for p in procs:
+            p.kill()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,47 @@
+"""Build the pure core's ``FilterContext`` from settings and rule files (reads files, once).
+
+Rule 1: everything is validated before anything is returned, so a reload either yields a
+        complete new context or raises ``RulesError`` and leaves the running one in place.
+Rule 2: worker processes build their own context from the same settings, so no rule object
+        is pickled per message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from relay.filtering import FilterContext
+from relay.links import LinkMinter, LinkSigner
+from relay.policy import load_policy
+from relay.rulefiles import RuleSet, load_rules
+from relay.settings import Settings
+from relay.trackers import load_detection
+
+
+def footer_wording(rules: RuleSet) -> dict[str, Mapping[str, str]]:
+    """``[footer.fr]`` / ``[footer.en]`` tables of the rule files -> language -> wording."""
+    table: Mapping[str, Any] = rules.tables.get("footer", {})
+    return {
+        lang: {k: str(v) for k, v in values.items()}
+        for lang, values in table.items()
+        if isinstance(values, dict)
+    }
+
+
+def load_rule_set(settings: Settings) -> RuleSet:
+    return load_rules(settings.rules.dir, settings.rules.local_dir)
+
+
+def build_context(settings: Settings, rules: RuleSet | None = None) -> FilterContext:
+    rules = rules or load_rule_set(settings)
+    signer = LinkSigner.from_settings(settings.secrets)
+    return FilterContext(
+        detection=load_detection(rules),
+        policy=load_policy(rules),
+        minter=LinkMinter(settings.web.public_url, signer),
+        footer_wording=footer_wording(rules),
+        address_key=settings.address_key,
+        malformed=settings.smtp.malformed,
+        signed=settings.smtp.signed,
+    )

@@ -1,0 +1,269 @@
+"""The pure core, conducted: raw message + envelope + consent states -> rendered recipient groups.
+
+Data flow (each stage in its own module, none of them doing I/O):
+
+    parse -> classify -> trackers (detect) -> decide (per recipient) -> rewrite + footer
+
+Rule 1: the message is parsed and analysed once; each recipient only adds a plan, and each
+        distinct plan one rendering made of byte-range edits.
+Rule 2: recipients whose output carries no per-recipient link and whose decisions are equal
+        share one rendering (and so one upstream transaction).
+Rule 3: this module does no I/O, so the conductor may run it in the event loop for small
+        messages and in a worker process for large ones; everything it returns is picklable.
+Rule 4: a consent state that could not be read counts as no consent (fail closed): the
+        consent store returns ``available=False`` and the policy strips.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from relay import replies
+from relay.decide import plan, reask_blocked_until
+from relay.errors import LockedMessage, MalformedMessage
+from relay.footer import footer_edits
+from relay.links import LinkMinter, gateway_link_id
+from relay.model import (
+    Action,
+    Basis,
+    Candidate,
+    Category,
+    ConsentState,
+    Decision,
+    Envelope,
+    GatewayLink,
+    Header,
+    Link,
+    ParsedMessage,
+    Placeholder,
+    RecipientPlan,
+    RenderedGroup,
+)
+from relay.parse import parse_message
+from relay.policy import Policy, pack_for
+from relay.recipients import recipient_key
+from relay.rewrite import edits_for, render
+from relay.trackers import DetectionRules, detect
+
+# Header fields the application may set for the relay; they never leave it.
+RELAY_HEADER_PREFIX = "x-relay-"
+
+
+@dataclass(frozen=True)
+class FilterContext:
+    """Everything the pure core needs besides the message; rebuilt on rules reload."""
+
+    detection: DetectionRules
+    policy: Policy
+    minter: LinkMinter
+    footer_wording: Mapping[str, Mapping[str, str]]
+    address_key: bytes
+    malformed: str = "reject"  # or "strip"
+    signed: str = "pass"  # or "reject"
+
+
+@dataclass(frozen=True)
+class FilterResult:
+    message_id: str
+    from_header: str
+    category: Category
+    category_reason: str
+    candidates: tuple[Candidate, ...]
+    links: tuple[Link, ...]
+    plans: tuple[RecipientPlan, ...]
+    packs: Mapping[str, str]
+    groups: tuple[RenderedGroup, ...]
+    reask_blocked: Mapping[str, datetime]
+    defects: tuple[str, ...]
+    locked: bool
+    rules_digest: str
+
+
+def _domain(address: str) -> str:
+    return address.rpartition("@")[2].lower()
+
+
+def _lock_decisions(rplan: RecipientPlan, locked_ids: frozenset[int]) -> RecipientPlan:
+    """Trackers inside a signed/encrypted part pass unmodified, with a decision saying so."""
+    if not locked_ids:
+        return rplan
+    decisions = tuple(
+        Decision(d.candidate_id, Action.KEEP, Basis.NONE, "signed-unmodified")
+        if d.candidate_id in locked_ids
+        else d
+        for d in rplan.decisions
+    )
+    return RecipientPlan(
+        rplan.rcpt, rplan.recipient_key, decisions, rplan.footer, rplan.needs_links
+    )
+
+
+def _unavailable(rkey: str) -> ConsentState:
+    return ConsentState(recipient_key=rkey, available=False)
+
+
+class _Renderer:
+    """Renders the variants of one analysed message."""
+
+    def __init__(
+        self,
+        ctx: FilterContext,
+        message: ParsedMessage,
+        candidates: tuple[Candidate, ...],
+        placeholders: tuple[Placeholder, ...],
+        strip_headers: tuple[Header, ...],
+        message_ref: str,
+        now: datetime,
+    ) -> None:
+        self.ctx = ctx
+        self.message = message
+        self.candidates = candidates
+        self.placeholders = placeholders
+        self.strip_headers = strip_headers
+        self.message_ref = message_ref
+        self.now = now
+        self.lang = _language(message)
+
+    def render(self, rplan: RecipientPlan) -> tuple[bytes, tuple[GatewayLink, ...]]:
+        urls: dict[int, str] = {}
+        links: list[GatewayLink] = []
+        minter = self.ctx.minter
+        for decision in rplan.decisions:
+            candidate = self.candidates[decision.candidate_id]
+            if decision.action not in (Action.GATEWAY, Action.MINIMISE):
+                continue
+            link_id = gateway_link_id(self.message_ref, candidate.url)
+            if decision.action is Action.GATEWAY:
+                urls[candidate.id] = minter.gateway_url(
+                    rplan.recipient_key, link_id, candidate.purpose, self.now
+                )
+            else:
+                urls[candidate.id] = minter.minimise_url(rplan.recipient_key, link_id, self.now)
+            links.append(GatewayLink(link_id, candidate.url, candidate.purpose, decision.action))
+        edits = edits_for(self.candidates, rplan.decisions, urls)
+        if rplan.footer or self.placeholders:
+            page_urls = {
+                "withdraw_url": minter.withdraw_url(
+                    rplan.recipient_key, self.message_ref, self.now
+                ),
+                "preferences_url": minter.preferences_url(
+                    rplan.recipient_key, self.message_ref, self.now
+                ),
+                "consent_url": minter.consent_url(rplan.recipient_key, self.message_ref, self.now),
+            }
+            wording = self.ctx.footer_wording.get(self.lang) or self.ctx.footer_wording.get(
+                "fr", {}
+            )
+            edits += footer_edits(
+                self.message,
+                self.placeholders,
+                page_urls,
+                inject=rplan.footer,
+                lang=self.lang,
+                wording=wording,
+            )
+        data = render(self.message, edits, remove_headers=self.strip_headers)
+        return data, tuple(links)
+
+
+def _language(message: ParsedMessage) -> str:
+    value = (message.header("Content-Language") or "").strip().lower()
+    return value[:2] if value[:2] in ("fr", "en") else "fr"
+
+
+def _parse(ctx: FilterContext, raw: bytes) -> ParsedMessage:
+    message = parse_message(raw)
+    if message.defects and ctx.malformed == "reject":
+        raise MalformedMessage(
+            "; ".join(message.defects[:3]),
+            replies.BAD_MIME.with_detail("; ".join(message.defects[:3])),
+        )
+    return message
+
+
+def filter_message(
+    ctx: FilterContext,
+    raw: bytes,
+    envelope: Envelope,
+    states: Mapping[str, ConsentState],
+    now: datetime,
+) -> FilterResult:
+    """Run the whole pure core for one message and every recipient of its envelope."""
+    message = _parse(ctx, raw)
+    # Imported here to keep the stage order readable at the top of the module.
+    from relay.classify import classify
+
+    category, reason = classify(message, envelope, ctx.policy)
+    detection = detect(message, ctx.detection, envelope.rcpt_tos)
+    candidates = detection.candidates
+    locked_parts = {p.index for p in message.parts if p.locked}
+    locked_ids = frozenset(c.id for c in candidates if c.part_index in locked_parts)
+    if locked_parts and ctx.signed == "reject":
+        raise LockedMessage("signed or encrypted message refused by [smtp] signed = reject")
+    strip_headers = tuple(
+        h for h in message.headers if h.name.lower().startswith(RELAY_HEADER_PREFIX)
+    )
+    message_id = (message.header("Message-ID") or "").strip()
+    message_ref = message_id or envelope.mail_from
+    sender_domain = _domain(envelope.mail_from or (message.header("From") or ""))
+    fail_closed = bool(message.defects)  # "strip" mode: nothing consent-based goes out
+
+    plans: list[RecipientPlan] = []
+    packs: dict[str, str] = {}
+    reask: dict[str, datetime] = {}
+    for rcpt in envelope.rcpt_tos:
+        rkey = recipient_key(rcpt, ctx.address_key)
+        state = states.get(rcpt) or _unavailable(rkey)
+        if fail_closed:
+            state = _unavailable(rkey)
+        pack = pack_for(ctx.policy, sender_domain, _domain(rcpt))
+        packs[rcpt] = pack
+        if category is Category.CONSENT_REQUEST:
+            until = reask_blocked_until(state, ctx.policy, now)
+            if until is not None:
+                reask[rcpt] = until
+        rplan = plan(rcpt, candidates, category, state, ctx.policy, pack, now)
+        plans.append(_lock_decisions(rplan, locked_ids))
+
+    renderer = _Renderer(
+        ctx, message, candidates, detection.placeholders, strip_headers, message_ref, now
+    )
+    groups = _group_and_render(renderer, plans, bool(detection.placeholders))
+    return FilterResult(
+        message_id=message_id,
+        from_header=(message.header("From") or "").strip(),
+        category=category,
+        category_reason=reason,
+        candidates=candidates,
+        links=detection.links,
+        plans=tuple(plans),
+        packs=packs,
+        groups=groups,
+        reask_blocked=reask,
+        defects=message.defects,
+        locked=bool(locked_parts),
+        rules_digest=ctx.policy.digest,
+    )
+
+
+def _group_and_render(
+    renderer: _Renderer, plans: Sequence[RecipientPlan], placeholders: bool
+) -> tuple[RenderedGroup, ...]:
+    shared: dict[tuple[Any, ...], list[str]] = {}
+    shared_plan: dict[tuple[Any, ...], RecipientPlan] = {}
+    groups: list[RenderedGroup] = []
+    for rplan in plans:
+        if rplan.needs_links or rplan.footer or placeholders:
+            data, links = renderer.render(rplan)
+            groups.append(RenderedGroup((rplan.rcpt,), data, links))
+            continue
+        key = tuple((d.candidate_id, d.action) for d in rplan.decisions)
+        shared.setdefault(key, []).append(rplan.rcpt)
+        shared_plan.setdefault(key, rplan)
+    for key, rcpts in shared.items():
+        data, links = renderer.render(shared_plan[key])
+        groups.append(RenderedGroup(tuple(rcpts), data, links))
+    return tuple(groups)

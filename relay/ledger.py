@@ -1,0 +1,91 @@
+"""The delivery ledger: which recipients of a message the upstream already answered for good.
+
+Why a ledger and not a spool: the relay never accepts a message before the upstream did, so it
+holds no mail of its own that could be lost; the only risk left is *duplication* when a client
+retries a message of which some recipient groups were already delivered (a 4xx after a partial
+success, or a connection lost after the upstream's 250). Recording (message, recipient) pairs
+in Redis costs one round trip per message and survives a relay restart, while a durable spool
+would turn the relay into a store-and-forward MTA with its own queue to operate.
+
+Rule 1: a message is identified by a hash of its envelope sender and its exact bytes, which a
+        retrying client sends again unchanged; no address appears in a key.
+Rule 2: a pair is recorded right after the upstream's final answer (2xx or 5xx), before the
+        client is answered, and kept ``ttl`` seconds (longer than any client retry schedule).
+Rule 3: when Redis cannot be reached the ledger keeps the pairs in process memory (bounded), so
+        a retry to the same relay process is still deduplicated; the log says so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Mapping
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from relay.redis_keys import Keys
+
+log = logging.getLogger("relay.ledger")
+
+DEFAULT_TTL = 7 * 24 * 3600
+
+
+def message_key(mail_from: str, data: bytes) -> str:
+    h = hashlib.sha256()
+    h.update(mail_from.lower().encode("utf-8", "surrogateescape"))
+    h.update(b"\0")
+    h.update(data)
+    return h.hexdigest()[:32]
+
+
+class Ledger:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        keys: Keys,
+        *,
+        timeout: float,
+        ttl: int = DEFAULT_TTL,
+        memory_limit: int = 100_000,
+    ) -> None:
+        self.client = client
+        self.keys = keys
+        self.timeout = timeout
+        self.ttl = ttl
+        self._memory: OrderedDict[str, tuple[float, dict[str, str]]] = OrderedDict()
+        self._memory_limit = memory_limit
+
+    async def done(self, key: str) -> dict[str, str]:
+        """Recipients (lower-cased) already answered for good -> the upstream reply text."""
+        found: dict[str, str] = {}
+        remembered = self._memory.get(key)
+        if remembered and remembered[0] > time.monotonic():
+            found.update(remembered[1])
+        try:
+            raw = await self.client.hgetall(self.keys.delivered(key))  # type: ignore[misc]
+        except (RedisError, OSError, TimeoutError) as exc:
+            log.warning("ledger read failed (%s); using this process's memory only", exc)
+            return found
+        found.update({k.decode(): v.decode() for k, v in raw.items()})
+        return found
+
+    async def record(self, key: str, replies: Mapping[str, str]) -> None:
+        if not replies:
+            return
+        entries = {rcpt.lower(): text for rcpt, text in replies.items()}
+        try:
+            async with self.client.pipeline(transaction=True) as pipe:
+                pipe.hset(self.keys.delivered(key), mapping=entries)
+                pipe.expire(self.keys.delivered(key), self.ttl)
+                await pipe.execute()
+            return
+        except (RedisError, OSError, TimeoutError) as exc:
+            log.warning("ledger write failed (%s); kept in this process's memory", exc)
+        expires = time.monotonic() + self.ttl
+        previous = self._memory.pop(key, (0.0, {}))[1]
+        self._memory[key] = (expires, {**previous, **entries})
+        while len(self._memory) > self._memory_limit:
+            self._memory.popitem(last=False)

@@ -1,0 +1,258 @@
+"""SMTP in: the aiosmtpd handler and listener. The only place where errors become SMTP replies.
+
+Rule 1: never an open relay: RCPT is refused (554 5.7.1) unless the client's address is in
+        ``[smtp] allowed_clients`` or the session authenticated.
+Rule 2: message bytes are never decoded here (``decode_data=False``); SIZE, 8BITMIME,
+        SMTPUTF8 and PIPELINING are announced.
+Rule 3: data that could smuggle a second message past a lenient upstream (a lone LF or CR
+        around a dot line) is refused with 554 5.6.0; other bare LFs are normalised to CRLF,
+        as Postfix does (``smtpd_forbid_bare_newline = normalize``).
+Rule 4: any exception that is not a ``RelayError`` is answered with a named 4xx carrying a
+        per-message id that is also logged, never aiosmtpd's default "500 Error".
+Rule 5: aiosmtpd's session timer is not reset while DATA is read or while the handler works,
+        so a slow upstream would make it close a connection whose message was already sent.
+        The handler stops that timer for the time it processes a message and restarts it
+        before answering.
+Rule 6: after ``begin_shutdown`` new transactions get 421; messages in flight finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import re
+import socket
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiosmtpd.smtp import SMTP, Session
+from aiosmtpd.smtp import Envelope as SmtpEnvelope
+
+from relay import replies
+from relay.errors import RelayError
+from relay.model import Envelope
+from relay.pipeline import Outcome
+from relay.settings import Settings, split_hostport
+
+log = logging.getLogger("relay.receive")
+
+# <LF>.<LF>, <LF>.<CR><LF>, <CR><LF>.<LF>, <CR>.<CR> ...: the dot line of RFC 5321 written with
+# a lone CR or LF on either side (the "SMTP smuggling" family, CVE-2023-51764 and relatives).
+_SMUGGLING = re.compile(rb"(?:(?<!\r)\n|\r(?!\n))\.(?:\r\n|\n|\r)|\r\n\.(?:(?<!\r)\n|\r(?!\n))")
+_BARE_LF = re.compile(rb"(?<!\r)\n")
+
+Processor = Callable[[bytes, Envelope, str], Awaitable[Outcome]]
+
+
+def check_line_endings(data: bytes) -> bytes:
+    """Refuse smuggling sequences, normalise lone LFs; raise RelayError(BARE_LF)."""
+    if _SMUGGLING.search(data):
+        raise RelayError("smuggling sequence in DATA", replies.BARE_LF)
+    if b"\n" in data and _BARE_LF.search(data):
+        data = _BARE_LF.sub(b"\r\n", data)
+    return data
+
+
+class RelayHandler:
+    """aiosmtpd hooks: policy at MAIL/RCPT, the pipeline at DATA."""
+
+    def __init__(self, settings: Settings, process: Processor) -> None:
+        self.settings = settings
+        self.process = process
+        self.allowed = [
+            ipaddress.ip_network(n, strict=False) for n in settings.smtp.allowed_clients
+        ]
+        self.shutting_down = False
+        self.in_flight: set[asyncio.Task[Any]] = set()
+
+    def client_allowed(self, session: Session) -> bool:
+        if getattr(session, "authenticated", False):
+            return True
+        peer = session.peer
+        host = peer[0] if isinstance(peer, tuple) else ""
+        try:
+            address = ipaddress.ip_address(host.split("%", 1)[0])
+        except ValueError:
+            return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+            address = address.ipv4_mapped
+        return any(address in net for net in self.allowed)
+
+    async def handle_MAIL(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: SmtpEnvelope,
+        address: str,
+        mail_options: list[str],
+    ) -> str:
+        if self.shutting_down:
+            return replies.SHUTTING_DOWN.text
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return replies.OK_SENDER.text
+
+    async def handle_RCPT(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: SmtpEnvelope,
+        address: str,
+        rcpt_options: list[str],
+    ) -> str:
+        if self.shutting_down:
+            return replies.SHUTTING_DOWN.text
+        if not self.client_allowed(session):
+            log.warning("relay attempt refused from %s", session.peer)
+            return replies.RELAY_DENIED.text
+        if "@" not in address or any(c in address for c in " <>\r\n"):
+            return replies.BAD_ADDRESS.text
+        if len(envelope.rcpt_tos) >= 1000:
+            return replies.TOO_MANY_RECIPIENTS.text
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        return replies.OK_RCPT.text
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: SmtpEnvelope) -> str:
+        relay_id = uuid.uuid4().hex[:12]
+        # Rule 5: no session timeout while this message is being processed.
+        handle = getattr(server, "_timeout_handle", None)
+        if handle is not None:
+            handle.cancel()
+        task = asyncio.current_task()
+        if task is not None:
+            self.in_flight.add(task)
+        try:
+            return await self._data(session, envelope, relay_id)
+        finally:
+            if task is not None:
+                self.in_flight.discard(task)
+            reset = getattr(server, "_reset_timeout", None)
+            if reset is not None and server.transport is not None:
+                reset()
+
+    async def _data(self, session: Session, envelope: SmtpEnvelope, relay_id: str) -> str:
+        raw = envelope.original_content
+        if not isinstance(raw, bytes):
+            return replies.TEMP_INTERNAL.text
+        peer = session.peer[0] if isinstance(session.peer, tuple) else ""
+        try:
+            data = check_line_endings(raw)
+            ours = Envelope(
+                mail_from=envelope.mail_from or "",
+                rcpt_tos=tuple(envelope.rcpt_tos),
+                mail_options=tuple(envelope.mail_options),
+                client_ip=str(peer),
+                helo=session.host_name or "",
+                auth_user=_auth_user(session),
+            )
+            outcome = await self.process(data, ours, relay_id)
+            reply = outcome.reply
+        except RelayError as exc:
+            reply = exc.reply
+            log.info("[%s] refused: %s (%s)", relay_id, exc, reply.id)
+        except Exception:
+            log.exception("[%s] unexpected error; answered %s", relay_id, replies.TEMP_INTERNAL.id)
+            reply = replies.TEMP_INTERNAL.with_detail(f"id {relay_id}")
+        return reply.text
+
+    async def handle_exception(self, error: Exception) -> str:
+        """aiosmtpd calls this for errors outside our hooks: a 4xx, never its default 500."""
+        error_id = uuid.uuid4().hex[:12]
+        log.error("session error %s: %r", error_id, error)
+        return replies.TEMP_INTERNAL.with_detail(f"id {error_id}").text
+
+
+def _auth_user(session: Session) -> str | None:
+    data = getattr(session, "auth_data", None)
+    login = getattr(data, "login", None)
+    if isinstance(login, bytes):
+        return login.decode("utf-8", "replace")
+    return None
+
+
+class RelaySMTP(SMTP):
+    """aiosmtpd's protocol with the relay's greeting name and reply for unknown failures."""
+
+
+def smtp_factory(settings: Settings, handler: RelayHandler) -> Callable[[], SMTP]:
+    hostname = settings.smtp.hostname or socket.getfqdn()
+
+    def make() -> SMTP:
+        return RelaySMTP(
+            handler,
+            data_size_limit=settings.smtp.max_message_size,
+            enable_SMTPUTF8=True,
+            decode_data=False,
+            hostname=hostname,
+            ident="consent-relay",
+            timeout=settings.smtp.data_timeout,
+            auth_require_tls=settings.smtp.auth.require_tls,
+        )
+
+    return make
+
+
+def listening_socket(listen: str) -> socket.socket:
+    """A TCP socket with SO_REUSEPORT, so several relay processes share one port."""
+    host, port = split_hostport(listen)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if hasattr(socket, "SO_REUSEPORT"):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(512)
+    sock.setblocking(False)
+    return sock
+
+
+class SmtpServer:
+    """The listener: start, stop accepting, drain in-flight messages up to a deadline."""
+
+    def __init__(self, settings: Settings, handler: RelayHandler) -> None:
+        self.settings = settings
+        self.handler = handler
+        self.server: asyncio.Server | None = None
+        self.protocols: set[SMTP] = set()
+
+    async def start(self, sock: socket.socket | None = None) -> None:
+        factory = smtp_factory(self.settings, self.handler)
+
+        def tracked() -> SMTP:
+            proto = factory()
+            self.protocols.add(proto)
+            return proto
+
+        loop = asyncio.get_running_loop()
+        sock = sock or listening_socket(self.settings.smtp.listen)
+        self.server = await loop.create_server(tracked, sock=sock)
+
+    @property
+    def port(self) -> int:
+        assert self.server is not None
+        port: int = self.server.sockets[0].getsockname()[1]
+        return port
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop accepting; messages in flight finish within ``grace`` seconds; then close."""
+        grace = self.settings.smtp.shutdown_grace if grace is None else grace
+        self.handler.shutting_down = True
+        if self.server is not None:
+            self.server.close()
+        pending = list(self.handler.in_flight)
+        if pending:
+            log.info("waiting up to %.0f s for %d message(s) in flight", grace, len(pending))
+            await asyncio.wait(pending, timeout=grace)
+        for proto in list(self.protocols):
+            transport = proto.transport
+            if transport is not None and not transport.is_closing():
+                # RFC 5321 3.8: a server shutting down may send 421 at any time, then close.
+                with contextlib.suppress(OSError, TimeoutError, RuntimeError, AssertionError):
+                    await asyncio.wait_for(proto.push(replies.SHUTTING_DOWN.text), 1)
+                transport.close()
+        if self.server is not None:
+            await self.server.wait_closed()

@@ -1,0 +1,60 @@
+"""Which Redis to talk to: an external URL, or the embedded server (started once, shared).
+
+Rule 1: ``[redis] url = "embedded"`` means one private server per data folder. The process that
+        starts it writes ``<data_dir>/server.port``; any other relay command (``relay consent``,
+        ``relay audit`` ...) finds the running server through that file instead of starting a
+        second server on the same files, and starts its own only when none answers.
+Rule 2: every client gets the configured timeout on connect and on every call.
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import redis
+import redis.asyncio as aioredis
+
+from relay.embedded import EmbeddedRedis
+from relay.settings import RedisSettings
+
+PORT_FILE = "server.port"
+
+
+def _answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def resolve(settings: RedisSettings) -> tuple[str, EmbeddedRedis | None]:
+    """The URL to use, and the embedded server this call started (the caller stops it)."""
+    if settings.url != "embedded":
+        return settings.url, None
+    data_dir = Path(settings.data_dir)
+    port_file = data_dir / PORT_FILE
+    if port_file.exists():
+        text = port_file.read_text().strip()
+        if text.isdigit() and _answers(int(text)):
+            return f"redis://127.0.0.1:{int(text)}/0", None
+    server = EmbeddedRedis(data_dir).start()
+    port_file.write_text(str(server.port))
+    return server.url, server
+
+
+def async_client(url: str, settings: RedisSettings) -> aioredis.Redis:
+    return aioredis.Redis.from_url(
+        url,
+        socket_timeout=settings.timeout,
+        socket_connect_timeout=settings.timeout,
+        health_check_interval=30,
+    )
+
+
+def sync_client(url: str, settings: RedisSettings) -> redis.Redis:
+    return redis.Redis.from_url(
+        url, socket_timeout=settings.timeout, socket_connect_timeout=settings.timeout
+    )
