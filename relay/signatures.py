@@ -1,0 +1,263 @@
+"""Vendor signatures of the trackers stage: ``[[tracker]]`` and ``[[click_tracker]]`` rules.
+
+Stage: detection (pure). Input: the merged ``RuleSet``. Output: a ``SignatureSet`` that tells
+which rule, if any, a URL's host and path match; and ``HostList`` for plain-text host lists
+(content CDNs). Loading validates every entry and raises ``RulesError`` naming file, line and
+key; matching never raises.
+
+Rule 1: a rule names ``hosts`` (globs: a leading ``*.`` = any subdomains, ``*`` alone = one
+        label, ``**`` = one or more labels, ``*`` inside a label = any characters), a ``path``
+        (a regular expression matched from the start of the path, query included), or both.
+        A rule without hosts applies to every host, which is how branded tracking domains
+        (SES, SendGrid, Mailgun custom domains) are recognised.
+Rule 2: host-specific rules are tried before host-less ones, each group in file order; the
+        first match wins. Hosts compare in lower case; paths are case-sensitive.
+Rule 3: each rule may list ``examples``: URLs it must match. They are checked at load time, so
+        a rule that stops matching its own examples stops the relay from (re)loading.
+Rule 4: purpose defaults to ``campaign_performance`` (SPEC section 1: the strictest common
+        case); ``no_consent`` is optional (the detector picks the default from the element).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from relay.errors import RulesError
+from relay.model import Action, Purpose
+from relay.rulefiles import RuleEntry
+
+_HOST_GLOB = re.compile(r"^[a-z0-9*](?:[a-z0-9*.-]*[a-z0-9*])?$")
+_CACHE_LIMIT = 4096
+E = TypeVar("E", Purpose, Action)
+
+
+@dataclass(frozen=True, slots=True)
+class Signature:
+    id: str
+    vendor: str
+    purpose: Purpose
+    no_consent: Action | None
+    identifying_params: tuple[str, ...]
+    hosts: re.Pattern[str] | None
+    path: re.Pattern[str] | None
+    suffix: str  # last two literal labels of the hosts, "" when a label is a wildcard
+
+
+def host_pattern(glob: str) -> str:
+    """Regex source for one host glob (Rule 1)."""
+    labels = glob.lower().split(".")
+    out: list[str] = []
+    for n, label in enumerate(labels):
+        last = n == len(labels) - 1
+        if label == "**":  # one or more whole labels
+            out.append(r"[a-z0-9_-]+(?:\.[a-z0-9_-]+)*" + ("" if last else r"\."))
+        elif label == "*" and n == 0:  # any subdomains
+            out.append(r"(?:[a-z0-9_-]+\.)+")
+        elif label == "*":  # exactly one label
+            out.append(r"[a-z0-9_-]+" + ("" if last else r"\."))
+        else:  # a label, "*" inside it standing for any characters of a label
+            out.append(re.escape(label).replace(r"\*", "[a-z0-9_-]*") + ("" if last else r"\."))
+    return "".join(out)
+
+
+def _suffix(globs: Sequence[str]) -> str:
+    """The common last-two-labels of all globs, used to index rules by host (Rule 2)."""
+    suffixes = {".".join(g.lower().split(".")[-2:]) for g in globs}
+    if len(suffixes) != 1:
+        return ""
+    suffix = suffixes.pop()
+    return "" if "*" in suffix else suffix
+
+
+def host_suffix(host: str) -> str:
+    return ".".join(host.rsplit(".", 2)[-2:])
+
+
+def _strings(entry: RuleEntry, key: str) -> tuple[str, ...]:
+    value = entry.data.get(key, [])
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise entry.error(key, "must be a list of non-empty strings")
+    return tuple(value)
+
+
+def _string(entry: RuleEntry, key: str, default: str = "") -> str:
+    value = entry.data.get(key, default)
+    if not isinstance(value, str):
+        raise entry.error(key, "must be a string")
+    return value
+
+
+def enum_value(entry: RuleEntry, key: str, kind: type[E]) -> E | None:
+    value = entry.data.get(key)
+    if value is None:
+        return None
+    try:
+        return kind(value)
+    except ValueError:
+        allowed = ", ".join(v.value for v in kind)
+        raise entry.error(key, f"{value!r} is not one of: {allowed}") from None
+
+
+_SPLIT = re.compile(r"(?:[hH][tT][tT][pP][sS]?:)?//([^/?#\\]*)([^#]*)")
+
+
+def split_url(url: str) -> tuple[str, str] | None:
+    """(lower-case host, path with query) of an http(s) or scheme-relative URL, else None."""
+    m = _SPLIT.match(url)
+    if m is None:
+        return None
+    host, path = m.groups()
+    if "@" in host or ":" in host:  # user info and port are not part of the host
+        host = host.rsplit("@", 1)[-1].split(":", 1)[0]
+    host = host.lower()
+    if host.endswith("."):
+        host = host.rstrip(".")
+    if "\\" in path:  # browsers read a backslash as a slash in http(s) URLs
+        path = path.replace("\\", "/")
+    if not path.startswith("/"):
+        path = "/" + path
+    return (host, path) if host else None
+
+
+def _compile(entry: RuleEntry, key: str, source: str) -> re.Pattern[str]:
+    try:
+        return re.compile(source)
+    except re.error as exc:
+        raise entry.error(key, f"not a valid regular expression: {exc}") from None
+
+
+def load_signature(entry: RuleEntry, *, with_purpose: bool) -> Signature:
+    allowed = ["vendor", "hosts", "path", "examples", "notes"]
+    if with_purpose:
+        allowed += ["purpose", "identifying_params", "no_consent"]
+    entry.check(allowed, required=["vendor"])
+    globs = _strings(entry, "hosts")
+    for glob in globs:
+        if not _HOST_GLOB.match(glob.lower()):
+            raise entry.error("hosts", f"{glob!r} is not a host name or a glob like *.example.com")
+    path_source = _string(entry, "path")
+    if not globs and not path_source:
+        raise entry.error(None, "needs 'hosts', 'path' or both")
+    hosts = None
+    if globs:
+        hosts = _compile(entry, "hosts", "(?:" + "|".join(host_pattern(g) for g in globs) + r")\Z")
+    path = _compile(entry, "path", path_source) if path_source else None
+    return Signature(
+        id=entry.id,
+        vendor=_string(entry, "vendor"),
+        purpose=enum_value(entry, "purpose", Purpose) or Purpose.CAMPAIGN_PERFORMANCE,
+        no_consent=enum_value(entry, "no_consent", Action),
+        identifying_params=_strings(entry, "identifying_params"),
+        hosts=hosts,
+        path=path,
+        suffix=_suffix(globs) if globs else "",
+    )
+
+
+def _combined(signatures: Sequence[Signature]) -> re.Pattern[str] | None:
+    """One regex for all host-less rules: group ``r<n>`` wraps rule n, so one ``match`` call
+    tries them all in file order and ``lastgroup`` names the first that matched."""
+    if not signatures:
+        return None
+    return re.compile(
+        "|".join(f"(?P<r{n}>{s.path.pattern})" for n, s in enumerate(signatures) if s.path)
+    )
+
+
+@dataclass(frozen=True)
+class SignatureSet:
+    """Rules of one table, indexed by host suffix; ``match`` caches per host (Rule 2)."""
+
+    by_suffix: dict[str, tuple[Signature, ...]]
+    wildcard: tuple[Signature, ...]  # host rules whose last two labels hold a "*"
+    hostless: tuple[Signature, ...]
+    combined: re.Pattern[str] | None
+    _cache: dict[str, tuple[Signature, ...]] = field(default_factory=dict, compare=False)
+
+    @classmethod
+    def build(cls, signatures: Iterable[Signature]) -> SignatureSet:
+        by_suffix: dict[str, list[Signature]] = {}
+        wildcard: list[Signature] = []
+        hostless: list[Signature] = []
+        for sig in signatures:
+            if sig.hosts is None:
+                hostless.append(sig)
+            elif sig.suffix:
+                by_suffix.setdefault(sig.suffix, []).append(sig)
+            else:
+                wildcard.append(sig)
+        return cls(
+            {k: tuple(v) for k, v in by_suffix.items()},
+            tuple(wildcard),
+            tuple(hostless),
+            _combined(hostless),
+        )
+
+    def _for_host(self, host: str) -> tuple[Signature, ...]:
+        found = self._cache.get(host)
+        if found is None:
+            pool = (*self.by_suffix.get(host_suffix(host), ()), *self.wildcard)
+            found = tuple(s for s in pool if s.hosts is not None and s.hosts.match(host))
+            if len(self._cache) >= _CACHE_LIMIT:
+                self._cache.clear()
+            self._cache[host] = found
+        return found
+
+    def match(self, host: str, path: str) -> Signature | None:
+        for sig in self._for_host(host):
+            if sig.path is None or sig.path.match(path):
+                return sig
+        if self.combined is not None:
+            m = self.combined.match(path)
+            if m is not None and m.lastgroup is not None:
+                return self.hostless[int(m.lastgroup[1:])]
+        return None
+
+    def __len__(self) -> int:
+        return sum(map(len, self.by_suffix.values())) + len(self.wildcard) + len(self.hostless)
+
+
+def check_examples(entries: Sequence[RuleEntry], signatures: SignatureSet) -> None:
+    """Every example URL must be matched by its own rule (Rule 3)."""
+    for entry in entries:
+        for example in _strings(entry, "examples"):
+            parts = split_url(example)
+            if parts is None:
+                raise entry.error("examples", f"{example!r} is not an http(s) URL")
+            got = signatures.match(*parts)
+            if got is None or got.id != entry.id:
+                which = "no rule" if got is None else f"rule {got.id!r} first"
+                raise entry.error("examples", f"{example!r} is matched by {which}")
+
+
+@dataclass(frozen=True)
+class HostList:
+    """A plain-text list of host globs (``lists/content_cdns.txt``): membership by host."""
+
+    pattern: re.Pattern[str] | None
+    _cache: dict[str, bool] = field(default_factory=dict, compare=False)
+
+    @classmethod
+    def build(cls, name: str, globs: Sequence[str]) -> HostList:
+        for glob in globs:
+            if not _HOST_GLOB.match(glob.lower()):
+                raise RulesError(f"lists/{name}.txt: {glob!r} is not a host name or a host glob")
+        if not globs:
+            return cls(None)
+        return cls(re.compile("(?:" + "|".join(host_pattern(g) for g in globs) + r")\Z"))
+
+    def __contains__(self, host: object) -> bool:
+        if self.pattern is None or not isinstance(host, str):
+            return False
+        hit = self._cache.get(host)
+        if hit is None:
+            hit = self.pattern.match(host) is not None
+            if len(self._cache) >= _CACHE_LIMIT:
+                self._cache.clear()
+            self._cache[host] = hit
+        return hit

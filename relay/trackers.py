@@ -1,0 +1,291 @@
+"""Trackers stage: a parsed message -> tracker candidates, links and placeholders.
+
+Stage: detection (pure, no I/O). Input: a ``ParsedMessage`` (decoded ``Part.text``), the
+``DetectionRules`` built once by ``load_detection`` and the envelope recipients. Output: a
+``Detection``: ``Candidate``s with exact character spans for the rewrite stage, every link with
+its click-tracking rule (reported, never touched) and the ``{{relay:...}}`` placeholders.
+This module never edits text, never fetches anything and never decides an action for a
+recipient: it only says what each tracker is and what to do by default without consent.
+
+Rule 1: text/html and text/x-amp-html parts are searched for trackers (``htmlscan`` says
+        where); text/plain parts only for placeholders.
+Rule 2: a URL is a tracker if a vendor signature matches it; otherwise, if it is fetchable
+        (http, https, scheme-relative), not on a content CDN and not repeated many times, if a
+        heuristic fires. ``cid:`` and ``data:`` images are never trackers.
+Rule 3: an image labelled by the app with ``data-relay-purpose`` is always a candidate with that
+        purpose (rule ``app-label`` when nothing else recognised it); the attribute's span is
+        given so that it is removed on the way out.
+Rule 4: default action without consent: the rule's ``no_consent``, else ``neutralise`` for an
+        invisible image, ``strip_params`` when identifying parameters are known, else
+        ``remove`` (SPEC section 2, item 6).
+Rule 5: candidate ids are 0..n-1 over the whole message, in part order then text order.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from relay.cssurls import BoxSize
+from relay.heuristics import (
+    HeuristicRules,
+    ImageFacts,
+    evaluate,
+    recipient_needles,
+    visible_size,
+)
+from relay.htmlattrs import Found
+from relay.htmlscan import hrefs, removal_end, scan_html
+from relay.model import (
+    Action,
+    Candidate,
+    ElementKind,
+    Link,
+    ParsedMessage,
+    Placeholder,
+    Purpose,
+    Span,
+)
+from relay.rulefiles import RuleSet
+from relay.signatures import (
+    HostList,
+    Signature,
+    SignatureSet,
+    check_examples,
+    load_signature,
+    split_url,
+)
+
+HTML_TYPES = frozenset({"text/html", "text/x-amp-html"})
+PLACEHOLDER_TYPES = HTML_TYPES | {"text/plain"}
+APP_LABEL_RULE = "app-label"
+CONTENT_CDN_LIST = "content_cdns"
+ELEMENT_TEXT_LIMIT = 300
+
+_PLACEHOLDER = re.compile(r"\{\{\s*relay:(withdraw_url|preferences_url|consent_url)\s*\}\}")
+# Character references a browser decodes inside an attribute value: numeric ones, and named
+# ones that end with ";" (a legacy name without ";" followed by "=" or a letter stays as is).
+_ENTITY = re.compile(r"&(?:#[0-9]{1,7};?|#[xX][0-9a-fA-F]{1,6};?|[A-Za-z][A-Za-z0-9]{1,31};)")
+_URL_SPACE = re.compile(r"[\t\n\r]")
+
+
+@dataclass(frozen=True)
+class DetectionRules:
+    trackers: SignatureSet
+    click_trackers: SignatureSet
+    content_hosts: HostList
+    heuristics: HeuristicRules
+    digest: str
+
+
+@dataclass(frozen=True)
+class Detection:
+    candidates: tuple[Candidate, ...]
+    links: tuple[Link, ...]
+    placeholders: tuple[Placeholder, ...]
+
+
+def load_detection(rules: RuleSet) -> DetectionRules:
+    """Validate and compile ``[[tracker]]``, ``[[click_tracker]]``, ``[[heuristic]]``,
+    ``[detection]`` and ``lists/content_cdns.txt``; raise ``RulesError`` naming file:line:key."""
+    tracker_entries = rules.of("tracker")
+    trackers = SignatureSet.build(load_signature(e, with_purpose=True) for e in tracker_entries)
+    check_examples(tracker_entries, trackers)
+    click_entries = rules.of("click_tracker")
+    clicks = SignatureSet.build(load_signature(e, with_purpose=False) for e in click_entries)
+    check_examples(click_entries, clicks)
+    content = HostList.build(CONTENT_CDN_LIST, rules.lists.get(CONTENT_CDN_LIST, ()))
+    return DetectionRules(trackers, clicks, content, HeuristicRules.load(rules), rules.digest)
+
+
+def attribute_url(raw: str) -> str:
+    """The URL a client fetches for an attribute value: references decoded, tabs and line
+    breaks dropped (as the URL parser does), surrounding spaces trimmed."""
+    url = _ENTITY.sub(lambda m: html.unescape(m.group()), raw) if "&" in raw else raw
+    if "\n" in url or "\r" in url or "\t" in url:
+        url = _URL_SPACE.sub("", url)
+    return url.strip()
+
+
+def _default_action(explicit: Action | None, invisible: bool, params: tuple[str, ...]) -> Action:
+    if explicit is not None:
+        return explicit
+    if invisible:
+        return Action.NEUTRALISE
+    return Action.STRIP_PARAMS if params else Action.REMOVE
+
+
+def _label_purpose(label: str | None) -> Purpose | None:
+    if label is None:
+        return None
+    try:
+        return Purpose(label.strip().lower())
+    except ValueError:
+        # SPEC section 1: a tracker whose purpose is unknown is treated as the strictest case.
+        return Purpose.CAMPAIGN_PERFORMANCE
+
+
+class _Ref(NamedTuple):
+    """One fetchable image reference of the message, before classification."""
+
+    part_index: int
+    found: Found
+    url: str
+    host: str
+    path: str
+
+
+class _Verdict(NamedTuple):
+    rule: str
+    vendor: str
+    purpose: Purpose
+    no_consent: Action | None
+    params: tuple[str, ...]
+    invisible: bool
+
+
+class _Classifier:
+    """Message-wide facts (hosts, repeats, recipient needles) and the per-image decision."""
+
+    def __init__(self, rules: DetectionRules, refs: list[_Ref], recipients: Sequence[str]):
+        self.rules = rules
+        self.url_count = Counter(ref.url for ref in refs)
+        self.host_urls: dict[str, set[str]] = {}
+        for ref in refs:
+            self.host_urls.setdefault(ref.host, set()).add(ref.url)
+        self.needles: tuple[str, ...] = ()
+        heuristics = rules.heuristics
+        if recipients and heuristics.wants_recipients:
+            every = recipient_needles(recipients, heuristics.min_address_length)
+            joined = "\n".join(self.url_count)
+            lowered = joined.lower()
+            self.needles = tuple(n for n in every if n in joined or n in lowered)
+
+    def signature(self, sig: Signature, size: BoxSize) -> _Verdict:
+        invisible = not visible_size(size)
+        return _Verdict(
+            sig.id, sig.vendor, sig.purpose, sig.no_consent, sig.identifying_params, invisible
+        )
+
+    def verdict(self, ref: _Ref) -> _Verdict | None:
+        size = ref.found.size
+        rules = self.rules
+        sig = rules.trackers.match(ref.host, ref.path)
+        if sig is not None:
+            return self.signature(sig, size)
+        if ref.host in rules.content_hosts:
+            return None
+        heuristics = rules.heuristics
+        if self.url_count[ref.url] >= heuristics.repeated_image_count:
+            return None
+        host_alone = len(self.host_urls[ref.host]) == 1
+        if heuristics.cannot_fire(size, host_alone, bool(self.needles)):
+            return None
+        facts = ImageFacts(ref.url, ref.path, ref.found.kind, size, host_alone, self.needles)
+        hit = evaluate(heuristics, facts)
+        if hit is None:
+            return None
+        return _Verdict(
+            hit.rule, "", hit.purpose, hit.no_consent, hit.identifying_params, hit.invisible
+        )
+
+
+def _element_text(text: str, found: Found) -> str:
+    shown = text[found.elem_start : found.elem_end]
+    if len(shown) > ELEMENT_TEXT_LIMIT:
+        return shown[: ELEMENT_TEXT_LIMIT - 3] + "..."
+    return shown
+
+
+def _candidate(number: int, ref: _Ref, verdict: _Verdict | None, text: str) -> Candidate | None:
+    found = ref.found
+    label = _label_purpose(found.label)
+    if verdict is None:
+        if label is None:
+            return None
+        verdict = _Verdict(APP_LABEL_RULE, "", label, None, (), not visible_size(found.size))
+    purpose = label if label is not None else verdict.purpose
+    return Candidate(
+        id=number,
+        part_index=ref.part_index,
+        url=ref.url,
+        element=found.kind,
+        element_text=_element_text(text, found),
+        rule=verdict.rule,
+        vendor=verdict.vendor,
+        purpose=purpose,
+        no_consent_action=_default_action(verdict.no_consent, verdict.invisible, verdict.params),
+        identifying_params=verdict.params,
+        url_span=Span(found.url_start, found.url_end),
+        removal_span=Span(found.removal_start, removal_end(text, found)),
+        width=found.size.width,
+        height=found.size.height,
+        purpose_attr_span=(
+            Span(found.label_start, found.label_end) if found.label_start >= 0 else None
+        ),
+        labelled=label is not None,
+    )
+
+
+def _placeholders(part_index: int, text: str) -> list[Placeholder]:
+    # The regex's literal "{{" prefix is searched faster than a ``"{{" in text`` test.
+    return [
+        Placeholder(part_index, m.group(1), Span(m.start(), m.end()))
+        for m in _PLACEHOLDER.finditer(text)
+    ]
+
+
+def _links(part_index: int, text: str, clicks: SignatureSet) -> list[Link]:
+    """Every http(s) link of one part with its click-tracking rule (reported, never touched)."""
+    links = []
+    for href in hrefs(text):
+        url = attribute_url(href)
+        split = split_url(url)
+        if split is not None:
+            rule = clicks.match(*split)
+            links.append(Link(part_index, url, rule.id if rule is not None else None))
+    return links
+
+
+def _refs(part_index: int, text: str) -> list[_Ref]:
+    """The image references of one part that a client would fetch (or that the app labelled)."""
+    refs = []
+    for item in scan_html(text):
+        raw = item.raw
+        # Entities are decoded in attributes, not in <style> blocks (raw text in HTML).
+        url = raw.strip() if item.kind is ElementKind.STYLE_BLOCK else attribute_url(raw)
+        split = split_url(url)
+        if split is not None:
+            refs.append(_Ref(part_index, item, url, split[0], split[1]))
+        elif item.label is not None:  # cid:, data:, relative: nothing is fetched, but the
+            refs.append(_Ref(part_index, item, url, "", ""))  # label must still come out
+    return refs
+
+
+def detect(message: ParsedMessage, rules: DetectionRules, recipients: Sequence[str]) -> Detection:
+    """Every tracker candidate, link and placeholder of one message (Rules 1-5)."""
+    refs: list[_Ref] = []
+    links: list[Link] = []
+    placeholders: list[Placeholder] = []
+    texts: dict[int, str] = {}
+    for part in message.parts:
+        text = part.text
+        if text is None or part.content_type not in PLACEHOLDER_TYPES:
+            continue
+        placeholders.extend(_placeholders(part.index, text))
+        if part.content_type in HTML_TYPES:
+            texts[part.index] = text
+            refs.extend(_refs(part.index, text))
+            links.extend(_links(part.index, text, rules.click_trackers))
+    classifier = _Classifier(rules, [r for r in refs if r.host], recipients)
+    candidates: list[Candidate] = []
+    for ref in refs:
+        verdict = classifier.verdict(ref) if ref.host else None
+        candidate = _candidate(len(candidates), ref, verdict, texts[ref.part_index])
+        if candidate is not None:
+            candidates.append(candidate)
+    return Detection(tuple(candidates), tuple(links), tuple(placeholders))
