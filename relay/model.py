@@ -133,6 +133,9 @@ class Part:
     text: str | None
     locked: bool = False
     newline: str = "\r\n"  # line ending used inside this part's body
+    # The Python codec that produced ``text`` from the transfer-decoded bytes ("latin-1" when the
+    # declared charset is unknown or did not decode), so that rewriting re-encodes exactly.
+    codec: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,6 +278,9 @@ class PurposeConsent:
     state: EventType | None  # last decisive event (granted/refused/withdrawn/expired) or None
     at: datetime | None
     event_id: str | None
+    # Version of the notice shown when the last decisive event was given (None: unknown). The
+    # policy voids a grant given under another version when [consent] renew_on_notice_change.
+    notice_version: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

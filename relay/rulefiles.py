@@ -9,7 +9,9 @@ Rule 1: the shipped folder is read-only; operators put overrides in a separate l
 Rule 2: every entry of an array of tables (``[[tracker]]``, ``[[decision]]`` ...) has an ``id``,
         a ``description`` and may have ``enabled``; the file and line of each entry are kept so
         that every error names file, line and key.
-Rule 3: plain tables (``[legacy]``, ``[reask]`` ...) merge key by key, local over shipped.
+Rule 3: plain tables (``[legacy]``, ``[reask]`` ...) merge key by key, local over shipped;
+        nested tables (``[pack.strict]``, ``[packs.by_sender_domain]``) merge the same way at
+        every level, and the file and line of every key are kept (``"pack.strict.description"``).
 Rule 4: long lists are plain text under ``lists/``, one entry a line, ``#`` starts a comment;
         a local list of the same name is appended to the shipped one.
 Rule 5: the digest is a SHA-256 over the effective content, so two relays with the same rules
@@ -22,7 +24,7 @@ import hashlib
 import json
 import re
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -77,8 +79,16 @@ class RuleSet:
     lists: Mapping[str, tuple[str, ...]]
     files: tuple[str, ...]
     digest: str
+    # Names of the tables the loaders asked for, so that ``relay rules check`` can refuse a
+    # table nobody reads (a misspelt "[[decison]]" would otherwise be ignored without a word).
+    read: set[str] = field(default_factory=set, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.tables, _ReadTracking):
+            object.__setattr__(self, "tables", _ReadTracking(dict(self.tables), self.read))
 
     def of(self, table: str, *, include_disabled: bool = False) -> tuple[RuleEntry, ...]:
+        self.read.add(table)
         return tuple(
             e for e in self.entries if e.table == table and (include_disabled or e.enabled)
         )
@@ -87,10 +97,41 @@ class RuleSet:
         file, line = self.table_lines.get(dotted, ("<rules>", 0))
         return f"{file}:{line}"
 
+    def unread(self, also_read: Iterable[str] = ()) -> tuple[str, ...]:
+        """``file:line: [table]`` for every table that no loader asked for (nor ``also_read``)."""
+        known = self.read | set(also_read)
+        found: dict[str, str] = {}
+        for entry in self.entries:
+            if entry.table not in known:
+                found.setdefault(entry.table, f"{entry.where()}: [[{entry.table}]]")
+        for table in self.tables:  # iterating does not mark a table as read
+            if table not in known:
+                found.setdefault(table, f"{self.where(table)}: [{table}]")
+        return tuple(found.values())
+
+
+class _ReadTracking(Mapping[str, Any]):
+    """The merged plain tables; looking one up records its name in ``read``."""
+
+    def __init__(self, data: dict[str, Any], read: set[str]) -> None:
+        self._data = data
+        self._read = read
+
+    def __getitem__(self, key: str) -> Any:
+        self._read.add(key)
+        return self._data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
 
 _HEADER = re.compile(r"^\s*\[\[\s*([A-Za-z0-9_.-]+)\s*\]\]")
 _TABLE = re.compile(r"^\s*\[\s*([A-Za-z0-9_.-]+)\s*\]")
-_KEY = re.compile(r"^\s*([A-Za-z0-9_-]+)\s*=")
+# A bare key, or a quoted one (domain names in ``[packs.by_sender_domain]`` are quoted).
+_KEY = re.compile(r"""^\s*(?:([A-Za-z0-9_-]+)|"([^"]+)"|'([^']+)')\s*=""")
 
 
 def _locate(text: str) -> tuple[list[tuple[str, int, dict[str, int]]], dict[str, int]]:
@@ -106,10 +147,11 @@ def _locate(text: str) -> tuple[list[tuple[str, int, dict[str, int]]], dict[str,
             current_plain = m.group(1)
             plain.setdefault(current_plain, number)
         elif m := _KEY.match(line):
+            key = m.group(1) or m.group(2) or m.group(3)
             if current_plain is not None:
-                plain.setdefault(f"{current_plain}.{m.group(1)}", number)
+                plain.setdefault(f"{current_plain}.{key}", number)
             elif entries:
-                entries[-1][2].setdefault(m.group(1), number)
+                entries[-1][2].setdefault(key, number)
     return entries, plain
 
 
@@ -121,7 +163,10 @@ def _read_toml(path: Path) -> tuple[dict[str, Any], str]:
     try:
         return tomllib.loads(text), text
     except tomllib.TOMLDecodeError as exc:
-        raise RulesError(f"{path}:{getattr(exc, 'lineno', 0)}: not valid TOML: {exc}") from None
+        # Python 3.11 puts the position only in the message: "... (at line 4, column 11)".
+        found = re.search(r"at line (\d+)", str(exc))
+        line = getattr(exc, "lineno", None) or (int(found.group(1)) if found else 0)
+        raise RulesError(f"{path}:{line}: not valid TOML: {exc}") from None
 
 
 class _Merger:
@@ -144,17 +189,40 @@ class _Merger:
                     line, keys = places[n] if n < len(places) else (0, {})
                     self._add_entry(table, item, name, line, keys, local=local)
             elif isinstance(value, dict):
+                # "[pack.strict]" alone defines "pack": its first sub-table's line stands for it.
+                children = [n for k, n in plain_lines.items() if k.startswith(f"{table}.")]
+                line = plain_lines.get(table) or min(children, default=0)
+                self.table_lines.setdefault(table, (name, line))
                 merged = self.tables.setdefault(table, {})
-                for key, v in value.items():
-                    merged[key] = v
-                    dotted = f"{table}.{key}"
-                    self.table_lines[dotted] = (name, plain_lines.get(dotted, 0))
+                self._merge_table(merged, value, table, name, plain_lines)
             else:
                 lines = text.splitlines()
                 line = next((n for n, ln in enumerate(lines, 1) if ln.startswith(table)), 0)
                 raise RulesError(
                     f"{name}:{line}: top-level key {table!r}: put it in a [table] or [[list]]"
                 )
+
+    def _merge_table(
+        self,
+        target: dict[str, Any],
+        value: Mapping[str, Any],
+        dotted: str,
+        file: str,
+        plain_lines: Mapping[str, int],
+    ) -> None:
+        """Merge ``value`` into ``target`` key by key, recursing into sub-tables."""
+        for key, v in value.items():
+            path = f"{dotted}.{key}"
+            # A sub-table's own header line stands for it when it has no "key =" line.
+            line = plain_lines.get(path, 0) or plain_lines.get(dotted, 0)
+            self.table_lines[path] = (file, line)
+            if isinstance(v, dict):
+                sub = target.get(key)
+                if not isinstance(sub, dict):
+                    sub = target[key] = {}
+                self._merge_table(sub, v, path, file, plain_lines)
+            else:
+                target[key] = v
 
     def _add_entry(
         self,
