@@ -51,3 +51,17 @@ class Keys:
     def last_open(self) -> str:
         """Sorted set rkey -> day number (days since 1970-01-01) of the last open."""
         return f"{self.prefix}lastopen"
+
+    # Consent store scans (``relay consent verify`` without an address): match patterns whose
+    # ``*`` is the recipient key.
+    def consent_events_match(self) -> str:
+        return self.consent_events("*")
+
+    def consent_state_match(self) -> str:
+        return self.consent_state("*")
+
+    # Recipient side (web pages): the address behind a recipient key, so that a withdrawal or
+    # a choice made through a link (which carries only the rkey) is recorded with its address.
+    # Written by the pipeline when it mints links for the recipient; expires with the links.
+    def recipient_address(self, rkey: str) -> str:
+        return f"{self.prefix}rcpt:addr:{rkey}"
