@@ -72,7 +72,7 @@ def baseline(path: Path) -> float:
 
 
 async def run_import(url: str, path: Path, batch: int) -> tuple[float, int, int]:
-    client: aioredis.Redis[bytes] = aioredis.Redis.from_url(url, socket_timeout=30)
+    client: aioredis.Redis = aioredis.Redis.from_url(url, socket_timeout=30)
     store = RedisConsentStore(client, Keys("bench:"), b"bench-key", ConsentSettings())
     started = time.perf_counter()
     report = await import_csv(store, path, on_bad=lambda m: print(m, file=sys.stderr), batch=batch)
@@ -82,7 +82,7 @@ async def run_import(url: str, path: Path, batch: int) -> tuple[float, int, int]
 
 
 async def run_verify(url: str) -> tuple[float, int, bool]:
-    client: aioredis.Redis[bytes] = aioredis.Redis.from_url(url, socket_timeout=30)
+    client: aioredis.Redis = aioredis.Redis.from_url(url, socket_timeout=30)
     store = RedisConsentStore(client, Keys("bench:"), b"bench-key", ConsentSettings())
     started = time.perf_counter()
     report = await store.verify()

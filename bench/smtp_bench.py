@@ -187,7 +187,9 @@ def corpus_messages(corpus: Path, only: str | None) -> list[bytes]:
     return [f.read_bytes() for f in files]
 
 
-def measure(label: str, port: int, messages: list[bytes], clients: int, total: int) -> dict[str, float]:
+def measure(
+    label: str, port: int, messages: list[bytes], clients: int, total: int
+) -> dict[str, float]:
     figures = asyncio.run(load(port, messages, clients, total))
     print(
         f"  {label:<14} {figures['rate']:8.1f} msg/s   p50 {figures['p50']:7.1f} ms   "
@@ -219,7 +221,10 @@ def main() -> None:
         for port in (sink_port, pass_port, relay_port):
             wait_port(port)
         print(f"machine: {os.cpu_count()} cores; {args.clients} clients; workers {args.workers}")
-        for title, only in (("corpus (16 newsletters)", None), ("reference-67k.eml", "reference-67k.eml")):
+        for title, only in (
+            ("corpus (16 newsletters)", None),
+            ("reference-67k.eml", "reference-67k.eml"),
+        ):
             messages = corpus_messages(args.corpus, only)
             if only is None:
                 messages = [m for m in messages if len(m) < 60_000]

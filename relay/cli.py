@@ -97,7 +97,11 @@ def _consent_states(settings: Settings, rcpts: Sequence[str]) -> dict[str, Conse
             await client.aclose()
             return {}
         store = RedisConsentStore(
-            client, Keys(settings.redis.prefix), settings.address_key, settings.consent
+            client,
+            Keys(settings.redis.prefix),
+            settings.address_key,
+            settings.consent,
+            timeout=settings.redis.timeout,
         )
         try:
             return await store.states(rcpts, datetime.now(UTC))

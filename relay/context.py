@@ -35,12 +35,18 @@ def load_rule_set(settings: Settings) -> RuleSet:
 
 def build_context(settings: Settings, rules: RuleSet | None = None) -> FilterContext:
     rules = rules or load_rule_set(settings)
+    from relay.cli_rules import check_unread
+
     signer = LinkSigner.from_settings(settings.secrets)
+    detection = load_detection(rules)
+    policy = load_policy(rules, settings)
+    wording = footer_wording(rules)
+    check_unread(rules)  # after every loader ran: a misspelt table is an error, not ignored
     return FilterContext(
-        detection=load_detection(rules),
-        policy=load_policy(rules),
+        detection=detection,
+        policy=policy,
         minter=LinkMinter(settings.web.public_url, signer),
-        footer_wording=footer_wording(rules),
+        footer_wording=wording,
         address_key=settings.address_key,
         malformed=settings.smtp.malformed,
         signed=settings.smtp.signed,

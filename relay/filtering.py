@@ -24,7 +24,7 @@ from typing import Any
 from relay import replies
 from relay.decide import plan, reask_blocked_until
 from relay.errors import LockedMessage, MalformedMessage
-from relay.footer import footer_edits
+from relay.footer import footer_edits, message_language
 from relay.links import LinkMinter, gateway_link_id
 from relay.model import (
     Action,
@@ -125,7 +125,7 @@ class _Renderer:
         self.strip_headers = strip_headers
         self.message_ref = message_ref
         self.now = now
-        self.lang = _language(message)
+        self.lang = message_language(message)
 
     def render(self, rplan: RecipientPlan) -> tuple[bytes, tuple[GatewayLink, ...]]:
         urls: dict[int, str] = {}
@@ -167,11 +167,6 @@ class _Renderer:
             )
         data = render(self.message, edits, remove_headers=self.strip_headers)
         return data, tuple(links)
-
-
-def _language(message: ParsedMessage) -> str:
-    value = (message.header("Content-Language") or "").strip().lower()
-    return value[:2] if value[:2] in ("fr", "en") else "fr"
 
 
 def _parse(ctx: FilterContext, raw: bytes) -> ParsedMessage:

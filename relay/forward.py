@@ -24,7 +24,7 @@ import os
 import ssl
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -102,7 +102,7 @@ class FileUpstream:
             return _all(rcpts, UpstreamReply(451, f"4.3.0 outbox not writable: {exc.strerror}"))
         return _all(rcpts, UpstreamReply(250, f"2.0.0 written to {name}.eml"))
 
-    def _write(self, name: str, data: bytes, envelope: dict[str, object]) -> None:
+    def _write(self, name: str, data: bytes, envelope: Mapping[str, object]) -> None:
         for suffix, payload in ((".json", json.dumps(envelope).encode()), (".eml", data)):
             tmp = self.folder / f".{name}{suffix}.tmp"
             with open(tmp, "wb") as fh:
@@ -160,6 +160,7 @@ class SmtpUpstream:
             client = self._idle.get_nowait()
             if client.is_connected:
                 return client, True
+            client.close()
         client = self._client()
         await client.connect()
         return client, False

@@ -22,6 +22,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Mapping
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -65,20 +66,22 @@ class Ledger:
         if remembered and remembered[0] > time.monotonic():
             found.update(remembered[1])
         try:
-            raw = await self.client.hgetall(self.keys.delivered(key))  # type: ignore[misc]
+            raw = await self.client.hgetall(self.keys.delivered(key))
         except (RedisError, OSError, TimeoutError) as exc:
             log.warning("ledger read failed (%s); using this process's memory only", exc)
             return found
-        found.update({k.decode(): v.decode() for k, v in raw.items()})
+        found.update({_text(k): _text(v) for k, v in raw.items()})
         return found
 
     async def record(self, key: str, replies: Mapping[str, str]) -> None:
         if not replies:
             return
-        entries = {rcpt.lower(): text for rcpt, text in replies.items()}
+        entries: dict[str | bytes, str | bytes] = {
+            rcpt.lower(): text for rcpt, text in replies.items()
+        }
         try:
             async with self.client.pipeline(transaction=True) as pipe:
-                pipe.hset(self.keys.delivered(key), mapping=entries)
+                pipe.hset(self.keys.delivered(key), mapping=cast("Mapping[Any, Any]", entries))
                 pipe.expire(self.keys.delivered(key), self.ttl)
                 await pipe.execute()
             return
@@ -86,6 +89,13 @@ class Ledger:
             log.warning("ledger write failed (%s); kept in this process's memory", exc)
         expires = time.monotonic() + self.ttl
         previous = self._memory.pop(key, (0.0, {}))[1]
-        self._memory[key] = (expires, {**previous, **entries})
+        self._memory[key] = (
+            expires,
+            {**previous, **{_text(k): _text(v) for k, v in entries.items()}},
+        )
         while len(self._memory) > self._memory_limit:
             self._memory.popitem(last=False)
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -154,6 +154,12 @@ class Pipeline:
         ):
             return Outcome(replies.TEMP_REDIS, None, {})
         result = await self._filter(raw, envelope, states, received)
+        if result.category is Category.CONSENT_REQUEST and any(
+            not s.available for s in states.values()
+        ):
+            # The re-ask window cannot be checked: asking again could harass a recipient who
+            # refused, and refusing for good would punish a Redis outage. Retry later.
+            return Outcome(replies.TEMP_REDIS, result, {})
         if result.reask_blocked:
             until = max(result.reask_blocked.values()).date().isoformat()
             detail = f"{len(result.reask_blocked)} recipient(s) may not be asked before {until}"
@@ -202,9 +208,9 @@ class Pipeline:
             if rcpt not in upstream and rcpt.lower() in done:
                 upstream[rcpt] = f"(delivered earlier) {done[rcpt.lower()]}"
         await self._after_delivery(envelope, result, upstream, relay_id, received)
-        reply = summarise(envelope.rcpt_tos, outcomes, done)
+        answer = summarise(envelope.rcpt_tos, outcomes, done)
         refused_now = [r for o in outcomes for r in o.refused()]
-        if refused_now and reply.code == 250:
+        if refused_now and answer.code == 250:
             await self._bounce(envelope, result, refused_now, upstream, relay_id)
         log.info(
             "[%s] %d recipient(s), %d group(s), category=%s, upstream %.1f ms -> %s",
@@ -213,9 +219,9 @@ class Pipeline:
             len(result.groups),
             result.category,
             elapsed,
-            reply.id,
+            answer.id,
         )
-        return Outcome(reply, result, upstream)
+        return Outcome(answer, result, upstream)
 
     async def _send(self, envelope: Envelope, rcpts: Sequence[str], data: bytes) -> GroupOutcome:
         options = [o for o in envelope.mail_options if o.upper().startswith(("BODY=", "SMTPUTF8"))]
@@ -304,7 +310,7 @@ def summarise(
     for outcome in outcomes:
         replies_by_rcpt.update(outcome.replies)
     delivered = deferred = refused = 0
-    last_refusal = ""
+    last_refusal = last_deferral = ""
     for rcpt in rcpts:
         reply = replies_by_rcpt.get(rcpt)
         if reply is None:
@@ -320,8 +326,10 @@ def summarise(
             last_refusal = reply.text
         else:
             deferred += 1
+            last_deferral = reply.text
     if deferred:
-        return replies.TEMP_PARTIAL if delivered or refused else replies.TEMP_UPSTREAM
+        answer = replies.TEMP_PARTIAL if delivered or refused else replies.TEMP_UPSTREAM
+        return answer.with_detail(f"upstream said: {last_deferral}") if last_deferral else answer
     if refused and not delivered:
         return replies.UPSTREAM_REJECTED.with_detail(last_refusal)
     if refused:

@@ -44,6 +44,8 @@ log = logging.getLogger("relay.receive")
 _SMUGGLING = re.compile(rb"(?:(?<!\r)\n|\r(?!\n))\.(?:\r\n|\n|\r)|\r\n\.(?:(?<!\r)\n|\r(?!\n))")
 _BARE_LF = re.compile(rb"(?<!\r)\n")
 
+NULL_SENDER = "<>"
+
 Processor = Callable[[bytes, Envelope, str], Awaitable[Outcome]]
 
 
@@ -91,7 +93,9 @@ class RelayHandler:
     ) -> str:
         if self.shutting_down:
             return replies.SHUTTING_DOWN.text
-        envelope.mail_from = address
+        # aiosmtpd reads an empty sender as "no MAIL command yet" and would refuse RCPT with
+        # 503; keep the null sender of bounces and notifications as "<>" inside the session.
+        envelope.mail_from = address or NULL_SENDER
         envelope.mail_options.extend(mail_options)
         return replies.OK_SENDER.text
 
@@ -142,7 +146,7 @@ class RelayHandler:
         try:
             data = check_line_endings(raw)
             ours = Envelope(
-                mail_from=envelope.mail_from or "",
+                mail_from="" if envelope.mail_from == NULL_SENDER else (envelope.mail_from or ""),
                 rcpt_tos=tuple(envelope.rcpt_tos),
                 mail_options=tuple(envelope.mail_options),
                 client_ip=str(peer),

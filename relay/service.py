@@ -111,7 +111,12 @@ async def start(
     keys = Keys(settings.redis.prefix)
     client = async_client(redis_url, settings.redis)
     store = RedisConsentStore(
-        client, keys, settings.address_key, settings.consent, rules_digest=rules.digest
+        client,
+        keys,
+        settings.address_key,
+        settings.consent,
+        rules_digest=rules.digest,
+        timeout=settings.redis.timeout,
     )
     audit = AuditLog(
         client,

@@ -103,7 +103,6 @@ class RulesSettings:
 @dataclass(frozen=True)
 class ConsentSettings:
     lifetime_days: int = 395  # a grant older than this counts as expired
-    reask_days: int = 183  # no consent request within this after refused/withdrawn/requested
     renew_on_notice_change: bool = False  # a new notice version voids older grants
     notice_version: str = "1"
 

@@ -30,7 +30,7 @@ def _toml_value(value: Any) -> str:
 
 
 def make_settings(
-    tmp: Path, redis_url: str, upstream_url: str, **sections: dict[str, Any]
+    tmp: Path, redis_url: str, upstream_url: str, **sections: dict[str, object]
 ) -> Settings:
     """Settings for a test relay; ``sections`` override keys, e.g. smtp={"malformed": "strip"}."""
     web_port = free_port()

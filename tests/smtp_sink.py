@@ -37,6 +37,14 @@ class SinkHandler:
         self.faults = Faults()
         self.transactions = 0
 
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        # aiosmtpd treats an empty sender as "no MAIL yet"; keep the null sender as "<>".
+        envelope.mail_from = address or "<>"
+        envelope.mail_options.extend(options)
+        return "250 OK"
+
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
@@ -67,7 +75,7 @@ class SinkHandler:
         assert isinstance(content, bytes)
         self.received.append(
             Received(
-                envelope.mail_from or "",
+                "" if envelope.mail_from == "<>" else (envelope.mail_from or ""),
                 list(envelope.rcpt_tos),
                 content,
                 list(envelope.mail_options),

@@ -55,21 +55,21 @@ def ev(
 
 
 @pytest.fixture
-async def client(redis_url: str) -> AsyncIterator[aioredis.Redis[bytes]]:
-    c: aioredis.Redis[bytes] = aioredis.Redis.from_url(redis_url, socket_timeout=2)
+async def client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    c: aioredis.Redis = aioredis.Redis.from_url(redis_url, socket_timeout=2)
     yield c
     await c.connection_pool.disconnect()  # aclose(): see the types-redis note
 
 
 def make_store(
-    client: aioredis.Redis[bytes], settings: ConsentSettings | None = None
+    client: aioredis.Redis, settings: ConsentSettings | None = None
 ) -> RedisConsentStore:
     return RedisConsentStore(
         client, KEYS, KEY, settings or ConsentSettings(), rules_digest="rules-1", timeout=0.5
     )
 
 
-async def test_record_sets_id_time_and_proof(client: aioredis.Redis[bytes]) -> None:
+async def test_record_sets_id_time_and_proof(client: aioredis.Redis) -> None:
     store = make_store(client)
     stored = await store.record(ev(EventType.GRANTED, CP))
     assert stored.id and stored.recorded_at is not None
@@ -86,7 +86,7 @@ async def test_record_sets_id_time_and_proof(client: aioredis.Redis[bytes]) -> N
     assert history == [stored]
 
 
-async def test_state_per_event_type(client: aioredis.Redis[bytes]) -> None:
+async def test_state_per_event_type(client: aioredis.Redis) -> None:
     store = make_store(client)
     now = T0 + timedelta(days=30)
     collected = await store.record(ev(EventType.COLLECTED, at=T0 - timedelta(days=400)))
@@ -120,7 +120,7 @@ async def test_state_per_event_type(client: aioredis.Redis[bytes]) -> None:
     assert state.last_solicited_at == withdrawn.occurred_at
 
 
-async def test_unanswered_request_is_a_solicitation(client: aioredis.Redis[bytes]) -> None:
+async def test_unanswered_request_is_a_solicitation(client: aioredis.Redis) -> None:
     store = make_store(client)
     await store.record(ev(EventType.REQUESTED, CP, at=T0, actor="system", method="relay"))
     state = (await store.states([ADDR], T0 + timedelta(days=1)))[ADDR]
@@ -130,7 +130,7 @@ async def test_unanswered_request_is_a_solicitation(client: aioredis.Redis[bytes
     assert unknown.available and not unknown.purposes and unknown.last_solicited_at is None
 
 
-async def test_lifetime_expiry(client: aioredis.Redis[bytes]) -> None:
+async def test_lifetime_expiry(client: aioredis.Redis) -> None:
     store = make_store(client, ConsentSettings(lifetime_days=10))
     granted = await store.record(ev(EventType.GRANTED, CP, at=T0))
     before = (await store.states([ADDR], T0 + timedelta(days=9)))[ADDR].purposes[CP]
@@ -140,7 +140,7 @@ async def test_lifetime_expiry(client: aioredis.Redis[bytes]) -> None:
     assert after.at == T0 + timedelta(days=10) and after.event_id == granted.id
 
 
-async def test_notice_version_renewal(client: aioredis.Redis[bytes]) -> None:
+async def test_notice_version_renewal(client: aioredis.Redis) -> None:
     await make_store(client).record(ev(EventType.GRANTED, CP, at=T0, version="1"))
     renew = ConsentSettings(renew_on_notice_change=True, notice_version="2")
     keep = ConsentSettings(renew_on_notice_change=False, notice_version="2")
@@ -158,7 +158,7 @@ async def test_notice_version_renewal(client: aioredis.Redis[bytes]) -> None:
     assert (renewed.state, renewed.notice_version) == (EventType.GRANTED, "2")
 
 
-async def test_out_of_order_events_keep_latest_occurred(client: aioredis.Redis[bytes]) -> None:
+async def test_out_of_order_events_keep_latest_occurred(client: aioredis.Redis) -> None:
     store = make_store(client)
     late = await store.record(ev(EventType.WITHDRAWN, CP, at=T0 + timedelta(days=5)))
     # An import brings an older grant and an older collection afterwards.
@@ -173,7 +173,7 @@ async def test_out_of_order_events_keep_latest_occurred(client: aioredis.Redis[b
     assert (await store.verify(ADDR)).ok
 
 
-async def test_states_many_recipients_keyed_as_given(client: aioredis.Redis[bytes]) -> None:
+async def test_states_many_recipients_keyed_as_given(client: aioredis.Redis) -> None:
     store = make_store(client)
     await store.record(ev(EventType.GRANTED, CP, address="b@example.org"))
     states = await store.states(["<B@Example.org>", "c@example.org"], T0)
@@ -183,7 +183,7 @@ async def test_states_many_recipients_keyed_as_given(client: aioredis.Redis[byte
     assert not states["c@example.org"].purposes
 
 
-async def test_verify_detects_edited_event(client: aioredis.Redis[bytes]) -> None:
+async def test_verify_detects_edited_event(client: aioredis.Redis) -> None:
     store = make_store(client)
     for day in range(3):
         await store.record(ev(EventType.GRANTED, CP, at=T0 + timedelta(days=day)))
@@ -198,14 +198,16 @@ async def test_verify_detects_edited_event(client: aioredis.Redis[bytes]) -> Non
     assert rkey in str(report.problems[0]) and "altered" in str(report.problems[0])
 
 
-async def test_verify_detects_rehashed_edit_and_deletions(client: aioredis.Redis[bytes]) -> None:
+async def test_verify_detects_rehashed_edit_and_deletions(client: aioredis.Redis) -> None:
     store = make_store(client)
     events = [await store.record(ev(EventType.GRANTED, CP, at=T0 + timedelta(days=d))) for d in
               range(4)]  # fmt: skip
     rkey = recipient_key(ADDR, KEY)
     lkey = KEYS.consent_events(rkey)
     # Delete the second event: the third no longer follows.
-    await client.lrem(lkey, 1, await client.lindex(lkey, 1) or b"")
+    second = await client.lindex(lkey, 1)
+    assert isinstance(second, bytes)
+    await client.lrem(lkey, 1, second)  # type: ignore[arg-type]
     report = await store.verify(ADDR)
     assert any(p.event_id == events[2].id and "chain broken" in p.reason for p in report.problems)
     # Delete the last event: only the state's head can tell.
@@ -218,19 +220,21 @@ async def test_verify_detects_rehashed_edit_and_deletions(client: aioredis.Redis
     assert any("head" in p.reason for p in report.problems)
 
 
-async def test_verify_detects_edited_state_cache(client: aioredis.Redis[bytes]) -> None:
+async def test_verify_detects_edited_state_cache(client: aioredis.Redis) -> None:
     store = make_store(client)
     await store.record(ev(EventType.REFUSED, CP, at=T0))
     rkey = recipient_key(ADDR, KEY)
     field = f"p:{CP.value}"
-    value = (await client.hget(KEYS.consent_state(rkey), field) or b"").decode()
+    stored = await client.hget(KEYS.consent_state(rkey), field)
+    assert isinstance(stored, bytes)
+    value = stored.decode()
     await client.hset(KEYS.consent_state(rkey), field, value.replace("refused", "granted"))
     report = await store.verify()
     assert [p.reason for p in report.problems] == [f"cached state field {field!r} differs from "
                                                     "the events"]  # fmt: skip
 
 
-async def test_concurrent_records_keep_one_chain(client: aioredis.Redis[bytes]) -> None:
+async def test_concurrent_records_keep_one_chain(client: aioredis.Redis) -> None:
     stores = [make_store(client) for _ in range(4)]
     kinds = (EventType.GRANTED, EventType.WITHDRAWN)
     stored = await asyncio.gather(
@@ -262,7 +266,7 @@ async def test_concurrent_records_keep_one_chain(client: aioredis.Redis[bytes]) 
     ],
 )
 async def test_record_validation(
-    client: aioredis.Redis[bytes], change: dict[str, object], message: str
+    client: aioredis.Redis, change: dict[str, object], message: str
 ) -> None:
     store = make_store(client)
     bad = dataclasses.replace(ev(EventType.GRANTED, CP), **change)  # type: ignore[arg-type]
@@ -275,7 +279,7 @@ async def test_states_fail_closed_when_redis_stops(
     private_redis: Callable[[], EmbeddedRedis],
 ) -> None:
     server = private_redis()
-    client: aioredis.Redis[bytes] = aioredis.Redis.from_url(
+    client: aioredis.Redis = aioredis.Redis.from_url(
         server.url, socket_timeout=0.5, socket_connect_timeout=0.5
     )
     store = make_store(client)
@@ -297,7 +301,7 @@ async def test_states_time_out_on_a_silent_server(
     private_redis: Callable[[], EmbeddedRedis],
 ) -> None:
     server = private_redis()
-    client: aioredis.Redis[bytes] = aioredis.Redis.from_url(server.url, socket_timeout=5)
+    client: aioredis.Redis = aioredis.Redis.from_url(server.url, socket_timeout=5)
     store = make_store(client)  # store timeout 0.5 s, shorter than the socket's
     await client.ping()
     assert server.process is not None
@@ -335,7 +339,7 @@ def test_state_does_not_depend_on_arrival_order(
     rng.shuffle(shuffled)
 
     async def scenario() -> None:
-        client: aioredis.Redis[bytes] = aioredis.Redis.from_url(redis_server.url)
+        client: aioredis.Redis = aioredis.Redis.from_url(redis_server.url)
         await client.flushdb()
         store = make_store(client)
         ids: dict[int, str] = {}
@@ -364,7 +368,7 @@ def test_state_does_not_depend_on_arrival_order(
     asyncio.run(scenario())
 
 
-async def test_history_names_a_damaged_record(client: aioredis.Redis[bytes]) -> None:
+async def test_history_names_a_damaged_record(client: aioredis.Redis) -> None:
     store = make_store(client)
     await store.record(ev(EventType.COLLECTED))
     rkey = recipient_key(ADDR, KEY)
@@ -374,7 +378,7 @@ async def test_history_names_a_damaged_record(client: aioredis.Redis[bytes]) -> 
 
 
 async def test_import_batches_and_live_records_interleave(
-    client: aioredis.Redis[bytes], tmp_path: Path
+    client: aioredis.Redis, tmp_path: Path
 ) -> None:
     """A batch whose chain head moves under it (a live write) retries and keeps valid chains."""
     from relay.consent_import import import_csv
