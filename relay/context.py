@@ -50,4 +50,6 @@ def build_context(settings: Settings, rules: RuleSet | None = None) -> FilterCon
         address_key=settings.address_key,
         malformed=settings.smtp.malformed,
         signed=settings.smtp.signed,
+        esp_profile=settings.upstream.profile,
+        ses_no_tracking_set=settings.upstream.ses_no_tracking_set,
     )

@@ -22,8 +22,9 @@ from datetime import datetime
 from typing import Any
 
 from relay import replies
-from relay.decide import plan, reask_blocked_until
+from relay.decide import decide, plan, reask_blocked_until
 from relay.errors import LockedMessage, MalformedMessage
+from relay.esp import controlled_headers, esp_controls
 from relay.footer import footer_edits, message_language
 from relay.links import LinkMinter, gateway_link_id
 from relay.model import (
@@ -33,14 +34,17 @@ from relay.model import (
     Category,
     ConsentState,
     Decision,
+    ElementKind,
     Envelope,
     GatewayLink,
     Header,
     Link,
     ParsedMessage,
     Placeholder,
+    Purpose,
     RecipientPlan,
     RenderedGroup,
+    Span,
 )
 from relay.parse import parse_message
 from relay.policy import Policy, pack_for
@@ -63,6 +67,8 @@ class FilterContext:
     address_key: bytes
     malformed: str = "reject"  # or "strip"
     signed: str = "pass"  # or "reject"
+    esp_profile: str = "none"  # the ESP behind the upstream (SPEC section 2)
+    ses_no_tracking_set: str = ""
 
 
 @dataclass(frozen=True)
@@ -101,6 +107,24 @@ def _lock_decisions(rplan: RecipientPlan, locked_ids: frozenset[int]) -> Recipie
     )
 
 
+# The ESP behind the relay would add its own open pixel after the relay: that pixel is decided
+# like any campaign_performance tracker, by the same table, for each recipient.
+ESP_OPEN_PIXEL = Candidate(
+    id=-1,
+    part_index=-1,
+    url="",
+    element=ElementKind.OTHER,
+    element_text="(open pixel the upstream ESP would add)",
+    rule="esp-open-tracking",
+    vendor="upstream ESP",
+    purpose=Purpose.CAMPAIGN_PERFORMANCE,
+    no_consent_action=Action.REMOVE,
+    identifying_params=(),
+    url_span=Span(0, 0),
+    removal_span=Span(0, 0),
+)
+
+
 def _unavailable(rkey: str) -> ConsentState:
     return ConsentState(recipient_key=rkey, available=False)
 
@@ -127,7 +151,20 @@ class _Renderer:
         self.now = now
         self.lang = message_language(message)
 
-    def render(self, rplan: RecipientPlan) -> tuple[bytes, tuple[GatewayLink, ...]]:
+    def esp_headers(self, esp_may_track: bool) -> tuple[tuple[str, str], ...]:
+        if self.ctx.esp_profile == "none" or esp_may_track:
+            return ()
+        existing = self.message.header("X-SMTPAPI")
+        return esp_controls(
+            self.ctx.esp_profile,
+            opens_removed=True,
+            ses_no_tracking_set=self.ctx.ses_no_tracking_set,
+            existing_smtpapi=existing.strip() if existing else None,
+        )
+
+    def render(
+        self, rplan: RecipientPlan, esp_may_track: bool = True
+    ) -> tuple[bytes, tuple[GatewayLink, ...], tuple[tuple[str, str], ...]]:
         urls: dict[int, str] = {}
         links: list[GatewayLink] = []
         minter = self.ctx.minter
@@ -165,8 +202,14 @@ class _Renderer:
                 lang=self.lang,
                 wording=wording,
             )
-        data = render(self.message, edits, remove_headers=self.strip_headers)
-        return data, tuple(links)
+        controls = self.esp_headers(esp_may_track)
+        remove = self.strip_headers
+        if controls:
+            # The application's own tracking switches would contradict ours: ours replace them.
+            names = controlled_headers(self.ctx.esp_profile)
+            remove += tuple(h for h in self.message.headers if h.name.lower() in names)
+        data = render(self.message, edits, remove_headers=remove, add_headers=controls)
+        return data, tuple(links), controls
 
 
 def _parse(ctx: FilterContext, raw: bytes) -> ParsedMessage:
@@ -207,6 +250,7 @@ def filter_message(
     fail_closed = bool(message.defects)  # "strip" mode: nothing consent-based goes out
 
     plans: list[RecipientPlan] = []
+    esp_may_track: dict[str, bool] = {}
     packs: dict[str, str] = {}
     reask: dict[str, datetime] = {}
     for rcpt in envelope.rcpt_tos:
@@ -222,11 +266,14 @@ def filter_message(
                 reask[rcpt] = until
         rplan = plan(rcpt, candidates, category, state, ctx.policy, pack, now)
         plans.append(_lock_decisions(rplan, locked_ids))
+        if ctx.esp_profile != "none":
+            esp = decide(ESP_OPEN_PIXEL, category, state, ctx.policy, pack, now)
+            esp_may_track[rcpt] = esp.action in (Action.KEEP, Action.GATEWAY)
 
     renderer = _Renderer(
         ctx, message, candidates, detection.placeholders, strip_headers, message_ref, now
     )
-    groups = _group_and_render(renderer, plans, bool(detection.placeholders))
+    groups = _group_and_render(renderer, plans, bool(detection.placeholders), esp_may_track)
     return FilterResult(
         message_id=message_id,
         from_header=(message.header("From") or "").strip(),
@@ -245,20 +292,24 @@ def filter_message(
 
 
 def _group_and_render(
-    renderer: _Renderer, plans: Sequence[RecipientPlan], placeholders: bool
+    renderer: _Renderer,
+    plans: Sequence[RecipientPlan],
+    placeholders: bool,
+    esp_may_track: Mapping[str, bool],
 ) -> tuple[RenderedGroup, ...]:
     shared: dict[tuple[Any, ...], list[str]] = {}
     shared_plan: dict[tuple[Any, ...], RecipientPlan] = {}
     groups: list[RenderedGroup] = []
     for rplan in plans:
+        esp = esp_may_track.get(rplan.rcpt, True)
         if rplan.needs_links or rplan.footer or placeholders:
-            data, links = renderer.render(rplan)
-            groups.append(RenderedGroup((rplan.rcpt,), data, links))
+            data, links, controls = renderer.render(rplan, esp)
+            groups.append(RenderedGroup((rplan.rcpt,), data, links, controls))
             continue
-        key = tuple((d.candidate_id, d.action) for d in rplan.decisions)
+        key = (esp, *((d.candidate_id, d.action) for d in rplan.decisions))
         shared.setdefault(key, []).append(rplan.rcpt)
         shared_plan.setdefault(key, rplan)
     for key, rcpts in shared.items():
-        data, links = renderer.render(shared_plan[key])
-        groups.append(RenderedGroup(tuple(rcpts), data, links))
+        data, links, controls = renderer.render(shared_plan[key], bool(key[0]))
+        groups.append(RenderedGroup(tuple(rcpts), data, links, controls))
     return tuple(groups)

@@ -28,6 +28,7 @@ from relay.audit import AuditLog
 from relay.consent import RedisConsentStore
 from relay.context import build_context, load_rule_set
 from relay.errors import RelayError
+from relay.esp import startup_warnings
 from relay.forward import make_upstream
 from relay.ledger import Ledger
 from relay.links import LinkSigner
@@ -108,6 +109,10 @@ async def start(
 ) -> Running:
     rules = load_rule_set(settings)
     context = build_context(settings, rules)
+    for warning in startup_warnings(
+        settings.upstream.profile, ses_no_tracking_set=settings.upstream.ses_no_tracking_set
+    ):
+        log.warning("upstream profile %s: %s", settings.upstream.profile, warning)
     keys = Keys(settings.redis.prefix)
     client = async_client(redis_url, settings.redis)
     store = RedisConsentStore(

@@ -67,6 +67,7 @@ class UpstreamSettings:
     username: str = ""
     password: str = ""
     profile: str = "none"  # ESP: none, sendgrid, mailgun, mailjet, postmark, ses
+    ses_no_tracking_set: str = ""  # SES configuration set without open/click tracking
 
 
 @dataclass(frozen=True)

@@ -425,3 +425,21 @@ async def test_a_dead_filter_worker_loses_no_message(
     assert code == 250
     delivered = sink.handler.copies_for("b@example.org")
     assert len(delivered) == 1 and PIXEL.encode() not in delivered[0].data
+
+
+async def test_esp_profile_switches_off_the_esp_tracking_for_recipients_without_consent(
+    relay_factory: RelayFactory, sink: Sink
+) -> None:
+    relay = await relay_factory(upstream={"profile": "mailgun"})
+    await relay.grant("carol@example.org")
+    data = message(HTML_WITH_PIXEL, extra_headers="X-Mailgun-Track-Opens: yes\r\n")
+    code, _ = await asend(relay.port, data, ["alice@example.org", "carol@example.org"])
+    assert code == 250
+    alice = sink.handler.copies_for("alice@example.org")[0].data
+    carol = sink.handler.copies_for("carol@example.org")[0].data
+    # No consent: the ESP must not put back the pixel the relay took out; the app's own
+    # switch is replaced, not contradicted.
+    assert b"X-Mailgun-Track-Opens: no\r\n" in alice
+    assert b"X-Mailgun-Track-Opens: yes" not in alice
+    # Consent for campaign performance: the app's setting stands.
+    assert b"X-Mailgun-Track-Opens: yes\r\n" in carol
