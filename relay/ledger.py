@@ -10,7 +10,11 @@ would turn the relay into a store-and-forward MTA with its own queue to operate.
 Rule 1: a message is identified by a hash of its envelope sender and its exact bytes, which a
         retrying client sends again unchanged; no address appears in a key.
 Rule 2: a pair is recorded right after the upstream's final answer (2xx or 5xx), before the
-        client is answered, and kept ``ttl`` seconds (longer than any client retry schedule).
+        client is answered. When some recipient is still deferred the client will retry, and
+        the pairs are kept ``ttl`` seconds (longer than any client retry schedule). When every
+        recipient is done the client gets 250 and should not retry; the pairs are then kept
+        only ``settled_ttl`` seconds, for a client that lost the 250 on a broken connection,
+        so that an application deliberately sending the same bytes again later is served.
 Rule 3: when Redis cannot be reached the ledger keeps the pairs in process memory (bounded), so
         a retry to the same relay process is still deduplicated; the log says so.
 """
@@ -32,6 +36,7 @@ from relay.redis_keys import Keys
 log = logging.getLogger("relay.ledger")
 
 DEFAULT_TTL = 7 * 24 * 3600
+SETTLED_TTL = 3600
 
 
 def message_key(mail_from: str, data: bytes) -> str:
@@ -50,12 +55,14 @@ class Ledger:
         *,
         timeout: float,
         ttl: int = DEFAULT_TTL,
+        settled_ttl: int = SETTLED_TTL,
         memory_limit: int = 100_000,
     ) -> None:
         self.client = client
         self.keys = keys
         self.timeout = timeout
         self.ttl = ttl
+        self.settled_ttl = settled_ttl
         self._memory: OrderedDict[str, tuple[float, dict[str, str]]] = OrderedDict()
         self._memory_limit = memory_limit
 
@@ -73,21 +80,23 @@ class Ledger:
         found.update({_text(k): _text(v) for k, v in raw.items()})
         return found
 
-    async def record(self, key: str, replies: Mapping[str, str]) -> None:
+    async def record(self, key: str, replies: Mapping[str, str], *, settled: bool = False) -> None:
+        """Remember final answers; ``settled``: every recipient is done (Rule 2)."""
         if not replies:
             return
+        ttl = self.settled_ttl if settled else self.ttl
         entries: dict[str | bytes, str | bytes] = {
             rcpt.lower(): text for rcpt, text in replies.items()
         }
         try:
             async with self.client.pipeline(transaction=True) as pipe:
                 pipe.hset(self.keys.delivered(key), mapping=cast("Mapping[Any, Any]", entries))
-                pipe.expire(self.keys.delivered(key), self.ttl)
+                pipe.expire(self.keys.delivered(key), ttl)
                 await pipe.execute()
             return
         except (RedisError, OSError, TimeoutError) as exc:
             log.warning("ledger write failed (%s); kept in this process's memory", exc)
-        expires = time.monotonic() + self.ttl
+        expires = time.monotonic() + ttl
         previous = self._memory.pop(key, (0.0, {}))[1]
         self._memory[key] = (
             expires,

@@ -203,7 +203,8 @@ class Pipeline:
                 upstream[rcpt] = reply.text
                 if reply.accepted or reply.permanent:
                     final[rcpt] = reply.text
-        await self.ledger.record(key, final)
+        settled = all(r in final or r.lower() in done for r in envelope.rcpt_tos)
+        await self.ledger.record(key, final, settled=settled)
         for rcpt in envelope.rcpt_tos:
             if rcpt not in upstream and rcpt.lower() in done:
                 upstream[rcpt] = f"(delivered earlier) {done[rcpt.lower()]}"
