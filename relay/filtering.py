@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from email.utils import parseaddr
 from typing import Any
 
 from relay import replies
@@ -89,7 +90,8 @@ class FilterResult:
 
 
 def _domain(address: str) -> str:
-    return address.rpartition("@")[2].lower()
+    """Domain of ``a@b``, ``<a@b>`` or ``Name <a@b>`` (a From header), lower-cased."""
+    return parseaddr(address)[1].rpartition("@")[2].lower()
 
 
 def _lock_decisions(rplan: RecipientPlan, locked_ids: frozenset[int]) -> RecipientPlan:

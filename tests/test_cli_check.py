@@ -82,3 +82,17 @@ def test_check_bad_input_exits_2_with_a_clear_message(
     assert result.returncode == 2
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_local_pack_by_sender_domain_applies_to_the_from_header(
+    corpus_dir: Path, tmp_path: Path
+) -> None:
+    """The README's worked example for compliance staff, as a user would run it."""
+    local = tmp_path / "rules.local"
+    local.mkdir()
+    (local / "packs.toml").write_text('[packs.by_sender_domain]\n"news.example.fr" = "strict"\n')
+    result = _run("check", str(corpus_dir / "msg005.eml"), "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    recipient = json.loads(result.stdout)["recipients"][0]
+    assert recipient["pack"] == "strict"
+    assert {t["policy_rule"] for t in recipient["trackers"]} == {"strict-default"}
