@@ -7,7 +7,8 @@ Rule 2: SIGHUP reloads the rule files only if they validate, then swaps them in 
         (messages in flight finish with the rules they began with); SIGTERM/SIGINT drain:
         stop accepting, answer 421 to new transactions, let messages in flight finish up to
         ``[smtp] shutdown_grace`` seconds, then close.
-Rule 3: the audit journal written while Redis was down is replayed at start and every minute.
+Rule 3: the audit journal written while Redis was down is replayed at start and every minute;
+        records older than ``[audit] retention_days`` are trimmed every hour.
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ import multiprocessing
 import os
 import signal
 import socket
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import uvicorn
 
@@ -89,14 +92,21 @@ class Running:
         await self.pipeline.redis.aclose()
 
 
-async def _replay_forever(audit: AuditLog) -> None:
+async def _audit_upkeep(audit: AuditLog) -> None:
+    """Replay the journal every minute (Rule 3) and apply the retention every hour."""
+    last_trim = 0.0
     while True:
         try:
             replayed = await audit.replay_journal()
             if replayed:
                 log.info("replayed %d audit record(s) from the journal", replayed)
+            if time.monotonic() - last_trim >= 3600:
+                trimmed = await audit.trim(datetime.now(UTC))
+                last_trim = time.monotonic()
+                if trimmed:
+                    log.info("retention: removed %d decision record(s)", trimmed)
         except Exception as exc:  # keep trying: the journal keeps the records meanwhile
-            log.warning("audit journal replay failed: %s", exc)
+            log.warning("audit upkeep failed: %s", exc)
         await asyncio.sleep(60)
 
 
@@ -155,7 +165,7 @@ async def start(
     web = _QuietUvicorn(uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False))
     web_sock = web_sock or listening_socket(settings.web.listen)
     web_task = asyncio.create_task(web.serve(sockets=[web_sock]))
-    journal_task = asyncio.create_task(_replay_forever(audit))
+    journal_task = asyncio.create_task(_audit_upkeep(audit))
     return Running(pipeline, smtp, web, web_task, journal_task, settings)
 
 
