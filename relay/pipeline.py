@@ -32,7 +32,7 @@ from datetime import UTC, datetime
 
 from redis.asyncio import Redis
 
-from relay import replies
+from relay import metrics, replies
 from relay.audit import AuditLog
 from relay.consent import ConsentStore
 from relay.dsn import build_dsn
@@ -144,16 +144,27 @@ class Pipeline:
             return filter_message(self.context, raw, envelope, states, now)
 
     async def process(self, raw: bytes, envelope: Envelope, relay_id: str) -> Outcome:
+        outcome = await self._process(raw, envelope, relay_id)
+        code = outcome.reply.code
+        result = "accepted" if code < 300 else "deferred" if code < 500 else "refused"
+        metrics.MESSAGES.labels(result).inc()
+        return outcome
+
+    async def _process(self, raw: bytes, envelope: Envelope, relay_id: str) -> Outcome:
         received = datetime.now(UTC)
         key = message_key(envelope.mail_from, raw)
         done, states = await asyncio.gather(
             self.ledger.done(key), self.store.states(envelope.rcpt_tos, received)
         )
+        unavailable = sum(not s.available for s in states.values())
+        metrics.CONSENT_LOOKUPS.labels("unavailable").inc(unavailable)
+        metrics.CONSENT_LOOKUPS.labels("ok").inc(len(states) - unavailable)
         if self.settings.smtp.redis_down == "tempfail" and any(
             not s.available for s in states.values()
         ):
             return Outcome(replies.TEMP_REDIS, None, {})
-        result = await self._filter(raw, envelope, states, received)
+        with metrics.PROCESSING.time():
+            result = await self._filter(raw, envelope, states, received)
         if result.category is Category.CONSENT_REQUEST and any(
             not s.available for s in states.values()
         ):
@@ -169,8 +180,13 @@ class Pipeline:
             self._deliver(raw, envelope, relay_id, key, done, result, received)
         )
         self._deliveries.add(task)
-        task.add_done_callback(self._deliveries.discard)
+        metrics.IN_FLIGHT.inc()
+        task.add_done_callback(self._delivery_done)
         return await asyncio.shield(task)
+
+    def _delivery_done(self, task: asyncio.Task[Outcome]) -> None:
+        self._deliveries.discard(task)
+        metrics.IN_FLIGHT.dec()
 
     async def drain(self, timeout: float) -> None:
         """Wait for deliveries whose clients went away (shutdown calls this)."""
@@ -196,6 +212,8 @@ class Pipeline:
         started = time.perf_counter()
         outcomes: list[GroupOutcome] = list(await asyncio.gather(*sends))
         elapsed = (time.perf_counter() - started) * 1000
+        metrics.UPSTREAM.observe(elapsed / 1000)
+        _count_decisions(result, outcomes)
         upstream: dict[str, str] = {}
         final: dict[str, str] = {}
         for outcome in outcomes:
@@ -301,6 +319,18 @@ class Pipeline:
         outcome = await self.upstream.send("", [envelope.mail_from], dsn, [])
         if not outcome.accepted():
             log.error("[%s] could not send the failure notice: %s", relay_id, outcome.replies)
+
+
+def _count_decisions(result: FilterResult, outcomes: Sequence[GroupOutcome]) -> None:
+    for outcome in outcomes:
+        for reply in outcome.replies.values():
+            metrics.UPSTREAM_REPLIES.labels(metrics.reply_class(reply.code)).inc()
+    for rplan in result.plans:
+        if rplan.footer:
+            metrics.FOOTERS.inc()
+        for decision in rplan.decisions:
+            purpose = result.candidates[decision.candidate_id].purpose.value
+            metrics.TRACKERS.labels(decision.action.value, purpose).inc()
 
 
 def summarise(

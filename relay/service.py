@@ -18,8 +18,10 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
 import socket
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -223,6 +225,16 @@ def serve(settings: Settings, workers: int = 1) -> int:
 
 
 def _supervise(settings: Settings, redis_url: str, workers: int) -> int:
+    # Metrics of every worker in one folder, so that any of them answers /metrics for all.
+    metrics_dir = tempfile.mkdtemp(prefix="relay-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    try:
+        return _run_children(settings, redis_url, workers)
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _run_children(settings: Settings, redis_url: str, workers: int) -> int:
     ctx = multiprocessing.get_context("spawn")
     children = [ctx.Process(target=_child, args=(settings, redis_url)) for _ in range(workers)]
     for child in children:

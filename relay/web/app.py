@@ -120,7 +120,26 @@ async def _internal(request: Request, exc: Exception) -> Response:
 
 
 async def healthz(request: Request) -> Response:
+    """Liveness: the process answers."""
     return JSONResponse({"status": "ok"}, headers={"Cache-Control": "no-store"})
+
+
+async def readyz(request: Request) -> Response:
+    """Readiness: Redis answers and the upstream can be reached (503 naming what is not)."""
+    from relay.readiness import check_ready
+
+    context: WebContext = request.app.state.web
+    problems = await check_ready(context.settings, context.redis)
+    status = 503 if problems else 200
+    body = {"status": "not ready" if problems else "ready", "problems": problems}
+    return JSONResponse(body, status_code=status, headers={"Cache-Control": "no-store"})
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    from relay.metrics import exposition
+
+    body, content_type = exposition()
+    return Response(body, media_type=content_type, headers={"Cache-Control": "no-store"})
 
 
 def templates_environment() -> jinja2.Environment:
@@ -141,6 +160,8 @@ def create_app(
     page_methods = ["GET", "HEAD", "POST"]
     routes = [
         Route("/healthz", healthz, methods=["GET", "HEAD"]),
+        Route("/readyz", readyz, methods=["GET", "HEAD"]),
+        Route("/metrics", metrics_endpoint, methods=["GET"]),
         Route("/w/{token}", pages.withdraw, methods=page_methods),
         Route("/p/{token}", pages.preferences, methods=page_methods),
         Route("/c/{token}", pages.consent, methods=page_methods),
