@@ -42,8 +42,10 @@ async def test_metrics_count_messages_and_decisions_without_addresses(
     assert "alice" not in text and "example.org" not in text
 
 
-async def test_readyz_names_what_is_not_ready(tmp_path: Path, private_redis: object) -> None:
-    server: EmbeddedRedis = private_redis()  # type: ignore[operator]
+async def test_readyz_names_what_is_not_ready(
+    tmp_path: Path, private_redis: Callable[[], EmbeddedRedis]
+) -> None:
+    server = private_redis()
     sink = await Sink().start()
     settings = make_settings(tmp_path, server.url, sink.url)
     running = await start_relay(settings, server.url)
