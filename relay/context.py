@@ -9,8 +9,11 @@ Rule 2: worker processes build their own context from the same settings, so no r
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
+from relay.dkim_sign import parse_key_table
+from relay.errors import SettingsError
 from relay.filtering import FilterContext
 from relay.links import LinkMinter, LinkSigner
 from relay.policy import load_policy
@@ -27,6 +30,13 @@ def footer_wording(rules: RuleSet) -> dict[str, Mapping[str, str]]:
         for lang, values in table.items()
         if isinstance(values, dict)
     }
+
+
+def _read_key_file(path: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise SettingsError(f"dkim key file {path}: {exc.strerror}") from None
 
 
 def load_rule_set(settings: Settings) -> RuleSet:
@@ -52,4 +62,7 @@ def build_context(settings: Settings, rules: RuleSet | None = None) -> FilterCon
         signed=settings.smtp.signed,
         esp_profile=settings.upstream.profile,
         ses_no_tracking_set=settings.upstream.ses_no_tracking_set,
+        dkim_mode=settings.dkim.mode,
+        dkim_keys=parse_key_table(settings.dkim.keys, read_key=_read_key_file),
+        dkim_replace_all=settings.dkim.replace_all,
     )

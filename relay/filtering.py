@@ -17,13 +17,14 @@ Rule 4: a consent state that could not be read counts as no consent (fail closed
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import parseaddr
 from typing import Any
 
 from relay import replies
 from relay.decide import decide, plan, reask_blocked_until
+from relay.dkim_sign import DkimKey, key_for, needs_resign, resign
 from relay.errors import LockedMessage, MalformedMessage
 from relay.esp import controlled_headers, esp_controls
 from relay.footer import footer_edits, message_language
@@ -70,6 +71,9 @@ class FilterContext:
     signed: str = "pass"  # or "reject"
     esp_profile: str = "none"  # the ESP behind the upstream (SPEC section 2)
     ses_no_tracking_set: str = ""
+    dkim_mode: str = "off"  # "off", "resign", "upstream" ([dkim] mode)
+    dkim_keys: Mapping[str, DkimKey] = field(default_factory=dict)
+    dkim_replace_all: bool = False
 
 
 @dataclass(frozen=True)
@@ -211,7 +215,15 @@ class _Renderer:
             names = controlled_headers(self.ctx.esp_profile)
             remove += tuple(h for h in self.message.headers if h.name.lower() in names)
         data = render(self.message, edits, remove_headers=remove, add_headers=controls)
-        return data, tuple(links), controls
+        return self.sign(data), tuple(links), controls
+
+    def sign(self, data: bytes) -> bytes:
+        """A signature the relay's edits broke is removed, and replaced when we hold the key."""
+        raw = self.message.raw
+        if self.ctx.dkim_mode == "off" or not needs_resign(raw, data):
+            return data
+        key = key_for(raw, self.ctx.dkim_keys) if self.ctx.dkim_mode == "resign" else None
+        return resign(data, key, original=raw, replace_all=self.ctx.dkim_replace_all)
 
 
 def _parse(ctx: FilterContext, raw: bytes) -> ParsedMessage:

@@ -115,6 +115,14 @@ class AuditSettings:
 
 
 @dataclass(frozen=True)
+class DkimSettings:
+    mode: str = "off"  # "off", "resign" (our key for the From domain), "upstream" (it signs)
+    replace_all: bool = False  # also remove intact signatures of other domains
+    # domain -> {selector, key_file} (or private_key inline, PEM)
+    keys: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class LogSettings:
     level: str = "INFO"
     format: str = "text"  # "text" or "json"
@@ -130,6 +138,7 @@ class Settings:
     rules: RulesSettings = field(default_factory=RulesSettings)
     consent: ConsentSettings = field(default_factory=ConsentSettings)
     audit: AuditSettings = field(default_factory=AuditSettings)
+    dkim: DkimSettings = field(default_factory=DkimSettings)
     log: LogSettings = field(default_factory=LogSettings)
     source: str = "<defaults>"  # the file these settings came from
 
@@ -145,6 +154,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "upstream.tls": ("none", "opportunistic", "required"),
     "upstream.profile": ("none", "sendgrid", "mailgun", "mailjet", "postmark", "ses"),
     "log.format": ("text", "json"),
+    "dkim.mode": ("off", "resign", "upstream"),
     "log.level": ("DEBUG", "INFO", "WARNING", "ERROR"),
 }
 
@@ -190,6 +200,9 @@ class _Loader:
             values[key] = self.convert(hints[key], raw, dotted)
         return cls(**values)
 
+    def _table_of_tables(self, raw: Any, dotted: str) -> dict[str, dict[str, str]]:
+        return _table_of_tables_check(self, raw, dotted)
+
     def convert(self, hint: Any, raw: Any, dotted: str) -> Any:  # noqa: C901 - one type a branch
         if dataclasses.is_dataclass(hint) and isinstance(hint, type):
             if not isinstance(raw, dict):
@@ -220,10 +233,24 @@ class _Loader:
                 raise self.fail(dotted, "must be a list of strings")
             return tuple(raw)
         if origin in (Mapping, dict) or (isinstance(origin, type) and issubclass(origin, Mapping)):
+            args = typing.get_args(hint)
+            if args and typing.get_origin(args[1]) in (Mapping, dict):
+                return self._table_of_tables(raw, dotted)
             if not isinstance(raw, dict) or not all(isinstance(v, str) for v in raw.values()):
                 raise self.fail(dotted, "must be a table of strings")
             return dict(raw)  # a plain dict: settings must pickle into worker processes
         raise self.fail(dotted, f"unsupported setting type {hint!r}")  # pragma: no cover
+
+
+def _table_of_tables_check(loader: _Loader, raw: Any, dotted: str) -> dict[str, dict[str, str]]:
+    if not isinstance(raw, dict):
+        raise loader.fail(dotted, "must be a table of tables")
+    result: dict[str, dict[str, str]] = {}
+    for name, inner in raw.items():
+        if not isinstance(inner, dict) or not all(isinstance(v, str) for v in inner.values()):
+            raise loader.fail(f"{dotted}.{name}", "must be a table of strings")
+        result[name] = dict(inner)
+    return result
 
 
 def _check(settings: Settings, loader: _Loader) -> None:

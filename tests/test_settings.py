@@ -32,7 +32,12 @@ def _fields(cls: type, prefix: str = "") -> set[str]:
 def _keys(data: dict[str, object], prefix: str = "") -> set[str]:
     keys: set[str] = set()
     for k, v in data.items():
-        if isinstance(v, dict) and k not in ("users", "retired_link_keys", "packs_by_domain"):
+        if isinstance(v, dict) and k not in (
+            "users",
+            "retired_link_keys",
+            "packs_by_domain",
+            "keys",
+        ):
             keys |= _keys(v, f"{prefix}{k}.")
         else:
             keys.add(f"{prefix}{k}")
