@@ -1,0 +1,216 @@
+"""consent-relay against the real alternative: Postfix store-and-forward, in one run.
+
+Three servers are measured on this machine, on the same messages, with the same load generator
+(bench/smtp_bench.py: N concurrent clients, one connection each, one message per transaction)
+and the same sink (an aiosmtpd process that accepts everything):
+
+- ``postfix``: a private Debian Postfix (tests/postfix.py) on loopback that queues every message
+  (fsync'd queue file, 250 after the queue file is safe) and delivers it to the sink;
+- ``passthrough``: a plain aiosmtpd server forwarding unchanged through pooled aiosmtplib
+  connections, ``--workers`` processes (the cheapest correct Python relay);
+- ``consent-relay``: ``relay serve --workers W`` with full filtering, embedded Redis, consent
+  lookups and the audit journal; 250 only after the sink accepted.
+
+Rule 1: the figures are client-side: msg/s over the measured transactions (after a warm-up of
+        5 messages per client) and the p50/p99 of each transaction's MAIL..DATA latency.
+Rule 2: Postfix answers 250 before it delivers, so for Postfix the run also waits until its log
+        shows every message delivered and prints how long the queue took to drain after the
+        load ended (bounded: --drain-timeout), and the end-to-end rate (measured messages over
+        load time plus drain time): store-and-forward is only cheap if it keeps up.
+Rule 3: everything listens on 127.0.0.1, every server is stopped at the end, even on failure.
+Usage (as root, Postfix installed): python bench/postfix_bench.py [--clients 20]
+       [--messages 2000] [--workers 2] [--corpus DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from smtp_bench import (
+    DEFAULT_CORPUS,
+    corpus_messages,
+    free_port,
+    measure,
+    run_passthrough,
+    run_sink,
+    start_relay,
+    wait_port,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # tests.postfix lives beside bench/, in the repository root
+    sys.path.insert(0, str(ROOT))
+
+from tests.postfix import PostfixInstance, postfix_available, postfix_version  # noqa: E402
+
+# Postfix tuned for a fair loopback benchmark: no artificial slowdown when the queue fills
+# (in_flow_delay), as many parallel deliveries to the sink as there are clients, and enough
+# smtpd processes for every client. Everything else is Debian's default behaviour.
+BENCH_MAIN = {
+    "in_flow_delay": "0",
+    "default_process_limit": "200",
+    "default_destination_concurrency_limit": "20",
+    "smtp_destination_concurrency_limit": "20",
+    "smtpd_client_connection_count_limit": "0",
+    "smtp_connection_cache_on_demand": "yes",
+}
+
+
+SERVERS = ("postfix", "passthrough", "consent-relay")
+
+
+def sent_count(instance: PostfixInstance, sink_port: int) -> int:
+    return len(instance.log_lines(rf"relay=127\.0\.0\.1\[127\.0\.0\.1\]:{sink_port},.*status=sent"))
+
+
+def wait_drained(instance: PostfixInstance, sink_port: int, total: int, timeout: float) -> float:
+    """Seconds until Postfix's log shows ``total`` deliveries to the sink (or raise)."""
+    started = time.monotonic()
+    while sent_count(instance, sink_port) < total:
+        if time.monotonic() - started > timeout:
+            raise SystemExit(
+                f"postfix delivered {sent_count(instance, sink_port)}/{total} in {timeout} s:\n"
+                + instance.tail()
+            )
+        time.sleep(0.2)
+    return time.monotonic() - started
+
+
+def print_ratios(figures: dict[str, dict[str, float]]) -> None:
+    """msg/s ratios (higher is better for the first) and p99 ratios (lower is better)."""
+    pairs = [
+        ("consent-relay", "postfix"),
+        ("consent-relay", "passthrough"),
+        ("postfix", "passthrough"),
+    ]
+    rates, p99s = [], []
+    for ours, theirs in pairs:
+        if ours in figures and theirs in figures:
+            name = f"{ours}/{theirs}"
+            rates.append(f"{name} {figures[ours]['rate'] / figures[theirs]['rate']:.2f}x")
+            p99s.append(f"{name} {figures[ours]['p99'] / figures[theirs]['p99']:.2f}x")
+    if rates:
+        print("  ratio msg/s    " + "   ".join(rates))
+        print("  ratio p99      " + "   ".join(p99s))
+
+
+@dataclass
+class Bench:
+    """The servers of one run and their ports; ``delivered`` counts Postfix's sink deliveries."""
+
+    args: argparse.Namespace
+    servers: set[str]
+    mta: PostfixInstance
+    ports: dict[str, int]
+    delivered: int = 0
+
+    def run_set(self, title: str, messages: list[bytes]) -> None:
+        print(f"{title}: {len(messages)} distinct messages")
+        clients, total = self.args.clients, self.args.messages
+        figures: dict[str, dict[str, float]] = {}
+        for name in SERVERS:
+            if name not in self.servers:
+                continue
+            figures[name] = measure(name, self.ports[name], messages, clients, total)
+            if name == "postfix":
+                # The warm-up sends 5 messages per client besides the measured ones. Postfix
+                # must drain before the next server runs, or its deliveries would load the sink.
+                self.delivered += int(figures[name]["msgs"]) + 5 * clients
+                sink = self.ports["sink"]
+                drain = wait_drained(self.mta, sink, self.delivered, self.args.drain_timeout)
+                accepted = figures[name]["msgs"] / figures[name]["rate"]
+                print(
+                    f"  {'':<14} queue drained {drain:.1f} s after the load ended: "
+                    f"{figures[name]['msgs'] / (accepted + drain):.1f} msg/s accepted and delivered"
+                )
+        print_ratios(figures)
+
+
+def parse_args() -> tuple[argparse.Namespace, set[str]]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--clients", type=int, default=20)
+    parser.add_argument("--messages", type=int, default=2000)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
+    parser.add_argument("--drain-timeout", type=float, default=300.0)
+    parser.add_argument(
+        "--servers",
+        default=",".join(SERVERS),
+        help="comma-separated subset of " + ",".join(SERVERS) + " (default: all)",
+    )
+    args = parser.parse_args()
+    servers = set(args.servers.split(","))
+    if not servers <= set(SERVERS):
+        parser.error(f"--servers: choose among {','.join(SERVERS)}")
+    if not postfix_available():
+        raise SystemExit("postfix is not installed: apt-get install postfix (see docs/postfix.md)")
+    if os.geteuid() != 0:
+        raise SystemExit("postfix start needs root: run this benchmark as root")
+    return args, servers
+
+
+def main() -> None:
+    args, servers = parse_args()
+    ctx = multiprocessing.get_context("spawn")
+    ports = {name: free_port() for name in ("sink", *SERVERS)}
+    procs = [ctx.Process(target=run_sink, args=(ports["sink"],), daemon=True)]
+    procs += [
+        ctx.Process(target=run_passthrough, args=(ports["passthrough"], ports["sink"]), daemon=True)
+        for _ in range(args.workers)
+    ]
+    workdir = Path(tempfile.mkdtemp(prefix="postfix-bench-"))
+    relay: subprocess.Popen[bytes] | None = None
+    mta = PostfixInstance(
+        workdir / "postfix",
+        listen_port=ports["postfix"],
+        relayhost=f"[127.0.0.1]:{ports['sink']}",
+        main=BENCH_MAIN,
+    )
+    try:
+        for p in procs:
+            p.start()
+        if "consent-relay" in servers:
+            (workdir / "relay").mkdir()
+            relay = start_relay(
+                workdir / "relay", ports["consent-relay"], ports["sink"], args.workers
+            )
+        if "postfix" in servers:
+            mta.start()
+        for name in ("sink", *SERVERS):
+            if name == "sink" or name in servers:
+                wait_port(ports[name])
+        print(
+            f"machine: {platform.machine()} {os.cpu_count()} cores, {platform.platform()}; "
+            f"Python {platform.python_version()}; Postfix {postfix_version()}"
+        )
+        print(f"{args.clients} clients, {args.messages} msgs per server, workers {args.workers}")
+        bench = Bench(args, servers, mta, ports)
+        small = [m for m in corpus_messages(args.corpus, None) if len(m) < 60_000]
+        bench.run_set("corpus (newsletters < 60 KB)", small)
+        bench.run_set("reference-67k.eml", corpus_messages(args.corpus, "reference-67k.eml"))
+    finally:
+        mta.stop()
+        if relay is not None:
+            relay.send_signal(signal.SIGTERM)
+            try:
+                relay.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                relay.kill()
+        for p in procs:
+            p.kill()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
