@@ -20,6 +20,20 @@ if not CORPUS.exists():  # a checkout elsewhere: look beside the repository's pa
     CORPUS = Path(__file__).resolve().parents[1] / "shared" / "corpus"
 
 
+def require_tool(name: str) -> str:
+    """The path of a program the test needs: skipped without it, failed under CI's
+    ``RELAY_REQUIRE_TOOLS=1`` (where a missing tool means .ci/run did not install it)."""
+    import os
+    import shutil
+
+    found = shutil.which(name)
+    if found:
+        return found
+    if os.environ.get("RELAY_REQUIRE_TOOLS") == "1":
+        pytest.fail(f"{name} is required (RELAY_REQUIRE_TOOLS=1)")
+    pytest.skip(f"{name} not installed")
+
+
 @pytest.fixture(scope="session")
 def corpus_dir() -> Path:
     if not CORPUS.exists():

@@ -4,7 +4,6 @@ and ``reload_rules``, the validate-everything-first loader used on SIGHUP."""
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import shutil
 from pathlib import Path
 
@@ -151,9 +150,6 @@ def test_reload_rules_refuses_bad_rules(folders: tuple[Path, Path, Path]) -> Non
         reload_rules(settings)
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("relay.trackers") is None, reason="relay.trackers not written yet"
-)
 def test_reload_rules_returns_everything_validated() -> None:
     settings = parse_settings("", env={})
     rules, policy, detection = reload_rules(settings)

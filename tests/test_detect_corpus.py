@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from relay.model import Candidate, ElementKind, ParsedMessage, Part
+from relay.parse import parse_message
 from relay.rulefiles import load_rules
 from relay.trackers import Detection, DetectionRules, attribute_url, detect, load_detection
 
@@ -220,9 +221,8 @@ def test_same_trackers_through_the_relay_parser(
     samples: list[Sample], corpus_dir: Path, rules: DetectionRules
 ) -> None:
     """The relay's own MIME parser feeds detect the same trackers, with spans on its text."""
-    parse = pytest.importorskip("relay.parse")
     for sample in samples:
-        message = parse.parse_message((corpus_dir / sample.name).read_bytes())
+        message = parse_message((corpus_dir / sample.name).read_bytes())
         detection = detect(message, rules, [sample.label["rcpt"]])
         expected = _detect(sample, rules)
         assert [(c.url, c.rule) for c in detection.candidates] == [

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import smtplib
 import subprocess
 from collections.abc import AsyncIterator, Callable
@@ -26,6 +25,7 @@ from relay.model import ConsentEvent, EventType, Purpose
 from relay.redis_keys import Keys
 from relay.service import Running
 from relay.settings import Settings
+from tests.conftest import require_tool
 from tests.harness import HTML_WITH_PIXEL, PIXEL, asend, make_settings, message, start_relay
 from tests.smtp_sink import Sink
 
@@ -374,12 +374,12 @@ async def test_unexpected_error_is_a_named_4xx_not_500(
     assert "R-202" in text and "id " in text
 
 
-@pytest.mark.skipif(shutil.which("swaks") is None, reason="swaks not installed")
 async def test_swaks_client_through_the_relay(relay_factory: RelayFactory, sink: Sink) -> None:
-    relay: Relay = await relay_factory()
+    swaks = require_tool("swaks")
+    relay = await relay_factory()
     result = await asyncio.to_thread(
         subprocess.run,
-        ["swaks", "--server", f"127.0.0.1:{relay.port}", "--from", "app@shop.example",
+        [swaks, "--server", f"127.0.0.1:{relay.port}", "--from", "app@shop.example",
          "--to", "alice@example.org", "--header", "Subject: swaks", "--body", "hello",
          "--pipeline"],
         capture_output=True, text=True, timeout=30, check=False,

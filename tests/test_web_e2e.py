@@ -25,13 +25,10 @@ import redis.asyncio as aioredis
 from relay.consent import RedisConsentStore
 from relay.model import ConsentEvent, EventType, Purpose
 from relay.redis_keys import Keys
-from relay.web.gateway import GIF
-from tests.test_web_support import http, snapshot
-
-pytest.importorskip("relay.service", reason="the relay core is not assembled yet")
-
 from relay.settings import Settings
+from relay.web.gateway import GIF
 from tests.harness import HTML_WITH_PIXEL, PIXEL, asend, make_settings, message, start_relay
+from tests.test_web_support import http, snapshot
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(90)]
 
