@@ -12,9 +12,9 @@ COPY relay ./relay
 COPY rules ./rules
 RUN pip install --no-cache-dir . \
  && useradd --system --uid 10001 --home-dir /srv/relay relay \
- && mkdir -p /srv/relay/var /etc/relay \
+ && mkdir -p /srv/relay/var /srv/relay/rules.local /etc/relay \
  && chown relay /srv/relay/var
-COPY config.example.toml /etc/relay/config.toml
+COPY deploy/config.container.toml /etc/relay/config.toml
 
 USER relay
 # 2525: SMTP submission from applications; 8025: recipients' pages, pixel gateway, API, metrics.
