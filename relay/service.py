@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 
 import uvicorn
 
+from relay import logs
 from relay.audit import AuditLog
 from relay.consent import RedisConsentStore
 from relay.context import build_context, load_rule_set
@@ -196,13 +197,7 @@ def _child(settings: Settings, redis_url: str) -> None:
 
 
 def configure_logging(settings: Settings) -> None:
-    if settings.log.format == "json":
-        fmt = (
-            '{"time":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","msg":"%(message)s"}'
-        )
-    else:
-        fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-    logging.basicConfig(level=settings.log.level, format=fmt)
+    logs.configure(settings.log.level, settings.log.format)
 
 
 def serve(settings: Settings, workers: int = 1) -> int:
