@@ -23,9 +23,9 @@ from relay.settings import Settings, load_settings
 
 
 def _register_others(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from relay import cli_audit, cli_canary, cli_consent, cli_inactive, cli_rules
+    from relay import cli_audit, cli_canary, cli_consent, cli_inactive, cli_passwd, cli_rules
 
-    for module in (cli_consent, cli_audit, cli_rules, cli_inactive, cli_canary):
+    for module in (cli_consent, cli_audit, cli_rules, cli_inactive, cli_canary, cli_passwd):
         module.register(sub)
 
 

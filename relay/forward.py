@@ -13,6 +13,9 @@ Rule 3: once the message body has been sent, a lost or late reply is a *deferral
         (RFC 1047). The client's retry then goes through the delivery ledger.
 Rule 4: ``file:`` upstreams write each group atomically (temporary name, fsync, rename) with
         its envelope beside it, so a reader never sees half a message.
+Rule 5: XFORWARD attributes (Postfix content_filter placement) are sent after EHLO and before
+        each MAIL, only the names the upstream announced, and only if it announced XFORWARD;
+        an upstream that refuses them still gets the message (it logs the relay as client).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from urllib.parse import unquote, urlsplit
 
 import aiosmtplib
 
+from relay import xforward as xfwd
 from relay.settings import UpstreamSettings
 
 log = logging.getLogger("relay.forward")
@@ -71,9 +75,18 @@ class GroupOutcome:
         return [r for r, reply in self.replies.items() if 400 <= reply.code < 500]
 
 
+XForward = Sequence[tuple[str, str]]
+
+
 class Upstream(Protocol):
     async def send(
-        self, mail_from: str, rcpts: Sequence[str], data: bytes, options: Sequence[str]
+        self,
+        mail_from: str,
+        rcpts: Sequence[str],
+        data: bytes,
+        options: Sequence[str],
+        *,
+        xforward: XForward = (),
     ) -> GroupOutcome: ...
 
     async def close(self) -> None: ...
@@ -91,10 +104,22 @@ class FileUpstream:
         self.folder.mkdir(parents=True, exist_ok=True)
 
     async def send(
-        self, mail_from: str, rcpts: Sequence[str], data: bytes, options: Sequence[str]
+        self,
+        mail_from: str,
+        rcpts: Sequence[str],
+        data: bytes,
+        options: Sequence[str],
+        *,
+        xforward: XForward = (),
     ) -> GroupOutcome:
         name = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:12]}"
-        envelope = {"mail_from": mail_from, "rcpt_tos": list(rcpts), "options": list(options)}
+        envelope: dict[str, object] = {
+            "mail_from": mail_from,
+            "rcpt_tos": list(rcpts),
+            "options": list(options),
+        }
+        if xforward:
+            envelope["xforward"] = dict(xforward)
         try:
             await asyncio.to_thread(self._write, name, data, envelope)
         except OSError as exc:
@@ -166,7 +191,13 @@ class SmtpUpstream:
         return client, False
 
     async def send(
-        self, mail_from: str, rcpts: Sequence[str], data: bytes, options: Sequence[str]
+        self,
+        mail_from: str,
+        rcpts: Sequence[str],
+        data: bytes,
+        options: Sequence[str],
+        *,
+        xforward: XForward = (),
     ) -> GroupOutcome:
         async with self._slots:
             for attempt in (1, 2):
@@ -176,7 +207,9 @@ class SmtpUpstream:
                     log.warning("upstream connect failed: %s", exc)
                     return _all(rcpts, UpstreamReply(451, f"4.4.1 upstream unreachable: {exc}"))
                 try:
-                    return await self._transaction(client, mail_from, rcpts, data, options)
+                    return await self._transaction(
+                        client, mail_from, rcpts, data, options, xforward
+                    )
                 except _StaleConnection:
                     client.close()
                     if attempt == 2 or not reused:
@@ -190,6 +223,7 @@ class SmtpUpstream:
         rcpts: Sequence[str],
         data: bytes,
         options: Sequence[str],
+        xforward: XForward = (),
     ) -> GroupOutcome:
         outcome = GroupOutcome()
         body_sent = False
@@ -197,6 +231,8 @@ class SmtpUpstream:
             try:
                 if client.is_ehlo_or_helo_needed:
                     await client.ehlo()  # the extensions decide which MAIL options may go
+                if xforward and client.supports_extension("xforward"):
+                    await _send_xforward(client, xforward)
                 mail_options = [o for o in options if _supported(client, o)]
                 await client.mail(mail_from, options=mail_options, encoding="utf-8")
             except aiosmtplib.SMTPServerDisconnected as exc:
@@ -265,6 +301,16 @@ def _supported(client: aiosmtplib.SMTP, option: str) -> bool:
     if upper == "SMTPUTF8":
         return client.supports_extension("smtputf8")
     return upper.startswith("BODY=")
+
+
+async def _send_xforward(client: aiosmtplib.SMTP, xforward: XForward) -> None:
+    """Rule 5: the original client's attributes, as many commands as the line length needs."""
+    announced = client.esmtp_extensions.get("xforward", "").split()
+    for arguments in xfwd.commands(xforward, announced):
+        reply = await client.execute_command(b"XFORWARD", arguments.encode("ascii"))
+        if reply.code != 250:
+            log.warning("upstream refused XFORWARD: %s %s", reply.code, reply.message)
+            return
 
 
 async def _reset(client: aiosmtplib.SMTP) -> None:

@@ -102,6 +102,9 @@ class Envelope:
     client_ip: str = ""
     helo: str = ""
     auth_user: str | None = None
+    # Postfix XFORWARD attributes (name upper-cased, value xtext-decoded) of the original
+    # client, in the order received; passed on to an upstream that announces XFORWARD.
+    xforward: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -244,7 +244,9 @@ class Pipeline:
 
     async def _send(self, envelope: Envelope, rcpts: Sequence[str], data: bytes) -> GroupOutcome:
         options = [o for o in envelope.mail_options if o.upper().startswith(("BODY=", "SMTPUTF8"))]
-        return await self.upstream.send(envelope.mail_from, rcpts, data, options)
+        return await self.upstream.send(
+            envelope.mail_from, rcpts, data, options, xforward=envelope.xforward
+        )
 
     async def _store_links(self, result: FilterResult) -> None:
         links = [link for group in result.groups for link in group.gateway_links]

@@ -14,6 +14,17 @@ Rule 5: aiosmtpd's session timer is not reset while DATA is read or while the ha
         The handler stops that timer for the time it processes a message and restarts it
         before answering.
 Rule 6: after ``begin_shutdown`` new transactions get 421; messages in flight finish.
+Rule 7: "the client" is the real one: with ``[smtp] proxy_protocol`` the source address of the
+        PROXY header (accepted only from ``proxy_from``), else the TCP peer. It is what
+        ``allowed_clients``, the rate limit, XFORWARD's ACL, the logs and the audit see.
+Rule 8: AUTH (PLAIN, LOGIN) is offered only when users are configured and, with
+        ``require_tls``, only over TLS (after STARTTLS, or on the implicit-TLS listener); the
+        scrypt check runs in a thread, never in the event loop.
+Rule 9: XFORWARD is announced to and accepted from ``allowed_clients`` only (an authenticated
+        client may not rewrite who it is); its attributes last for one transaction.
+
+The aiosmtpd protocol extensions these rules rely on (XFORWARD, threaded AUTH, the PROXY-aware
+client address, the TLS context) are in ``smtpd.py``.
 """
 
 from __future__ import annotations
@@ -24,18 +35,31 @@ import ipaddress
 import logging
 import re
 import socket
+import ssl
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiosmtpd.smtp import SMTP, Session
+from aiosmtpd.proxy_protocol import ProxyData
+from aiosmtpd.smtp import SMTP, LoginPassword, Session
 from aiosmtpd.smtp import Envelope as SmtpEnvelope
 
-from relay import replies
-from relay.errors import RelayError
+from relay import replies, xforward
+from relay.auth import UserTable
+from relay.errors import RelayError, SettingsError
 from relay.model import Envelope
 from relay.pipeline import Outcome
+from relay.ratelimit import RateLimiter
 from relay.settings import Settings, split_hostport
+from relay.smtpd import (
+    RelaySession,
+    RelaySMTP,
+    client_address,
+    ip_of,
+    peer_host,
+    server_tls_context,
+)
 
 log = logging.getLogger("relay.receive")
 
@@ -45,6 +69,8 @@ _SMUGGLING = re.compile(rb"(?:(?<!\r)\n|\r(?!\n))\.(?:\r\n|\n|\r)|\r\n\.(?:(?<!\
 _BARE_LF = re.compile(rb"(?<!\r)\n")
 
 NULL_SENDER = "<>"
+# Seconds a connection may take to send its PROXY header (aiosmtpd warns below 3).
+PROXY_TIMEOUT = 10.0
 
 Processor = Callable[[bytes, Envelope, str], Awaitable[Outcome]]
 
@@ -67,21 +93,50 @@ class RelayHandler:
         self.allowed = [
             ipaddress.ip_network(n, strict=False) for n in settings.smtp.allowed_clients
         ]
+        self.proxy_from = [ipaddress.ip_network(n, strict=False) for n in settings.smtp.proxy_from]
+        self.users = UserTable(settings.smtp.auth.users)
+        self.limiter = RateLimiter(settings.smtp.rate_limit)
         self.shutting_down = False
         self.in_flight: set[asyncio.Task[Any]] = set()
+
+    def network_allowed(self, session: Session) -> bool:
+        """The real client's address is in ``allowed_clients`` (authentication aside)."""
+        address = ip_of(client_address(session))
+        return address is not None and any(address in net for net in self.allowed)
 
     def client_allowed(self, session: Session) -> bool:
         if getattr(session, "authenticated", False):
             return True
-        peer = session.peer
-        host = peer[0] if isinstance(peer, tuple) else ""
-        try:
-            address = ipaddress.ip_address(host.split("%", 1)[0])
-        except ValueError:
+        return self.network_allowed(session)
+
+    async def handle_PROXY(
+        self, server: SMTP, session: Session, envelope: SmtpEnvelope, proxy_data: ProxyData
+    ) -> bool:
+        """Accept a PROXY header only from ``proxy_from`` (a load balancer); else disconnect."""
+        address = ip_of(peer_host(session))
+        if address is None or not any(address in net for net in self.proxy_from):
+            log.warning("PROXY header refused from %s: not in smtp.proxy_from", session.peer)
             return False
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-            address = address.ipv4_mapped
-        return any(address in net for net in self.allowed)
+        return True
+
+    async def handle_EHLO(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: SmtpEnvelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        # With an EHLO hook aiosmtpd leaves recording the name to the hook.
+        session.host_name = hostname
+        lines = [r for r in responses if self.users or not r.startswith("250-AUTH")]
+        if self.settings.smtp.xforward and self.network_allowed(session):
+            lines.insert(len(lines) - 1, f"250-{xforward.ANNOUNCEMENT}")
+        return lines
+
+    async def verify_login(self, login: LoginPassword) -> bool:
+        # Rule 8: scrypt is slow on purpose; keep it off the event loop.
+        return await asyncio.to_thread(self.users.verify, login.login, login.password)
 
     async def handle_MAIL(
         self,
@@ -93,6 +148,11 @@ class RelayHandler:
     ) -> str:
         if self.shutting_down:
             return replies.SHUTTING_DOWN.text
+        client = client_address(session)
+        if not self.limiter.allow(client, time.monotonic()):
+            wait = self.limiter.retry_after(client, time.monotonic())
+            log.warning("rate limit: MAIL refused from %s (retry in %.0f s)", client, wait)
+            return replies.RATE_LIMITED.text
         # aiosmtpd reads an empty sender as "no MAIL command yet" and would refuse RCPT with
         # 503; keep the null sender of bounces and notifications as "<>" inside the session.
         envelope.mail_from = address or NULL_SENDER
@@ -110,7 +170,7 @@ class RelayHandler:
         if self.shutting_down:
             return replies.SHUTTING_DOWN.text
         if not self.client_allowed(session):
-            log.warning("relay attempt refused from %s", session.peer)
+            log.warning("relay attempt refused from %s", client_address(session))
             return replies.RELAY_DENIED.text
         if "@" not in address or any(c in address for c in " <>\r\n"):
             return replies.BAD_ADDRESS.text
@@ -142,7 +202,8 @@ class RelayHandler:
         raw = envelope.original_content
         if not isinstance(raw, bytes):
             return replies.TEMP_INTERNAL.text
-        peer = session.peer[0] if isinstance(session.peer, tuple) else ""
+        peer = client_address(session)
+        attributes = session.xforward if isinstance(session, RelaySession) else {}
         try:
             data = check_line_endings(raw)
             ours = Envelope(
@@ -152,6 +213,7 @@ class RelayHandler:
                 client_ip=str(peer),
                 helo=session.host_name or "",
                 auth_user=_auth_user(session),
+                xforward=tuple(attributes.items()),
             )
             outcome = await self.process(data, ours, relay_id)
             reply = outcome.reply
@@ -178,23 +240,38 @@ def _auth_user(session: Session) -> str | None:
     return None
 
 
-class RelaySMTP(SMTP):
-    """aiosmtpd's protocol with the relay's greeting name and reply for unknown failures."""
-
-
-def smtp_factory(settings: Settings, handler: RelayHandler) -> Callable[[], SMTP]:
+def smtp_factory(
+    settings: Settings,
+    handler: RelayHandler,
+    tls_context: ssl.SSLContext | None = None,
+    *,
+    implicit_tls: bool = False,
+) -> Callable[[], SMTP]:
+    """Protocol factory for the plain listener (STARTTLS with ``tls_context``) or, with
+    ``implicit_tls``, for the SMTPS listener (the transport is TLS already)."""
     hostname = settings.smtp.hostname or socket.getfqdn()
+    smtp = settings.smtp
+    excluded = [] if handler.users else ["LOGIN", "PLAIN"]
 
     def make() -> SMTP:
         return RelaySMTP(
             handler,
-            data_size_limit=settings.smtp.max_message_size,
+            data_size_limit=smtp.max_message_size,
             enable_SMTPUTF8=True,
             decode_data=False,
             hostname=hostname,
             ident="consent-relay",
-            timeout=settings.smtp.data_timeout,
-            auth_require_tls=settings.smtp.auth.require_tls,
+            timeout=smtp.data_timeout,
+            tls_context=None if implicit_tls else tls_context,
+            # On the SMTPS listener aiosmtpd does not know the transport is TLS: the
+            # requirement is met by construction there.
+            auth_require_tls=smtp.auth.require_tls and not implicit_tls,
+            auth_exclude_mechanism=excluded,
+            # The PROXY header precedes the TLS handshake on the wire, which an SMTPS listener
+            # (TLS from the first byte) cannot read: PROXY applies to the plain listener only.
+            proxy_protocol_timeout=(
+                PROXY_TIMEOUT if smtp.proxy_protocol and not implicit_tls else None
+            ),
         )
 
     return make
@@ -221,19 +298,48 @@ class SmtpServer:
         self.settings = settings
         self.handler = handler
         self.server: asyncio.Server | None = None
+        self.implicit_server: asyncio.Server | None = None
+        self.tls_context: ssl.SSLContext | None = None
         self.protocols: set[SMTP] = set()
 
-    async def start(self, sock: socket.socket | None = None) -> None:
-        factory = smtp_factory(self.settings, self.handler)
-
-        def tracked() -> SMTP:
+    def _tracked(self, factory: Callable[[], SMTP]) -> Callable[[], SMTP]:
+        def make() -> SMTP:
             proto = factory()
             self.protocols.add(proto)
             return proto
 
+        return make
+
+    async def start(
+        self, sock: socket.socket | None = None, implicit_sock: socket.socket | None = None
+    ) -> None:
+        """Listen on ``[smtp] listen`` and, when set, ``[smtp.tls] implicit_listen`` (SMTPS)."""
+        self.tls_context = server_tls_context(self.settings)
+        factory = smtp_factory(self.settings, self.handler, self.tls_context)
         loop = asyncio.get_running_loop()
+        implicit = self.settings.smtp.tls.implicit_listen
+        if self.tls_context is not None and (implicit or implicit_sock is not None):
+            smtps = smtp_factory(self.settings, self.handler, self.tls_context, implicit_tls=True)
+            implicit_sock = implicit_sock or listening_socket(implicit)
+            self.implicit_server = await loop.create_server(
+                self._tracked(smtps), sock=implicit_sock, ssl=self.tls_context
+            )
         sock = sock or listening_socket(self.settings.smtp.listen)
-        self.server = await loop.create_server(tracked, sock=sock)
+        self.server = await loop.create_server(self._tracked(factory), sock=sock)
+
+    def reload_tls(self) -> bool:
+        """Load the certificate and key files again (SIGHUP); new handshakes use them."""
+        if self.tls_context is None:
+            return False
+        try:
+            fresh = server_tls_context(self.settings)
+        except SettingsError as exc:
+            log.error("TLS reload refused, keeping the running certificate: %s", exc)
+            return False
+        if fresh is not None:
+            tls = self.settings.smtp.tls
+            self.tls_context.load_cert_chain(tls.cert, tls.key)
+        return True
 
     @property
     def port(self) -> int:
@@ -241,12 +347,20 @@ class SmtpServer:
         port: int = self.server.sockets[0].getsockname()[1]
         return port
 
+    @property
+    def implicit_port(self) -> int | None:
+        if self.implicit_server is None:
+            return None
+        port: int = self.implicit_server.sockets[0].getsockname()[1]
+        return port
+
     async def stop(self, grace: float | None = None) -> None:
         """Stop accepting; messages in flight finish within ``grace`` seconds; then close."""
         grace = self.settings.smtp.shutdown_grace if grace is None else grace
         self.handler.shutting_down = True
-        if self.server is not None:
-            self.server.close()
+        servers = [s for s in (self.server, self.implicit_server) if s is not None]
+        for server in servers:
+            server.close()
         pending = list(self.handler.in_flight)
         if pending:
             log.info("waiting up to %.0f s for %d message(s) in flight", grace, len(pending))
@@ -258,5 +372,5 @@ class SmtpServer:
                 with contextlib.suppress(OSError, TimeoutError, RuntimeError, AssertionError):
                     await asyncio.wait_for(proto.push(replies.SHUTTING_DOWN.text), 1)
                 transport.close()
-        if self.server is not None:
-            await self.server.wait_closed()
+        for server in servers:
+            await server.wait_closed()

@@ -34,6 +34,7 @@ class Reply:
 OK_QUEUED = Reply(250, "2.0.0", "OK: accepted by upstream", "R-001")
 OK_SENDER = Reply(250, "2.1.0", "Sender OK", "R-002")
 OK_RCPT = Reply(250, "2.1.5", "Recipient OK", "R-003")
+OK_XFORWARD = Reply(250, "2.0.0", "Ok", "R-004")
 
 RELAY_DENIED = Reply(554, "5.7.1", "Relaying denied: client not allowed", "R-101")
 AUTH_REQUIRED = Reply(530, "5.7.0", "Authentication required", "R-102")
@@ -51,6 +52,14 @@ REASK_REFUSED = Reply(
 )
 BAD_CATEGORY = Reply(554, "5.6.0", "Unknown X-Relay-Category", "R-111")
 TOO_MANY_RECIPIENTS = Reply(452, "4.5.3", "Too many recipients", "R-112")
+XFORWARD_DENIED = Reply(550, "5.7.0", "XFORWARD: insufficient authorization", "R-113")
+XFORWARD_SYNTAX = Reply(
+    501,
+    "5.5.4",
+    "Syntax: XFORWARD attribute=value... (NAME ADDR PORT PROTO HELO IDENT SOURCE)",
+    "R-114",
+)
+XFORWARD_IN_TRANSACTION = Reply(503, "5.5.1", "XFORWARD: MAIL transaction in progress", "R-115")
 
 TEMP_UPSTREAM = Reply(451, "4.4.1", "Upstream temporarily unavailable, try again later", "R-201")
 TEMP_INTERNAL = Reply(451, "4.3.0", "Internal error, try again later", "R-202")
@@ -60,3 +69,6 @@ TEMP_PARTIAL = Reply(
     451, "4.4.1", "Some recipients delivered, others deferred: retry, no duplicates", "R-205"
 )
 TIMEOUT = Reply(421, "4.4.2", "Timeout, closing connection", "R-206")
+RATE_LIMITED = Reply(
+    451, "4.7.0", "Too many messages from your address, slow down and try again later", "R-207"
+)

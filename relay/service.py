@@ -81,6 +81,7 @@ class Running:
             return False
         self.pipeline.reload(context)
         log.info("rules reloaded, digest %s", context.policy.digest)
+        self.smtp.reload_tls()
         return True
 
     async def stop(self) -> None:

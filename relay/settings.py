@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from relay.auth import check_hash
 from relay.errors import SettingsError
 
 DEFAULT_CONFIG = "config.toml"
@@ -52,6 +53,10 @@ class SmtpSettings:
     redis_down: str = "fail_closed"  # "fail_closed" (strip consent trackers) or "tempfail" (4xx)
     inline_max_bytes: int = 262_144  # messages up to this size are filtered in the event loop
     process_pool: int = 1  # worker processes per relay process for larger messages (0 = none)
+    rate_limit: int = 0  # messages per minute per client IP (451 4.7.0 at MAIL above), 0 = off
+    proxy_protocol: bool = False  # expect a HAProxy PROXY v1/v2 header on every connection
+    proxy_from: tuple[str, ...] = ("127.0.0.1/32", "::1/128")  # who may send a PROXY header
+    xforward: bool = True  # accept Postfix XFORWARD from allowed_clients and pass it upstream
     tls: TlsSettings = field(default_factory=TlsSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
 
@@ -253,13 +258,44 @@ def _table_of_tables_check(loader: _Loader, raw: Any, dotted: str) -> dict[str, 
     return result
 
 
+def _check_smtp(smtp: SmtpSettings, loader: _Loader) -> None:
+    """[smtp]: networks, TLS files named in pairs, AUTH hashes and where AUTH can be offered."""
+    for dotted, nets in (
+        ("smtp.allowed_clients", smtp.allowed_clients),
+        ("smtp.proxy_from", smtp.proxy_from),
+    ):
+        for net in nets:
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError:
+                raise loader.fail(dotted, f"not a network: {net!r}") from None
+    tls = smtp.tls
+    if bool(tls.cert) != bool(tls.key):
+        missing = "smtp.tls.key" if tls.cert else "smtp.tls.cert"
+        raise loader.fail(missing, "smtp.tls.cert and smtp.tls.key must be set together")
+    if tls.implicit_listen:
+        if not tls.cert:
+            raise loader.fail("smtp.tls.implicit_listen", "needs smtp.tls.cert and smtp.tls.key")
+        try:
+            split_hostport(tls.implicit_listen)
+        except ValueError as exc:
+            raise loader.fail("smtp.tls.implicit_listen", str(exc)) from None
+    for user, value in smtp.auth.users.items():
+        try:
+            check_hash(value)
+        except ValueError as exc:
+            raise loader.fail(f"smtp.auth.users.{user}", str(exc)) from None
+    if smtp.auth.users and smtp.auth.require_tls and not tls.cert:
+        raise loader.fail(
+            "smtp.auth.users",
+            "AUTH is only offered over TLS: set smtp.tls.cert and smtp.tls.key "
+            "(or smtp.auth.require_tls = false)",
+        )
+
+
 def _check(settings: Settings, loader: _Loader) -> None:
     """Cross-field checks that a type alone cannot express."""
-    for net in settings.smtp.allowed_clients:
-        try:
-            ipaddress.ip_network(net, strict=False)
-        except ValueError:
-            raise loader.fail("smtp.allowed_clients", f"not a network: {net!r}") from None
+    _check_smtp(settings.smtp, loader)
     for dotted, value in (
         ("smtp.listen", settings.smtp.listen),
         ("web.listen", settings.web.listen),
