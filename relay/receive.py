@@ -77,6 +77,11 @@ Processor = Callable[[bytes, Envelope, str], Awaitable[Outcome]]
 
 def check_line_endings(data: bytes) -> bytes:
     """Refuse smuggling sequences, normalise lone LFs; raise RelayError(BARE_LF)."""
+    # Nearly every message has only CRLF line endings: three C-speed counts prove it and
+    # spare the two regular expressions, which cost 1.6 ms on a 67 KB message (profiled).
+    crlf = data.count(b"\r\n")
+    if data.count(b"\n") == crlf and data.count(b"\r") == crlf:
+        return data
     if _SMUGGLING.search(data):
         raise RelayError("smuggling sequence in DATA", replies.BARE_LF)
     if b"\n" in data and _BARE_LF.search(data):
