@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from relay import metrics, replies
 from relay.audit import AuditLog
@@ -222,11 +223,14 @@ class Pipeline:
                 if reply.accepted or reply.permanent:
                     final[rcpt] = reply.text
         settled = all(r in final or r.lower() in done for r in envelope.rcpt_tos)
-        await self.ledger.record(key, final, settled=settled)
         for rcpt in envelope.rcpt_tos:
             if rcpt not in upstream and rcpt.lower() in done:
                 upstream[rcpt] = f"(delivered earlier) {done[rcpt.lower()]}"
-        await self._after_delivery(envelope, result, upstream, relay_id, received)
+        # Both must be written before the client is answered; neither waits for the other.
+        await asyncio.gather(
+            self.ledger.record(key, final, settled=settled),
+            self._after_delivery(envelope, result, upstream, relay_id, received),
+        )
         answer = summarise(envelope.rcpt_tos, outcomes, done)
         refused_now = [r for o in outcomes for r in o.refused()]
         if refused_now and answer.code == 250:
@@ -251,8 +255,13 @@ class Pipeline:
     async def _store_links(self, result: FilterResult) -> None:
         links = [link for group in result.groups for link in group.gateway_links]
         linked = {p.recipient_key: p.rcpt for p in result.plans if p.needs_links or p.footer}
-        await store_gateway_links(self.redis, self.keys, links, ttl_days=400)
-        await remember_recipients(self.redis, self.keys, linked)
+        try:
+            await store_gateway_links(self.redis, self.keys, links, ttl_days=400)
+            await remember_recipients(self.redis, self.keys, linked)
+        except (RedisError, OSError, TimeoutError) as exc:
+            # Fail closed, not shut: a gateway link Redis did not keep answers the blank GIF,
+            # and minimise links never needed their target. The mail still goes out.
+            log.warning("could not store %d link(s): %s", len(links), exc)
 
     async def _after_delivery(
         self,
