@@ -18,19 +18,15 @@ Rule 3: ``reload_rules`` loads and validates everything before returning, so a c
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from collections import Counter
-from typing import TYPE_CHECKING
 
+from relay.context import validate_rules
 from relay.errors import RulesError, SettingsError
 from relay.model import Category, Purpose
-from relay.policy import ConsentCondition, Pack, Policy, Row, RowAction, load_policy
+from relay.policy import ConsentCondition, Pack, Policy, Row, RowAction
 from relay.rulefiles import RuleSet, load_rules
-from relay.settings import Settings, load_settings
-
-if TYPE_CHECKING:
-    from relay.trackers import DetectionRules  # type: ignore[import-not-found,unused-ignore]
+from relay.settings import load_settings
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -54,30 +50,19 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     explain.set_defaults(func=cmd_explain)
 
 
-def reload_rules(settings: Settings) -> tuple[RuleSet, Policy, DetectionRules]:
-    """Read and validate every rule file; raise ``RulesError`` and change nothing on error."""
-    rules = load_rules(settings.rules.dir, settings.rules.local_dir)
-    policy = load_policy(rules, settings)
-    from relay.trackers import load_detection  # type: ignore[import-not-found,unused-ignore]
-
-    detection: DetectionRules = load_detection(rules)
-    check_unread(rules)
-    return rules, policy, detection
-
-
 def _load(args: argparse.Namespace) -> tuple[RuleSet, Policy]:
-    """Settings, then rules (``SettingsError`` is bad input: exit 2; ``RulesError``: exit 1)."""
+    """Settings, then every rule file through every loader (``SettingsError`` is bad input:
+    exit 2; ``RulesError``: exit 1)."""
     settings = load_settings(getattr(args, "config", None))
     shipped = getattr(args, "dir", None) or settings.rules.dir
     local = args.local if args.local is not None else settings.rules.local_dir
-    rules = load_rules(shipped, local)
-    return rules, load_policy(rules, settings)
+    valid = validate_rules(settings, load_rules(shipped, local))
+    return valid.rules, valid.policy
 
 
 def cmd_check(args: argparse.Namespace) -> int:
     try:
         rules, policy = _load(args)
-        note = _check_detection(rules)
     except SettingsError as exc:
         print(f"relay rules check: {exc}", file=sys.stderr)
         return 2
@@ -95,35 +80,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"  [[{table}]]: {enabled[table]} enabled of {counts[table]}")
     for name, items in sorted(rules.lists.items()):
         print(f"  lists/{name}.txt: {len(items)} entries")
-    if note:
-        print(f"  note: {note}")
     print(f"digest {rules.digest}")
     return 0
-
-
-def _check_detection(rules: RuleSet) -> str | None:
-    """Validate the detection rules when the detection module is there (else say why not),
-    then refuse any table that no part of the relay reads (a misspelt table name)."""
-    try:
-        module = importlib.import_module("relay.trackers")
-    except ImportError as exc:
-        return f"tracker detection rules NOT checked: relay.trackers cannot be imported ({exc})"
-    module.load_detection(rules)
-    check_unread(rules)
-    return None
-
-
-# Tables read by modules that `rules check` does not load: name -> reader.
-READ_ELSEWHERE = {"footer": "relay.context.footer_wording"}
-
-
-def check_unread(rules: RuleSet) -> None:
-    """Raise ``RulesError`` naming the first table no loader asked for (call after loading)."""
-    unread = rules.unread(READ_ELSEWHERE)
-    if unread:
-        others = [u.rsplit(": ", 1)[-1] for u in unread[1:]]
-        also = f"; also {', '.join(others)}" if others else ""
-        raise RulesError(f"{unread[0]}: unknown table: no part of the relay reads it{also}")
 
 
 def cmd_explain(args: argparse.Namespace) -> int:

@@ -9,17 +9,18 @@ Rule 2: worker processes build their own context from the same settings, so no r
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from relay.dkim_sign import parse_key_table
-from relay.errors import SettingsError
+from relay.errors import RulesError, SettingsError
 from relay.filtering import FilterContext
 from relay.links import LinkMinter, LinkSigner
-from relay.policy import load_policy
+from relay.policy import Policy, load_policy
 from relay.rulefiles import RuleSet, load_rules
 from relay.settings import Settings
-from relay.trackers import load_detection
+from relay.trackers import DetectionRules, load_detection
 
 
 def footer_wording(rules: RuleSet) -> dict[str, Mapping[str, str]]:
@@ -43,20 +44,43 @@ def load_rule_set(settings: Settings) -> RuleSet:
     return load_rules(settings.rules.dir, settings.rules.local_dir)
 
 
-def build_context(settings: Settings, rules: RuleSet | None = None) -> FilterContext:
-    rules = rules or load_rule_set(settings)
-    from relay.cli_rules import check_unread
+@dataclass(frozen=True)
+class ValidatedRules:
+    rules: RuleSet
+    detection: DetectionRules
+    policy: Policy
+    footer_wording: Mapping[str, Mapping[str, str]]
 
-    signer = LinkSigner.from_settings(settings.secrets)
+
+def check_unread(rules: RuleSet) -> None:
+    """Raise ``RulesError`` naming the first table no loader asked for (call after loading):
+    a misspelt table name is an error, never silently ignored."""
+    unread = rules.unread()
+    if unread:
+        others = [u.rsplit(": ", 1)[-1] for u in unread[1:]]
+        also = f"; also {', '.join(others)}" if others else ""
+        raise RulesError(f"{unread[0]}: unknown table: no part of the relay reads it{also}")
+
+
+def validate_rules(settings: Settings, rules: RuleSet | None = None) -> ValidatedRules:
+    """Every loader over every rule file; ``RulesError`` (file:line:key) on the first problem.
+    ``relay rules check``, start-up and SIGHUP all go through here."""
+    rules = rules or load_rule_set(settings)
     detection = load_detection(rules)
     policy = load_policy(rules, settings)
     wording = footer_wording(rules)
-    check_unread(rules)  # after every loader ran: a misspelt table is an error, not ignored
+    check_unread(rules)
+    return ValidatedRules(rules, detection, policy, wording)
+
+
+def build_context(settings: Settings, rules: RuleSet | None = None) -> FilterContext:
+    valid = validate_rules(settings, rules)
+    signer = LinkSigner.from_settings(settings.secrets)
     return FilterContext(
-        detection=detection,
-        policy=policy,
+        detection=valid.detection,
+        policy=valid.policy,
         minter=LinkMinter(settings.web.public_url, signer),
-        footer_wording=wording,
+        footer_wording=valid.footer_wording,
         address_key=settings.address_key,
         malformed=settings.smtp.malformed,
         signed=settings.smtp.signed,

@@ -1,5 +1,5 @@
 """``relay rules check|explain`` through the real argument parser, on rule folders in tmp dirs;
-and ``reload_rules``, the validate-everything-first loader used on SIGHUP."""
+and ``validate_rules``, the validate-everything-first loader used on SIGHUP."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from relay.cli_rules import describe_row, register, reload_rules
+from relay.cli_rules import describe_row, register
+from relay.context import validate_rules
 from relay.errors import RulesError
 from relay.policy import load_policy
 from relay.rulefiles import SHIPPED_RULES, load_rules
@@ -147,14 +148,14 @@ def test_reload_rules_refuses_bad_rules(folders: tuple[Path, Path, Path]) -> Non
     (local / "x.toml").write_text('[[decision]]\nid = "cnil-default"\nenabled = false\n')
     settings = parse_settings(config.read_text(encoding="utf-8"), str(config), env={})
     with pytest.raises(RulesError, match="must be a catch-all"):
-        reload_rules(settings)
+        validate_rules(settings)
 
 
 def test_reload_rules_returns_everything_validated() -> None:
     settings = parse_settings("", env={})
-    rules, policy, detection = reload_rules(settings)
-    assert policy.digest == rules.digest
-    assert detection is not None
+    valid = validate_rules(settings)
+    assert valid.policy.digest == valid.rules.digest
+    assert valid.detection is not None
 
 
 def test_check_refuses_a_table_nobody_reads(
