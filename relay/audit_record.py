@@ -1,7 +1,7 @@
 """Decision records: one per (message, recipient), built from the pipeline's decisions.
 
-Stage: the audit stage's pure half. Input: the filter result (or an ``Analysis`` and its
-recipient plans), the envelope and the upstream's replies. Output: frozen ``DecisionRecord``s
+Stage: the audit stage's pure half. Input: the filter result (its recipient plans), the
+envelope and the upstream's replies. Output: frozen ``DecisionRecord``s
 and the auditors' JSON (SPEC section 3). The stored and CSV forms are in ``audit_codec``.
 
 Rule 1: pure: no I/O and no randomness. The record id is a hash of the relay id, the reception
@@ -20,10 +20,10 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol, overload
+from typing import Protocol
 
 from relay import __version__
-from relay.model import Analysis, Candidate, Category, Decision, Envelope, RecipientPlan
+from relay.model import Candidate, Category, Decision, Envelope, RecipientPlan
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +126,6 @@ class DecidedMessage(Protocol):
     def rules_digest(self) -> str: ...
 
 
-@overload
 def build_records(
     source: DecidedMessage,
     envelope: Envelope,
@@ -136,59 +135,14 @@ def build_records(
     relay_id: str,
     received_at: datetime,
     decided_at: datetime | None = None,
-) -> list[DecisionRecord]: ...
-
-
-@overload
-def build_records(
-    source: Analysis,
-    plans: Sequence[RecipientPlan],
-    upstream_replies: Mapping[str, str],
-    /,
-    *,
-    rules_digest: str,
-    pack: str,
-    relay_id: str,
-    received_at: datetime,
-    envelope: Envelope,
-    decided_at: datetime | None = None,
-) -> list[DecisionRecord]: ...
-
-
-def build_records(
-    source: DecidedMessage | Analysis,
-    second: Envelope | Sequence[RecipientPlan],
-    upstream_replies: Mapping[str, str],
-    /,
-    *,
-    relay_id: str,
-    received_at: datetime,
-    decided_at: datetime | None = None,
-    rules_digest: str = "",
-    pack: str = "",
-    envelope: Envelope | None = None,
 ) -> list[DecisionRecord]:
-    """One record per recipient plan, in plan order.
-
-    Two call forms: ``(filter_result, envelope, replies, relay_id=, received_at=)`` as the
-    conductor has it, or ``(analysis, plans, replies, rules_digest=, pack=, envelope=, ...)``.
-    ``decided_at`` defaults to ``received_at``: the decisions are taken while the message is
-    received; pass the time explicitly when it matters.
-    """
-    if isinstance(source, Analysis):
-        assert envelope is not None, "build_records(analysis, ...) needs envelope="
-        assert not isinstance(second, Envelope)
-        plans = tuple(second)
-        from_header = source.message.header("From") or ""
-        digest = rules_digest
-        packs: Mapping[str, str] = {}
-    else:
-        assert isinstance(second, Envelope)
-        envelope = second
-        plans = source.plans
-        from_header = source.from_header
-        digest = source.rules_digest
-        packs = source.packs
+    """One record per recipient plan, in plan order (pure: the same input gives the same
+    records, ids included). ``decided_at`` defaults to ``received_at``: the decisions are taken
+    while the message is received; pass the time explicitly when it matters."""
+    plans = source.plans
+    from_header = source.from_header
+    digest = source.rules_digest
+    packs = source.packs
     by_id = {c.id: c for c in source.candidates}
     records = []
     for index, plan in enumerate(plans):
@@ -204,7 +158,7 @@ def build_records(
                 recipient_key=plan.recipient_key,
                 category=source.category.value,
                 category_reason=source.category_reason,
-                pack=packs.get(plan.rcpt, pack),
+                pack=packs.get(plan.rcpt, ""),
                 trackers=trackers,
                 consent_event_ids=_union(t.consent_event_ids for t in trackers),
                 footer_injected=plan.footer,

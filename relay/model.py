@@ -220,21 +220,6 @@ class Placeholder:
 
 
 @dataclass(frozen=True, slots=True)
-class Analysis:
-    """Everything computed once per message, before any recipient is considered."""
-
-    message: ParsedMessage
-    candidates: tuple[Candidate, ...]
-    links: tuple[Link, ...]
-    placeholders: tuple[Placeholder, ...]
-    category: Category
-    category_reason: str
-    message_id: str
-    strip_headers: tuple[Header, ...]  # X-Relay-* headers to remove before forwarding
-    locked: bool = False  # a signed or encrypted body: nothing may be edited
-
-
-@dataclass(frozen=True, slots=True)
 class Edit:
     """Replace ``span`` of part ``part_index``'s decoded text by ``replacement``.
 

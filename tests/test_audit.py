@@ -16,17 +16,15 @@ import redis.asyncio as aioredis
 from relay.audit import AuditLog, message_key
 from relay.audit_codec import CSV_COLUMNS, decode, encode
 from relay.audit_record import build_records, record_from_json
+from relay.filtering import FilterResult
 from relay.model import (
     Action,
-    Analysis,
     Basis,
     Candidate,
     Category,
     Decision,
     ElementKind,
     Envelope,
-    Header,
-    ParsedMessage,
     Purpose,
     RecipientPlan,
     Span,
@@ -85,21 +83,24 @@ def _plans() -> tuple[RecipientPlan, ...]:
     )
 
 
-def _analysis() -> Analysis:
-    headers = (Header("From", "Shop <news@shop.example>", 0, 30),)
-    parsed = ParsedMessage(raw=b"", headers=headers, header_end=30, parts=())
-    return Analysis(
-        message=parsed,
+def _result(packs: dict[str, str] | None = None, digest: str = "sha256:abc") -> FilterResult:
+    return FilterResult(
+        message_id="<m@shop.example>",
+        from_header="Shop <news@shop.example>",
+        category=Category.NEWSLETTER,
+        category_reason="header:list-id",
         candidates=(
             _candidate(0, Purpose.CAMPAIGN_PERFORMANCE),
             _candidate(1, Purpose.DELIVERABILITY),
         ),
         links=(),
-        placeholders=(),
-        category=Category.NEWSLETTER,
-        category_reason="header:list-id",
-        message_id="<m@shop.example>",
-        strip_headers=(),
+        plans=_plans(),
+        packs=packs or {"a@example.org": "fr-cnil-2026", "b@example.org": "fr-cnil-2026"},
+        groups=(),
+        reask_blocked={},
+        defects=(),
+        locked=False,
+        rules_digest=digest,
     )
 
 
@@ -107,17 +108,8 @@ ENVELOPE = Envelope("bounce@shop.example", ("a@example.org", "b@example.org"))
 REPLIES = {"a@example.org": "250 2.0.0 ok", "b@example.org": "550 5.1.1 no such user"}
 
 
-def test_build_records_from_analysis_and_plans() -> None:
-    records = build_records(
-        _analysis(),
-        _plans(),
-        REPLIES,
-        rules_digest="sha256:abc",
-        pack="fr-cnil-2026",
-        relay_id="rid1",
-        received_at=T0,
-        envelope=ENVELOPE,
-    )
+def test_build_records_from_a_filter_result() -> None:
+    records = build_records(_result(), ENVELOPE, REPLIES, relay_id="rid1", received_at=T0)
     a, b = records
     assert (a.rcpt, a.recipient_key, a.upstream_reply) == (
         "a@example.org",
@@ -135,42 +127,16 @@ def test_build_records_from_analysis_and_plans() -> None:
     assert (a.pack, a.rules_digest, a.decided_at) == ("fr-cnil-2026", "sha256:abc", T0)
     assert a.record_id != b.record_id and len(a.record_id) == 32
     # Pure: the same input gives the same records, ids included.
-    again = build_records(
-        _analysis(),
-        _plans(),
-        REPLIES,
-        rules_digest="sha256:abc",
-        pack="fr-cnil-2026",
-        relay_id="rid1",
-        received_at=T0,
-        envelope=ENVELOPE,
-    )
+    again = build_records(_result(), ENVELOPE, REPLIES, relay_id="rid1", received_at=T0)
     assert again == records
 
 
-def test_build_records_from_a_filter_result() -> None:
-    from relay.filtering import FilterResult
-
-    analysis = _analysis()
-    result = FilterResult(
-        message_id=analysis.message_id,
-        from_header="news@shop.example",
-        category=Category.MARKETING,
-        category_reason="default",
-        candidates=analysis.candidates,
-        links=(),
-        plans=_plans(),
-        packs={"a@example.org": "strict", "b@example.org": "fr-cnil-2026"},
-        groups=(),
-        reask_blocked={},
-        defects=(),
-        locked=False,
-        rules_digest="sha256:def",
-    )
+def test_build_records_takes_pack_per_recipient_and_decision_time() -> None:
+    result = _result({"a@example.org": "strict", "b@example.org": "fr-cnil-2026"}, "sha256:def")
     later = T0 + timedelta(seconds=1)
     a, b = build_records(result, ENVELOPE, REPLIES, relay_id="r", received_at=T0, decided_at=later)
     assert (a.pack, b.pack) == ("strict", "fr-cnil-2026")
-    assert (a.category, a.rules_digest, a.decided_at) == ("marketing", "sha256:def", later)
+    assert (a.category, a.rules_digest, a.decided_at) == ("newsletter", "sha256:def", later)
 
 
 def test_json_shape_and_round_trips() -> None:
