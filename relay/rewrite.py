@@ -279,7 +279,13 @@ def _qp_splices(lines: QPLines, edits: list[Splice], newline: bytes) -> list[Spl
     out: list[Splice] = []
     for rs, ds, re, group in groups:
         new = _apply(binascii.a2b_qp(body[rs:re]), ds, group)
-        out.append((rs, re, qp_encode(new, soft_end=qp_is_soft(body, re), newline=newline)))
+        soft = qp_is_soft(body, re)
+        if not soft and body[re - 1 : re] == b"\n" and not new.endswith(b"\n"):
+            # The edit took out the hard line break that ended the region: end it with a soft
+            # break instead, so the unchanged line after it stays a line of its own (joining
+            # them would make a line longer than 76 characters).
+            soft = True
+        out.append((rs, re, qp_encode(new, soft_end=soft, newline=newline)))
     return out
 
 

@@ -7,13 +7,21 @@ that need to stop or break Redis take ``private_redis`` and get a server of thei
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import redis
+from hypothesis import settings as hypothesis_settings
 
 from relay.embedded import EmbeddedRedis
+
+# CI explores the same examples on every run (a red CI must mean a regression, not a new random
+# draw); locally hypothesis keeps drawing new examples, which is where it finds bugs.
+hypothesis_settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    hypothesis_settings.load_profile("ci")
 
 CORPUS = Path(__file__).resolve().parent.parent.parent / "shared" / "corpus"
 if not CORPUS.exists():  # a checkout elsewhere: look beside the repository's parent too

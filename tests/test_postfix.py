@@ -19,6 +19,8 @@ import email.policy
 import html
 import json
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -61,7 +63,7 @@ class Postfixes:
 
 
 @pytest.fixture
-def postfix(tmp_path: Path) -> Iterator[Postfixes]:
+def postfix() -> Iterator[Postfixes]:
     """Private Postfix instances, stopped at teardown (the tests stop them earlier, in order)."""
     if not postfix_available() or os.geteuid() != 0:
         reason = (
@@ -72,9 +74,17 @@ def postfix(tmp_path: Path) -> Iterator[Postfixes]:
         if os.environ.get("RELAY_REQUIRE_TOOLS") == "1":
             pytest.fail(f"{reason}; RELAY_REQUIRE_TOOLS=1")
         pytest.skip(reason)
-    factory = Postfixes(tmp_path)
-    yield factory
-    factory.stop_all()
+    # Not under tmp_path: pytest makes its folders 0700 and Postfix's daemons, running as the
+    # postfix user, must reach their data directory by path. Parallel workers changing the
+    # modes of shared pytest folders raced each other in CI (master.lock: Permission denied).
+    home = Path(tempfile.mkdtemp(prefix="relay-postfix-"))
+    home.chmod(0o755)
+    factory = Postfixes(home)
+    try:
+        yield factory
+    finally:
+        factory.stop_all()
+        shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture

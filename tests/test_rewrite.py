@@ -353,3 +353,24 @@ def test_qp_encode_wraps_without_splitting_escapes(soft_end: bool) -> None:
         assert b"end=20\r\nnext=09\r\n" in encoded
         assert binascii.a2b_qp(encoded) == data
         assert encoded.endswith(b"=\r\n") == soft_end
+
+
+def test_qp_edit_removing_a_hard_line_break_keeps_lines_short() -> None:
+    """Found by the property test in CI: an edit that swallows the line break at the end of
+    the re-encoded region must not glue the next, unchanged line onto a long one."""
+    raw = (
+        b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\n'
+        b"Content-Type: text/html; charset=utf-8\r\n"
+        b"Content-Transfer-Encoding: quoted-printable\r\n\r\n"
+        b"=3D3D<p>\r\n<p>\r\n--b--\r\n"
+    )
+    message = parse_message(raw)
+    text = message.parts[0].text
+    assert text == "=3D<p>\r\n<p>"
+    edit = Edit(0, Span(1, 8), "<p><p>" + "x" * 90 + "\u65e5\u672c")
+    out = render(message, [edit])
+    again = parse_message(out)
+    assert again.parts[0].text == text[:1] + edit.replacement + text[8:]
+    body = out[message.parts[0].body_start : out.rindex(b"--b--")]
+    assert all(len(line) <= 76 for line in body.splitlines())
+    assert body.endswith(b"\r\n<p>\r\n")  # the next line is byte-identical
