@@ -79,15 +79,12 @@ def _recipients(raw: bytes, explicit: Sequence[str]) -> tuple[str, ...]:
 def _consent_states(settings: Settings, rcpts: Sequence[str]) -> dict[str, ConsentState]:
     """Consent from the configured Redis when one answers; otherwise "no events recorded"."""
     from relay.consent import RedisConsentStore
-    from relay.redis_conn import async_client
+    from relay.redis_conn import async_client, running_url
     from relay.redis_keys import Keys
 
-    url = settings.redis.url
-    if url == "embedded":
-        port_file = Path(settings.redis.data_dir) / "server.port"
-        if not port_file.exists():
-            return {}
-        url = f"redis://127.0.0.1:{port_file.read_text().strip()}/0"
+    url = running_url(settings.redis)
+    if url is None:
+        return {}
 
     async def read() -> dict[str, ConsentState]:
         client = async_client(url, settings.redis)

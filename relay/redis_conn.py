@@ -30,16 +30,25 @@ def _answers(port: int) -> bool:
         return False
 
 
-def resolve(settings: RedisSettings) -> tuple[str, EmbeddedRedis | None]:
-    """The URL to use, and the embedded server this call started (the caller stops it)."""
+def running_url(settings: RedisSettings) -> str | None:
+    """The URL of the configured server when it is external or an embedded one already runs."""
     if settings.url != "embedded":
-        return settings.url, None
-    data_dir = Path(settings.data_dir)
-    port_file = data_dir / PORT_FILE
+        return settings.url
+    port_file = Path(settings.data_dir) / PORT_FILE
     if port_file.exists():
         text = port_file.read_text().strip()
         if text.isdigit() and _answers(int(text)):
-            return f"redis://127.0.0.1:{int(text)}/0", None
+            return f"redis://127.0.0.1:{int(text)}/0"
+    return None
+
+
+def resolve(settings: RedisSettings) -> tuple[str, EmbeddedRedis | None]:
+    """The URL to use, and the embedded server this call started (the caller stops it)."""
+    url = running_url(settings)
+    if url is not None:
+        return url, None
+    data_dir = Path(settings.data_dir)
+    port_file = data_dir / PORT_FILE
     server = EmbeddedRedis(data_dir).start()
     port_file.write_text(str(server.port))
     return server.url, server
