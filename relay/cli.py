@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import sys
 from collections.abc import Sequence
@@ -172,11 +173,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     if not settings.secrets.link_key:
         # Links are only previewed here; a throwaway key keeps `check` usable without secrets.
-        import dataclasses
-
         secrets = dataclasses.replace(settings.secrets, link_key="relay-check-preview")
         settings = dataclasses.replace(settings, secrets=secrets)
-    context = build_context(settings)
+    context = dataclasses.replace(build_context(settings), report_links=True)
     status = 0
     for path in args.messages:
         try:

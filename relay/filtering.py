@@ -74,6 +74,7 @@ class FilterContext:
     dkim_mode: str = "off"  # "off", "resign", "upstream" ([dkim] mode)
     dkim_keys: Mapping[str, DkimKey] = field(default_factory=dict)
     dkim_replace_all: bool = False
+    report_links: bool = False  # report <a href> and click trackers (relay check), not acted on
 
 
 @dataclass(frozen=True)
@@ -249,7 +250,7 @@ def filter_message(
     from relay.classify import classify
 
     category, reason = classify(message, envelope, ctx.policy)
-    detection = detect(message, ctx.detection, envelope.rcpt_tos)
+    detection = detect(message, ctx.detection, envelope.rcpt_tos, with_links=ctx.report_links)
     candidates = detection.candidates
     locked_parts = {p.index for p in message.parts if p.locked}
     locked_ids = frozenset(c.id for c in candidates if c.part_index in locked_parts)
