@@ -31,6 +31,7 @@ from aiosmtpd.smtp import Envelope as SmtpEnvelope
 from relay import replies, xforward
 from relay.errors import SettingsError
 from relay.settings import Settings
+from relay.smtp_data import read_data
 
 log = logging.getLogger("relay.receive")
 
@@ -104,6 +105,40 @@ class RelaySMTP(SMTP):
         super()._set_post_data_state()  # type: ignore[no-untyped-call]
         if isinstance(self.session, RelaySession):
             self.session.xforward = {}
+
+    async def smtp_DATA(self, arg: str) -> None:
+        """aiosmtpd's DATA with the body read in large steps (``smtp_data``): the same checks,
+        replies and handler hook, without a Python iteration per line of the message."""
+        if await self.check_helo_needed():
+            return
+        if await self.check_auth_needed("DATA"):
+            return
+        assert self.envelope is not None
+        if not self.envelope.rcpt_tos:
+            await self.push("503 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 Syntax: DATA")
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        try:
+            result = await read_data(self._reader, self.data_size_limit)
+        except asyncio.IncompleteReadError:
+            # The client went away mid-message: nothing was accepted, nothing to answer.
+            self._writer.close()
+            return
+        if result.content is None:
+            self._set_post_data_state()
+            if result.too_big:
+                await self.push(replies.TOO_BIG.text)
+            else:
+                await self.push(replies.LINE_TOO_LONG.text)
+            return
+        self.envelope.content = result.content
+        self.envelope.original_content = result.content
+        status = await self._call_handler_hook("DATA")
+        self._set_post_data_state()
+        await self.push(status)
 
     async def smtp_XFORWARD(self, arg: str | None) -> None:
         if await self.check_helo_needed("EHLO"):
