@@ -42,6 +42,24 @@ def require_tool(name: str) -> str:
     pytest.skip(f"{name} not installed")
 
 
+# Debian's Chromium as root in a sandbox-less CI machine: the flags this workplace's probe found
+# necessary (no sandbox, no GPU, no network calls of its own), and /dev/shm left alone because
+# it is small on CI machines.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+# Chromium under full CPU load sometimes answers a screenshot with "Unable to capture
+# screenshot"; the page is fine, so the capture is tried again.
+SCREENSHOT_TRIES = 3
+
+
 @pytest.fixture(scope="session")
 def corpus_dir() -> Path:
     if not CORPUS.exists():

@@ -11,7 +11,6 @@ import os
 import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,20 +19,12 @@ from relay.links import gateway_link_id
 from relay.model import Action, EventType, GatewayLink, Purpose
 from relay.web.gateway import GIF
 from relay.web.store import store_gateway_links
+from tests.conftest import ARTIFACTS, CHROMIUM_ARGS, SCREENSHOT_TRIES
 from tests.test_web_support import WebServer, http, snapshot
 
 pytestmark = pytest.mark.browser
 
 CHROMIUM = "/usr/bin/chromium"
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 TRACKER = "https://tracker.example/open.gif?u=42"
 
 
@@ -47,7 +38,7 @@ def browser() -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
-        instance = pw.chromium.launch(executable_path=path, args=ARGS, headless=True)
+        instance = pw.chromium.launch(executable_path=path, args=CHROMIUM_ARGS, headless=True)
         yield instance
         instance.close()
 
@@ -60,8 +51,17 @@ def web(redis_url: str) -> Iterator[WebServer]:
 
 
 def shot(page: Any, name: str) -> None:
+    from playwright.sync_api import Error
+
     ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+    for attempt in range(SCREENSHOT_TRIES):
+        try:
+            page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+            return
+        except Error:
+            if attempt == SCREENSHOT_TRIES - 1:
+                raise
+            page.wait_for_timeout(500)
 
 
 def test_withdraw_in_chromium(browser: Any, web: WebServer) -> None:

@@ -27,21 +27,26 @@ from relay.model import ConsentEvent, EventType, Purpose
 from relay.redis_keys import Keys
 from relay.settings import Settings
 from relay.web.gateway import GIF
+from tests.conftest import ARTIFACTS, CHROMIUM_ARGS, SCREENSHOT_TRIES
 from tests.harness import HTML_WITH_PIXEL, PIXEL, asend, make_settings, message, start_relay
 from tests.test_web_support import http, snapshot
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(90)]
 
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 ALICE = "alice@example.org"
+
+
+async def shot(page: Any, name: str) -> None:
+    from playwright.async_api import Error
+
+    for attempt in range(SCREENSHOT_TRIES):
+        try:
+            await page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+            return
+        except Error:
+            if attempt == SCREENSHOT_TRIES - 1:
+                raise
+            await asyncio.sleep(0.5)
 
 
 @pytest.fixture
@@ -54,7 +59,7 @@ async def chromium() -> AsyncIterator[Any]:
     from playwright.async_api import async_playwright
 
     async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=path, args=ARGS, headless=True)
+        browser = await pw.chromium.launch(executable_path=path, args=CHROMIUM_ARGS, headless=True)
         yield browser
         await browser.close()
 
@@ -102,12 +107,12 @@ async def test_withdrawal_from_a_relayed_email(
         before = await asyncio.to_thread(snapshot, redis_url, "relay:consent:*")
         await page.goto(withdraw.group(0))
         ARTIFACTS.mkdir(exist_ok=True)
-        await page.screenshot(path=str(ARTIFACTS / "e2e-withdraw.png"), full_page=True)
+        await shot(page, "e2e-withdraw")
         assert await asyncio.to_thread(snapshot, redis_url, "relay:consent:*") == before
         async with page.expect_navigation():
             await page.get_by_role("button", name="Stop tracking").click()
         assert await page.locator("h1").inner_text() == "Tracking stopped"
-        await page.screenshot(path=str(ARTIFACTS / "e2e-withdrawn.png"), full_page=True)
+        await shot(page, "e2e-withdrawn")
         state = (await store.states([ALICE], datetime.now(UTC)))[ALICE]
         assert state.purposes[Purpose.CAMPAIGN_PERFORMANCE].state is EventType.WITHDRAWN
 
