@@ -42,3 +42,6 @@ def configure(level: str, fmt: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # aiosmtpd logs every command with the full sender and recipient addresses at INFO
+    # ("mail.log"): Rule 1 keeps it to warnings; the relay logs what it needs, masked.
+    logging.getLogger("mail.log").setLevel(max(logging.WARNING, logging.getLevelName(level)))
