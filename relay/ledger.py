@@ -15,6 +15,9 @@ Rule 2: a pair is recorded right after the upstream's final answer (2xx or 5xx),
         recipient is done the client gets 250 and should not retry; the pairs are then kept
         only ``settled_ttl`` seconds, for a client that lost the 250 on a broken connection,
         so that an application deliberately sending the same bytes again later is served.
+Rule 4: once the client shows it received that 250 (by sending its next command on the same
+        connection) the pairs of a settled message are forgotten at once, so that an
+        application sending the very same bytes again on purpose gets them delivered again.
 Rule 3: when Redis cannot be reached the ledger keeps the pairs in process memory (bounded), so
         a retry to the same relay process is still deduplicated; the log says so.
 """
@@ -79,6 +82,15 @@ class Ledger:
             return found
         found.update({_text(k): _text(v) for k, v in raw.items()})
         return found
+
+    async def forget(self, key: str) -> None:
+        """The client acknowledged the 250 of a settled message (it sent another command on
+        the same connection): a later identical message is a new one, not a retry (Rule 4)."""
+        self._memory.pop(key, None)
+        try:
+            await self.client.delete(self.keys.delivered(key))
+        except (RedisError, OSError, TimeoutError) as exc:
+            log.warning("ledger entry not removed (%s); it expires by itself", exc)
 
     async def record(self, key: str, replies: Mapping[str, str], *, settled: bool = False) -> None:
         """Remember final answers; ``settled``: every recipient is done (Rule 2)."""

@@ -77,6 +77,7 @@ class Outcome:
     reply: Reply
     result: FilterResult | None
     upstream: dict[str, str]  # rcpt -> upstream reply text (or ledger entry)
+    settled_key: str | None = None  # ledger key to forget once the client saw the 250
 
 
 class Pipeline:
@@ -244,7 +245,8 @@ class Pipeline:
             elapsed,
             answer.id,
         )
-        return Outcome(answer, result, upstream)
+        settled_key = key if settled and answer.code == 250 else None
+        return Outcome(answer, result, upstream, settled_key)
 
     async def _send(self, envelope: Envelope, rcpts: Sequence[str], data: bytes) -> GroupOutcome:
         options = [o for o in envelope.mail_options if o.upper().startswith(("BODY=", "SMTPUTF8"))]

@@ -92,9 +92,15 @@ def check_line_endings(data: bytes) -> bytes:
 class RelayHandler:
     """aiosmtpd hooks: policy at MAIL/RCPT, the pipeline at DATA."""
 
-    def __init__(self, settings: Settings, process: Processor) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        process: Processor,
+        acknowledged: Callable[[str], Awaitable[None]] | None = None,
+    ) -> None:
         self.settings = settings
         self.process = process
+        self.acknowledged = acknowledged
         self.allowed = [
             ipaddress.ip_network(n, strict=False) for n in settings.smtp.allowed_clients
         ]
@@ -132,9 +138,13 @@ class RelayHandler:
         hostname: str,
         responses: list[str],
     ) -> list[str]:
+        await self._client_saw_reply(session)
         # With an EHLO hook aiosmtpd leaves recording the name to the hook.
         session.host_name = hostname
         lines = [r for r in responses if self.users or not r.startswith("250-AUTH")]
+        # aiosmtpd reads commands in order from one stream and the DATA reader leaves what
+        # follows the message in it, so pipelined commands (RFC 2920) are served; say so.
+        lines.insert(len(lines) - 1, "250-PIPELINING")
         if self.settings.smtp.xforward and self.network_allowed(session):
             lines.insert(len(lines) - 1, f"250-{xforward.ANNOUNCEMENT}")
         return lines
@@ -151,6 +161,7 @@ class RelayHandler:
         address: str,
         mail_options: list[str],
     ) -> str:
+        await self._client_saw_reply(session)
         if self.shutting_down:
             return replies.SHUTTING_DOWN.text
         client = client_address(session)
@@ -222,6 +233,8 @@ class RelayHandler:
             )
             outcome = await self.process(data, ours, relay_id)
             reply = outcome.reply
+            if isinstance(session, RelaySession):
+                session.settled_key = outcome.settled_key
         except RelayError as exc:
             reply = exc.reply
             log.info("[%s] refused: %s (%s)", relay_id, exc, reply.id)
@@ -229,6 +242,27 @@ class RelayHandler:
             log.exception("[%s] unexpected error; answered %s", relay_id, replies.TEMP_INTERNAL.id)
             reply = replies.TEMP_INTERNAL.with_detail(f"id {relay_id}")
         return reply.text
+
+    async def _client_saw_reply(self, session: Session) -> None:
+        """Any command after a 250 proves the client received it (ledger Rule 4)."""
+        if isinstance(session, RelaySession) and session.settled_key:
+            key, session.settled_key = session.settled_key, None
+            if self.acknowledged is not None:
+                await self.acknowledged(key)
+
+    async def handle_RSET(self, server: SMTP, session: Session, envelope: SmtpEnvelope) -> str:
+        await self._client_saw_reply(session)
+        return "250 OK"
+
+    async def handle_NOOP(
+        self, server: SMTP, session: Session, envelope: SmtpEnvelope, arg: str
+    ) -> str:
+        await self._client_saw_reply(session)
+        return "250 OK"
+
+    async def handle_QUIT(self, server: SMTP, session: Session, envelope: SmtpEnvelope) -> str:
+        await self._client_saw_reply(session)
+        return "221 Bye"
 
     async def handle_exception(self, error: Exception) -> str:
         """aiosmtpd calls this for errors outside our hooks: a 4xx, never its default 500."""

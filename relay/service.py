@@ -158,7 +158,7 @@ async def start(
     async def process(raw: bytes, envelope: Envelope, relay_id: str) -> Outcome:
         return await pipeline.process(raw, envelope, relay_id)
 
-    smtp = SmtpServer(settings, RelayHandler(settings, process))
+    smtp = SmtpServer(settings, RelayHandler(settings, process, pipeline.ledger.forget))
     await smtp.start(smtp_sock)
     app = create_app(
         settings=settings,

@@ -77,6 +77,8 @@ class RelaySession(Session):
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__(loop)
         self.xforward: dict[str, str] = {}
+        # The ledger key of the last message answered 250, until the client's next command.
+        self.settled_key: str | None = None
 
 
 def _capture_login(

@@ -443,3 +443,60 @@ async def test_esp_profile_switches_off_the_esp_tracking_for_recipients_without_
     assert b"X-Mailgun-Track-Opens: yes" not in alice
     # Consent for campaign performance: the app's setting stands.
     assert b"X-Mailgun-Track-Opens: yes\r\n" in carol
+
+
+def _pipelined(port: int, data: bytes) -> bytes:
+    """EHLO, then two whole transactions written in one go, as a pipelining client does."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        stream = s.makefile("rb")
+        stream.readline()
+        s.sendall(b"EHLO t\r\n")
+        ehlo = b""
+        while not ehlo.endswith(b"\r\n") or ehlo.splitlines()[-1][3:4] == b"-":
+            ehlo += stream.readline()
+        one = b"MAIL FROM:<a@shop.example>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n"
+        s.sendall(one + data + b".\r\n" + one + data + b".\r\nQUIT\r\n")
+        return ehlo + stream.read()
+
+
+async def test_pipelined_identical_messages_are_both_delivered(
+    relay_factory: RelayFactory, sink: Sink
+) -> None:
+    """Two byte-identical messages pipelined on one connection: the second MAIL shows the
+    client received the first 250, so the second message is new, not a retry to dedupe."""
+    relay = await relay_factory()
+    data = b"From: a@shop.example\r\nSubject: p\r\n\r\nbody\r\n"
+    transcript = await asyncio.to_thread(_pipelined, relay.port, data)
+    assert b"250-PIPELINING" in transcript
+    assert transcript.count(b"250 2.0.0 OK") == 2
+    assert len(sink.handler.received) == 2
+
+
+async def test_a_250_lost_with_the_connection_is_not_delivered_twice(
+    relay_factory: RelayFactory, sink: Sink
+) -> None:
+    """The client sends the message and drops the connection without reading the 250 (nor
+    sending any further command); its retry of the same bytes is recognised."""
+    import socket
+
+    relay = await relay_factory()
+    data = message("<p>once</p>")
+
+    def send_and_vanish() -> None:
+        with socket.create_connection(("127.0.0.1", relay.port), timeout=10) as s:
+            stream = s.makefile("rb")
+            stream.readline()
+            s.sendall(b"HELO t\r\nMAIL FROM:<app@shop.example>\r\nRCPT TO:<a@example.org>\r\n")
+            for _ in range(3):
+                stream.readline()
+            s.sendall(b"DATA\r\n")
+            stream.readline()
+            s.sendall(data + b".\r\n")
+            stream.readline()  # the 250 arrives, but the client "crashes" before using it
+
+    await asyncio.to_thread(send_and_vanish)
+    code, _ = await asend(relay.port, data, ["a@example.org"])
+    assert code == 250
+    assert len(sink.handler.copies_for("a@example.org")) == 1
