@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
+from urllib.parse import unquote
 
 import redis
 import redis.asyncio as aioredis
+from redis.asyncio.sentinel import Sentinel
+from redis.sentinel import Sentinel as SyncSentinel
 
 from relay.embedded import EmbeddedRedis
 from relay.settings import RedisSettings
@@ -54,7 +57,47 @@ def resolve(settings: RedisSettings) -> tuple[str, EmbeddedRedis | None]:
     return server.url, server
 
 
+SENTINEL_SCHEME = "redis+sentinel://"
+
+
+def parse_sentinel_url(url: str) -> tuple[list[tuple[str, int]], str, int, str | None]:
+    """``redis+sentinel://[:password@]host1:26379,host2:26379/<service>[/<db>]`` ->
+    (sentinels, service name, database, password). Several relays behind a load balancer
+    share one Redis; Sentinel gives that Redis a standby without changing the relay's URL."""
+    rest = url.removeprefix(SENTINEL_SCHEME)
+    password: str | None = None
+    if "@" in rest:
+        credentials, rest = rest.rsplit("@", 1)
+        password = unquote(credentials.partition(":")[2] or credentials) or None
+    hosts, _, path = rest.partition("/")
+    service, _, db = path.partition("/")
+    if not hosts or not service:
+        raise ValueError(f"{url!r}: expected {SENTINEL_SCHEME}host:port[,host:port]/service[/db]")
+    sentinels = []
+    for item in hosts.split(","):
+        host, _, port = item.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"{url!r}: {item!r} is not host:port")
+        sentinels.append((host.strip("[]"), int(port)))
+    return sentinels, service, int(db or 0), password
+
+
 def async_client(url: str, settings: RedisSettings) -> aioredis.Redis:
+    if url.startswith(SENTINEL_SCHEME):
+        sentinels, service, db, password = parse_sentinel_url(url)
+        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+            sentinels,
+            socket_timeout=settings.timeout,
+            socket_connect_timeout=settings.timeout,
+        )
+        master: aioredis.Redis = sentinel.master_for(
+            service,
+            db=db,
+            password=password,
+            socket_timeout=settings.timeout,
+            socket_connect_timeout=settings.timeout,
+        )
+        return master
     return aioredis.Redis.from_url(
         url,
         socket_timeout=settings.timeout,
@@ -64,6 +107,13 @@ def async_client(url: str, settings: RedisSettings) -> aioredis.Redis:
 
 
 def sync_client(url: str, settings: RedisSettings) -> redis.Redis:
+    if url.startswith(SENTINEL_SCHEME):
+        sentinels, service, db, password = parse_sentinel_url(url)
+        sentinel = SyncSentinel(sentinels, socket_timeout=settings.timeout)  # type: ignore[no-untyped-call]
+        master: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
+            service, db=db, password=password, socket_timeout=settings.timeout
+        )
+        return master
     return redis.Redis.from_url(
         url, socket_timeout=settings.timeout, socket_connect_timeout=settings.timeout
     )

@@ -77,7 +77,8 @@ class UpstreamSettings:
 
 @dataclass(frozen=True)
 class RedisSettings:
-    url: str = "embedded"  # "embedded", "redis://...", "rediss://...", "unix:///path"
+    # "embedded", "redis://...", "rediss://...", "unix:///path", "redis+sentinel://h:p/service"
+    url: str = "embedded"
     data_dir: str = "./var/redis"  # embedded server: data and append-only file
     timeout: float = 2.0  # seconds for every Redis call
     prefix: str = "relay:"  # prefix of every key the relay writes
@@ -310,7 +311,8 @@ def _check(settings: Settings, loader: _Loader) -> None:
             "upstream.url", f"must start with smtp://, smtps:// or file:, not {url!r}"
         )
     rurl = settings.redis.url
-    if rurl != "embedded" and not rurl.startswith(("redis://", "rediss://", "unix://")):
+    schemes = ("redis://", "rediss://", "unix://", "redis+sentinel://")
+    if rurl != "embedded" and not rurl.startswith(schemes):
         raise loader.fail("redis.url", f"must be 'embedded' or a redis:// URL, not {rurl!r}")
     if not settings.web.public_url.startswith(("http://", "https://")):
         raise loader.fail("web.public_url", "must start with http:// or https://")
