@@ -38,6 +38,7 @@ import socket
 import ssl
 import time
 import uuid
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -45,7 +46,7 @@ from aiosmtpd.proxy_protocol import ProxyData
 from aiosmtpd.smtp import SMTP, LoginPassword, Session
 from aiosmtpd.smtp import Envelope as SmtpEnvelope
 
-from relay import replies, xforward
+from relay import metrics, replies, xforward
 from relay.auth import UserTable
 from relay.errors import RelayError, SettingsError
 from relay.model import Envelope
@@ -339,12 +340,15 @@ class SmtpServer:
         self.server: asyncio.Server | None = None
         self.implicit_server: asyncio.Server | None = None
         self.tls_context: ssl.SSLContext | None = None
-        self.protocols: set[SMTP] = set()
+        # Weak: a session's protocol object must go with its connection, not live as long as
+        # the relay (a long-running relay serves millions of connections).
+        self.protocols: weakref.WeakSet[SMTP] = weakref.WeakSet()
 
     def _tracked(self, factory: Callable[[], SMTP]) -> Callable[[], SMTP]:
         def make() -> SMTP:
             proto = factory()
             self.protocols.add(proto)
+            metrics.SESSIONS.inc()
             return proto
 
         return make

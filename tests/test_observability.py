@@ -36,6 +36,7 @@ async def test_metrics_count_messages_and_decisions_without_addresses(
         await sink.stop()
     assert status == 200
     assert 'relay_messages_total{result="accepted"}' in text
+    assert "relay_smtp_sessions_total" in text and "relay_smtp_sessions_total 0.0" not in text
     assert 'relay_trackers_total{action="neutralise",purpose="campaign_performance"}' in text
     assert 'relay_upstream_replies_total{class="2xx"}' in text
     assert "relay_processing_seconds_bucket" in text
