@@ -161,15 +161,11 @@ class Pipeline:
         unavailable = sum(not s.available for s in states.values())
         metrics.CONSENT_LOOKUPS.labels("unavailable").inc(unavailable)
         metrics.CONSENT_LOOKUPS.labels("ok").inc(len(states) - unavailable)
-        if self.settings.smtp.redis_down == "tempfail" and any(
-            not s.available for s in states.values()
-        ):
+        if self.settings.smtp.redis_down == "tempfail" and unavailable:
             return Outcome(replies.TEMP_REDIS, None, {})
         with metrics.PROCESSING.time():
             result = await self._filter(raw, envelope, states, received)
-        if result.category is Category.CONSENT_REQUEST and any(
-            not s.available for s in states.values()
-        ):
+        if result.category is Category.CONSENT_REQUEST and unavailable:
             # The re-ask window cannot be checked: asking again could harass a recipient who
             # refused, and refusing for good would punish a Redis outage. Retry later.
             return Outcome(replies.TEMP_REDIS, result, {})
