@@ -9,7 +9,6 @@ WORKDIR /srv/relay
 
 COPY pyproject.toml README.md ./
 COPY relay ./relay
-COPY rules ./rules
 RUN pip install --no-cache-dir . \
  && useradd --system --uid 10001 --home-dir /srv/relay relay \
  && mkdir -p /srv/relay/var /srv/relay/rules.local /etc/relay \

@@ -4,10 +4,11 @@ Usage: ``.venv/bin/python bench/audit_bench.py [--records 1000000 [N ...]] [--qu
 
 For each size N, a fresh private embedded Valkey is filled with N synthetic decision records
 (messages of 1-3 recipients, 1-3 trackers each, a pool of N/10 recipients, spread over a year)
-in exactly the layout ``relay.audit`` writes: one stream entry per record (the stored encoding of
-``audit_record.encode``), the message index and the recipient index. The fill uses explicit
-stream ids (so that the records span a year) and ``valkey-cli --pipe`` (so that filling a
-million records takes seconds); the production write path (the Lua script) is timed separately.
+in exactly the layout ``relay.store.audit`` writes: one stream entry per record (the
+stored encoding of ``audit_record.encode``), the message index and the recipient index. The
+fill uses explicit stream ids (so that the records span a year) and ``valkey-cli --pipe`` (so
+that filling a million records takes seconds); the production write path (the
+Lua script) is timed separately.
 
 Printed, from the same run: the baseline (PING round trip), then p50/p99 of ``by_message``
 (``relay audit show``), ``search`` by recipient (``relay audit search --rcpt``) and an export
@@ -36,12 +37,12 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 
-from relay.audit import AuditLog, message_key
-from relay.audit_codec import encode
-from relay.audit_record import DecisionRecord, TrackerRecord, record_id
-from relay.embedded import EmbeddedRedis, server_binary
-from relay.recipients import recipient_key
-from relay.redis_keys import Keys
+from relay.core.recipients import recipient_key
+from relay.store.audit import AuditLog, message_key
+from relay.store.audit_codec import encode
+from relay.store.audit_record import DecisionRecord, TrackerRecord, record_id
+from relay.store.embedded import EmbeddedRedis, server_binary
+from relay.store.redis_keys import Keys
 
 KEYS = Keys("relay:")
 ADDRESS_KEY = b"bench-address-key"
@@ -123,7 +124,7 @@ def _resp(*args: bytes) -> bytes:
 
 
 def _commands(count: int, filled: Filled, seed: int) -> Iterator[bytes]:
-    """RESP for ``count`` records, in the layout of ``relay.audit`` (pre-serialised)."""
+    """RESP for ``count`` records, in the layout of ``relay.store.audit`` (pre-serialised)."""
     rng = random.Random(seed)
     pool = max(count // 10, 1)
     addresses = [f"user{i}@example{i % 97}.org" for i in range(pool)]

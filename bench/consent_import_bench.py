@@ -22,13 +22,13 @@ from pathlib import Path
 import redis
 import redis.asyncio as aioredis
 
-from relay.consent import RedisConsentStore
-from relay.consent_import import _rows, import_csv, row_event
-from relay.consent_proof import fingerprint, validate_event
-from relay.embedded import EmbeddedRedis
 from relay.model import Purpose
-from relay.redis_keys import Keys
 from relay.settings import ConsentSettings
+from relay.store.consent import RedisConsentStore
+from relay.store.consent_import import _rows, import_csv, row_event
+from relay.store.consent_proof import fingerprint, validate_event
+from relay.store.embedded import EmbeddedRedis
+from relay.store.redis_keys import Keys
 
 EVENTS = ("collected", "informed", "granted", "refused", "withdrawn", "requested")
 COLUMNS = (

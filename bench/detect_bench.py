@@ -15,10 +15,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from relay.htmlscan import hrefs, scan_html
+from relay.detect.htmlscan import hrefs, scan_html
+from relay.detect.trackers import detect, load_detection
 from relay.model import ParsedMessage, Part
 from relay.rulefiles import load_rules
-from relay.trackers import detect, load_detection
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 

@@ -18,9 +18,9 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from relay.core.parse import parse_message
+from relay.core.rewrite import TRANSPARENT_GIF, edits_for, render
 from relay.model import Action, Basis, Candidate, Decision, Edit, ParsedMessage, Span
-from relay.parse import parse_message
-from relay.rewrite import TRANSPARENT_GIF, edits_for, render
 
 ROW = '<tr><td class="content"'
 ROW_END = "</td></tr>"
@@ -32,8 +32,8 @@ Detector = Callable[[ParsedMessage], Sequence[Candidate]]
 
 def _detector() -> Detector | None:
     try:
+        from relay.detect.trackers import detect, load_detection
         from relay.rulefiles import load_rules
-        from relay.trackers import detect, load_detection
     except ImportError:
         return None
     rules = load_detection(load_rules())
@@ -47,9 +47,9 @@ def _pipeline_core() -> Callable[[bytes], object]:
     from datetime import UTC, datetime
 
     from relay.context import build_context
-    from relay.filtering import filter_message
+    from relay.core.filtering import filter_message
+    from relay.core.recipients import recipient_key
     from relay.model import ConsentState, Envelope, EventType, Purpose, PurposeConsent
-    from relay.recipients import recipient_key
     from relay.settings import parse_settings
 
     settings = parse_settings('[secrets]\nlink_key = "bench"\n', env={})
@@ -158,7 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     raw = reference.read_bytes()
     detector = _detector()
-    print(f"detection stage: {'relay.trackers' if detector else 'not available'}")
+    print(f"detection stage: {'relay.detect.trackers' if detector else 'not available'}")
     print("msgs/s, best of 3; render_first excludes parse; core = parse+detect+2 renders;")
     print("filter_message = the relay's whole pure core, 2 recipients (classify, decide, footer)")
     results = {}

@@ -23,11 +23,11 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from relay.embedded import EmbeddedRedis, free_port
-from relay.links import LinkMinter, LinkSigner, gateway_link_id
+from relay.core.links import LinkMinter, LinkSigner, gateway_link_id
+from relay.core.recipients import recipient_key
 from relay.model import Action, ConsentEvent, EventType, GatewayLink, Purpose
-from relay.recipients import recipient_key
 from relay.settings import SecretsSettings, Settings, WebSettings
+from relay.store.embedded import EmbeddedRedis, free_port
 
 HELD, NONE = "held@example.org", "none@example.org"
 TRACKER = "https://tracker.example/open.gif?u=1"
@@ -44,9 +44,9 @@ def serve(redis_url: str, port: int) -> None:
     """The server process: the real app, on uvicorn, as ``relay serve`` configures it."""
     import uvicorn
 
-    from relay.consent import RedisConsentStore
-    from relay.redis_conn import async_client
-    from relay.redis_keys import Keys
+    from relay.store.consent import RedisConsentStore
+    from relay.store.redis_conn import async_client
+    from relay.store.redis_keys import Keys
     from relay.web.app import create_app
 
     settings = settings_for(port)
@@ -69,9 +69,9 @@ async def seed(redis_url: str, settings: Settings) -> dict[str, str]:
     """Store the records the pipeline would write; return the paths to measure."""
     import redis.asyncio as aioredis
 
-    from relay.consent import RedisConsentStore
-    from relay.redis_keys import Keys
-    from relay.web.store import remember_recipients, store_gateway_links
+    from relay.store.consent import RedisConsentStore
+    from relay.store.link_store import remember_recipients, store_gateway_links
+    from relay.store.redis_keys import Keys
 
     client: aioredis.Redis = aioredis.Redis.from_url(redis_url)
     keys = Keys(settings.redis.prefix)

@@ -49,10 +49,10 @@ from smtp_bench import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # tests.postfix lives beside bench/, in the repository root
+if str(ROOT) not in sys.path:  # tests.support.postfix lives beside bench/, in the repository root
     sys.path.insert(0, str(ROOT))
 
-from tests.postfix import PostfixInstance, postfix_available, postfix_version  # noqa: E402
+from tests.support.postfix import PostfixInstance, postfix_available, postfix_version  # noqa: E402
 
 # Postfix tuned for a fair loopback benchmark: no artificial slowdown when the queue fills
 # (in_flow_delay), as many parallel deliveries to the sink as there are clients, and enough

@@ -13,14 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from relay.dkim_sign import parse_key_table
+from relay.core.dkim_sign import parse_key_table
+from relay.core.filtering import FilterContext
+from relay.core.links import LinkMinter, LinkSigner
+from relay.core.policy import Policy, load_policy
+from relay.detect.trackers import DetectionRules, load_detection
 from relay.errors import RulesError, SettingsError
-from relay.filtering import FilterContext
-from relay.links import LinkMinter, LinkSigner
-from relay.policy import Policy, load_policy
 from relay.rulefiles import RuleSet, load_rules
 from relay.settings import Settings
-from relay.trackers import DetectionRules, load_detection
 
 
 def footer_wording(rules: RuleSet) -> dict[str, Mapping[str, str]]:

@@ -33,19 +33,20 @@ from datetime import UTC, datetime
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from relay import metrics, replies
-from relay.audit import AuditLog
-from relay.consent import ConsentStore
-from relay.dsn import build_dsn
-from relay.filtering import FilterContext, FilterResult, filter_message
-from relay.forward import GroupOutcome, Upstream, UpstreamReply
-from relay.ledger import Ledger, message_key
+from relay import replies
+from relay.core.filtering import FilterContext, FilterResult, filter_message
+from relay.core.recipients import mask
 from relay.model import Category, ConsentEvent, ConsentState, Envelope, EventType, Purpose
-from relay.recipients import mask
-from relay.redis_keys import Keys
+from relay.ops import metrics
+from relay.outbound.dsn import build_dsn
+from relay.outbound.forward import GroupOutcome, Upstream, UpstreamReply
 from relay.replies import Reply
 from relay.settings import Settings
-from relay.web.store import remember_recipients, store_gateway_links
+from relay.store.audit import AuditLog
+from relay.store.consent import ConsentStore
+from relay.store.ledger import Ledger, message_key
+from relay.store.link_store import remember_recipients, store_gateway_links
+from relay.store.redis_keys import Keys
 
 log = logging.getLogger("relay.pipeline")
 
@@ -269,7 +270,7 @@ class Pipeline:
         relay_id: str,
         received: datetime,
     ) -> None:
-        from relay.audit import build_records
+        from relay.store.audit import build_records
 
         records = build_records(
             result,

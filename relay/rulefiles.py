@@ -31,7 +31,7 @@ from typing import Any
 
 from relay.errors import RulesError
 
-SHIPPED_RULES = Path(__file__).resolve().parent.parent / "rules"
+SHIPPED_RULES = Path(__file__).resolve().parent / "rules"
 
 
 @dataclass(frozen=True)

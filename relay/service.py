@@ -29,21 +29,21 @@ from datetime import UTC, datetime
 
 import uvicorn
 
-from relay import logs
-from relay.audit import AuditLog
-from relay.consent import RedisConsentStore
 from relay.context import build_context, load_rule_set
+from relay.core.esp import startup_warnings
+from relay.core.links import LinkSigner
 from relay.errors import RelayError
-from relay.esp import startup_warnings
-from relay.forward import make_upstream
-from relay.ledger import Ledger
-from relay.links import LinkSigner
+from relay.inbound.receive import RelayHandler, SmtpServer, listening_socket
 from relay.model import Envelope
+from relay.ops import logs
+from relay.outbound.forward import make_upstream
 from relay.pipeline import Outcome, Pipeline
-from relay.receive import RelayHandler, SmtpServer, listening_socket
-from relay.redis_conn import async_client, resolve
-from relay.redis_keys import Keys
 from relay.settings import Settings
+from relay.store.audit import AuditLog
+from relay.store.consent import RedisConsentStore
+from relay.store.ledger import Ledger
+from relay.store.redis_conn import async_client, resolve
+from relay.store.redis_keys import Keys
 from relay.web.app import create_app
 
 log = logging.getLogger("relay.service")

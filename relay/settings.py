@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from relay.auth import check_hash
 from relay.errors import SettingsError
+from relay.passwords import check_hash
 
 DEFAULT_CONFIG = "config.toml"
 

@@ -15,7 +15,7 @@ import pytest
 import redis
 from hypothesis import settings as hypothesis_settings
 
-from relay.embedded import EmbeddedRedis
+from relay.store.embedded import EmbeddedRedis
 
 # CI explores the same examples on every run (a red CI must mean a regression, not a new random
 # draw); locally hypothesis keeps drawing new examples, which is where it finds bugs.

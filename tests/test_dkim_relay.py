@@ -6,9 +6,9 @@ from pathlib import Path
 
 import dkim  # type: ignore[import-untyped]
 
-from tests.harness import asend, make_settings, start_relay
-from tests.smtp_sink import Sink
-from tests.test_dkim import _app_signed, _new_key, _signatures
+from tests.core.test_dkim import _app_signed, _new_key, _signatures
+from tests.support.harness import asend, make_settings, start_relay
+from tests.support.smtp_sink import Sink
 
 DOMAIN = "travel.example.org"
 

@@ -29,10 +29,10 @@ import aiosmtplib
 import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from relay.embedded import free_port
-from tests.harness import asend, make_settings, start_relay
-from tests.postfix import PostfixInstance, postfix_available
-from tests.smtp_sink import Received, Sink
+from relay.store.embedded import free_port
+from tests.support.harness import asend, make_settings, start_relay
+from tests.support.postfix import PostfixInstance, postfix_available
+from tests.support.smtp_sink import Received, Sink
 
 CORPUS_MESSAGE = "msg005.eml"
 # The re-injection smtpd logs the original client and queue id it learnt from XFORWARD.

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from relay.embedded import free_port
-from tests.harness import message
+from relay.store.embedded import free_port
+from tests.support.harness import message
 
 pytestmark = [pytest.mark.timeout(90), pytest.mark.slow]
 
@@ -72,7 +72,7 @@ def test_serve_with_two_workers_relays_reloads_and_drains(tmp_path: Path) -> Non
     config = _config(tmp_path, smtp_port, web_port, rules_local)
     env = {**os.environ, "RELAY_CONFIG": str(config)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "relay.cli", "serve", "--workers", "2"],
+        [sys.executable, "-m", "relay", "serve", "--workers", "2"],
         cwd=tmp_path,
         env=env,
         stderr=subprocess.PIPE,

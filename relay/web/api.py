@@ -7,7 +7,7 @@ field; 401 without a valid token; 413 for a body over 64 KiB; 503 when the store
 
 Rule 1: the bearer token is compared in constant time with every configured token
         (``[web] api_tokens`` or ``$RELAY_API_TOKENS``); none configured means none accepted.
-Rule 2: the body is validated by ``relay.consent.validate_api_payload``: nothing half-valid is
+Rule 2: the body is validated by ``relay.store.consent.validate_api_payload``: nothing half-valid is
         stored, and the error names the field.
 """
 
@@ -21,8 +21,8 @@ from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from relay.consent import validate_api_payload
 from relay.errors import RelayError
+from relay.store.consent import validate_api_payload
 from relay.web.app import context_of
 
 MAX_BODY = 65_536

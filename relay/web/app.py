@@ -32,10 +32,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from relay.links import LinkSigner
+from relay.core.links import LinkSigner
 from relay.model import ConsentEvent, ConsentState
-from relay.redis_keys import Keys
 from relay.settings import Settings
+from relay.store.redis_keys import Keys
 from relay.web import i18n
 
 log = logging.getLogger("relay.web")
@@ -55,7 +55,7 @@ PAGE_HEADERS = {
 
 
 class ConsentStore(Protocol):
-    """What the web side needs of the consent store (``relay.consent``)."""
+    """What the web side needs of the consent store (``relay.store.consent``)."""
 
     async def record(self, event: ConsentEvent) -> ConsentEvent: ...
 
@@ -126,7 +126,7 @@ async def healthz(request: Request) -> Response:
 
 async def readyz(request: Request) -> Response:
     """Readiness: Redis answers and the upstream can be reached (503 naming what is not)."""
-    from relay.readiness import check_ready
+    from relay.ops.readiness import check_ready
 
     context: WebContext = request.app.state.web
     problems = await check_ready(context.settings, context.redis)
@@ -136,7 +136,7 @@ async def readyz(request: Request) -> Response:
 
 
 async def metrics_endpoint(request: Request) -> Response:
-    from relay.metrics import exposition
+    from relay.ops.metrics import exposition
 
     body, content_type = exposition()
     return Response(body, media_type=content_type, headers={"Cache-Control": "no-store"})

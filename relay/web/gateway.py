@@ -32,11 +32,11 @@ from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import Response
 
+from relay.core.links import GATEWAY, MINIMISE
 from relay.errors import RelayError, TokenError
-from relay.links import GATEWAY, MINIMISE
 from relay.model import ConsentState, EventType, Purpose
+from relay.store.link_store import note_open_day
 from relay.web.app import context_of, error_page
-from relay.web.store import note_open_day
 
 # 1x1 transparent GIF89a, 43 bytes.
 GIF = (

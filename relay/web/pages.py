@@ -34,13 +34,13 @@ from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import Response
 
+from relay.core.links import CONSENT, PREFERENCES, WITHDRAW, TokenClaims
+from relay.core.recipients import recipient_key
 from relay.errors import RelayError, TokenError
-from relay.links import CONSENT, PREFERENCES, WITHDRAW, TokenClaims
 from relay.model import ConsentEvent, ConsentState, EventType, Purpose
-from relay.recipients import recipient_key
+from relay.store.link_store import recipient_address
 from relay.web import i18n
 from relay.web.app import WebContext, context_of, error_page, language, render
-from relay.web.store import recipient_address
 
 NONCE_TTL = 7200  # seconds a page's form stays usable
 FORM_VERSION = "1"

@@ -1,0 +1,242 @@
+"""``relay audit show|search|export``: the auditors' view of the decision log (SPEC section 3).
+
+Stage: command line (edge). Input: arguments and the configured Redis. Output: decision records
+printed for people (with the basis of every tracker decision), as JSON, or exported as JSON
+Lines / CSV.
+
+Rule 1: times are ISO-8601; a date alone means midnight UTC, a time without an offset is UTC.
+        Ranges are half-open ``[--since, --until)``, so consecutive exports never overlap.
+Rule 2: a bad time or format is one line on stderr and exit status 2; ``show`` of an unknown
+        message id is exit status 1 (the check found nothing), never a traceback.
+Rule 3: with ``[redis] url = "embedded"`` the command uses the relay's running server when one
+        answers, else starts one on the same data for its own duration (``redis_conn.resolve``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO
+
+from redis.exceptions import RedisError
+
+from relay.errors import RelayError
+from relay.settings import Settings, load_settings
+from relay.store.audit import AuditLog
+from relay.store.audit_record import DecisionRecord, canonical_json, iso
+from relay.store.redis_conn import async_client, resolve
+from relay.store.redis_keys import Keys
+
+PROG = "relay audit"
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    audit = subparsers.add_parser("audit", help="decision records: show, search, export")
+    audit.add_argument("--config", metavar="FILE", help="TOML settings")
+    verbs = audit.add_subparsers(dest="audit_command", required=True, metavar="VERB")
+    # --config is accepted before or after the verb; SUPPRESS keeps the earlier value.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS, help="settings")
+
+    show = verbs.add_parser("show", parents=[common], help="decisions for one message")
+    show.add_argument("--message-id", required=True, metavar="ID")
+    show.add_argument("--json", action="store_true", help="one JSON object (SPEC section 3)")
+    show.set_defaults(func=cmd_show)
+
+    search = verbs.add_parser("search", parents=[common], help="records by recipient and time")
+    search.add_argument("--rcpt", metavar="ADDR", help="address or recipient key")
+    search.add_argument("--since", metavar="T", help="ISO-8601 time, included")
+    search.add_argument("--until", metavar="T", help="ISO-8601 time, excluded")
+    search.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
+    search.add_argument("--json", action="store_true", help="one JSON record per line")
+    search.set_defaults(func=cmd_search)
+
+    export = verbs.add_parser("export", parents=[common], help="JSON Lines or CSV, reproducible")
+    export.add_argument("--since", required=True, metavar="T", help="ISO-8601 time, included")
+    export.add_argument("--until", required=True, metavar="T", help="ISO-8601 time, excluded")
+    export.add_argument("--format", required=True, choices=("jsonl", "csv"))
+    export.add_argument("--out", metavar="FILE", help="write here (default: standard output)")
+    export.add_argument("--no-progress", action="store_true", help="no progress bar")
+    export.set_defaults(func=cmd_export)
+
+
+def parse_time(text: str, flag: str) -> datetime:
+    """Rule 1; a ValueError names the flag."""
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError(
+            f"{flag}: not an ISO-8601 time: {text!r} (e.g. 2026-04-14 or 2026-04-14T09:30:00Z)"
+        ) from None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+@asynccontextmanager
+async def open_log(settings: Settings) -> AsyncIterator[AuditLog]:
+    url, server = resolve(settings.redis)
+    client = async_client(url, settings.redis)
+    try:
+        yield AuditLog(
+            client,
+            Keys(settings.redis.prefix),
+            settings.audit.journal,
+            timeout=settings.redis.timeout,
+            retention_days=settings.audit.retention_days,
+            address_key=settings.address_key,
+        )
+    finally:
+        # What Redis.aclose() does for a pooled client; the types-redis stubs lack aclose().
+        await client.connection_pool.disconnect()
+        if server is not None:
+            server.stop()
+
+
+def _run(args: argparse.Namespace, body: Callable[[AuditLog], Awaitable[int]]) -> int:
+    """Settings, log, body; user and store errors become one line on stderr and exit 2."""
+    try:
+        settings = load_settings(args.config)
+
+        async def main() -> int:
+            async with open_log(settings) as audit:
+                return await body(audit)
+
+        return asyncio.run(main())
+    except (RelayError, RedisError, ValueError, OSError) as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 2
+
+
+# ---------------------------------------------------------------------------------------------
+# show
+
+
+def print_record(record: DecisionRecord, out: IO[str]) -> None:
+    """One recipient's decisions, with the basis of each (issue 4: the basis must be visible)."""
+    footer = "withdrawal link added to the footer" if record.footer_injected else "no footer link"
+    lines = [
+        f"  {record.rcpt}  (recipient key {record.recipient_key})",
+        f"    category {record.category} ({record.category_reason}); pack {record.pack or '-'}",
+        f"    received {iso(record.received_at)}, decided {iso(record.decided_at)}, "
+        f"relay id {record.relay_id}",
+        f"    envelope sender <{record.mail_from}>, From: {record.header_from or '-'}",
+        f"    upstream reply: {record.upstream_reply or '-'}",
+        f"    rules {record.rules_digest or '-'}, relay {record.relay_version}; {footer}",
+        "    consent events relied on: " + (", ".join(record.consent_event_ids) or "none"),
+    ]
+    if not record.trackers:
+        lines.append("    no tracker found")
+    for number, t in enumerate(record.trackers, start=1):
+        lines.append(
+            f"    {number}. {t.action:<12} basis={t.basis:<7} purpose={t.purpose} "
+            f"rule={t.rule} policy={t.policy_rule} element={t.element}"
+            + (f" vendor={t.vendor}" if t.vendor else "")
+        )
+        lines.append(f"       {t.url}")
+        if t.consent_event_ids:
+            lines.append(f"       consent events: {', '.join(t.consent_event_ids)}")
+    out.write("\n".join(lines) + "\n")
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    async def body(audit: AuditLog) -> int:
+        records = await audit.by_message(args.message_id)
+        if not records:
+            print(f"{PROG}: no decision record for message {args.message_id}", file=sys.stderr)
+            return 1
+        if args.json:
+            recipients = [r.to_json() for r in records]
+            data = {"message_id": records[0].message_id, "recipients": recipients}
+            print(json.dumps(data, ensure_ascii=False, sort_keys=True))
+            return 0
+        print(f"message {records[0].message_id}: {len(records)} recipient record(s)")
+        for record in records:
+            print_record(record, sys.stdout)
+        return 0
+
+    return _run(args, body)
+
+
+# ---------------------------------------------------------------------------------------------
+# search
+
+
+def _summary(record: DecisionRecord) -> str:
+    actions: dict[str, int] = {}
+    for t in record.trackers:
+        key = f"{t.action}/{t.basis}"
+        actions[key] = actions.get(key, 0) + 1
+    done = ", ".join(f"{n}x {k}" for k, n in sorted(actions.items())) or "no tracker"
+    return (
+        f"{iso(record.decided_at)}  {record.rcpt}  {record.message_id}  {record.category}  "
+        f"[{done}]  {record.upstream_reply[:40]}"
+    )
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    try:
+        since = parse_time(args.since, "--since") if args.since else None
+        until = parse_time(args.until, "--until") if args.until else None
+    except ValueError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 2
+    if args.limit < 1:
+        print(f"{PROG}: --limit must be at least 1", file=sys.stderr)
+        return 2
+
+    async def body(audit: AuditLog) -> int:
+        records = await audit.search(args.rcpt, since, until, args.limit)
+        for record in records:
+            print(canonical_json(record.to_json()) if args.json else _summary(record))
+        if len(records) == args.limit:
+            print(f"{PROG}: stopped at --limit {args.limit}; narrow the range", file=sys.stderr)
+        return 0
+
+    return _run(args, body)
+
+
+# ---------------------------------------------------------------------------------------------
+# export
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    try:
+        since = parse_time(args.since, "--since")
+        until = parse_time(args.until, "--until")
+    except ValueError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 2
+    if until <= since:
+        print(f"{PROG}: --until must be later than --since", file=sys.stderr)
+        return 2
+
+    async def body(audit: AuditLog) -> int:
+        progress = not args.no_progress
+        if args.out:
+            path = Path(args.out)
+            # Written beside and renamed: a reader never sees half an export.
+            partial = path.with_name(path.name + ".partial")
+            with partial.open("w", encoding="utf-8", newline="") as out:
+                count = await audit.export(since, until, args.format, out, progress)
+            partial.replace(path)
+        else:
+            # Exact bytes whatever the locale: UTF-8, no newline translation.
+            out = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8", newline="")
+            try:
+                count = await audit.export(since, until, args.format, out, progress)
+            finally:
+                out.flush()
+                out.detach()
+        print(f"{PROG}: exported {count} record(s)", file=sys.stderr)
+        return 0
+
+    return _run(args, body)
+
+
+__all__ = ["parse_time", "print_record", "register"]

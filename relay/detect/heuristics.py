@@ -1,0 +1,267 @@
+"""Heuristics of the trackers stage: trackers that no vendor signature knows.
+
+Stage: detection (pure). Input: ``[[heuristic]]`` entries and the ``[detection]`` table of the
+rule files; per image, its URL, declared size, element kind and what the rest of the message
+shows about its host. Output: the first heuristic that fires (``HeuristicHit``) or None.
+
+Rule 1: each heuristic is a test built into this module, switched on and tuned by a rule entry
+        with the same id; an unknown id or key is a ``RulesError`` naming file, line and key.
+Rule 2: ``display:none`` is never a reason on its own (responsive emails hide real logos that
+        way), and neither is ``max-height:0`` alone: a size test needs both sides.
+Rule 3: a 1-px side next to a large one (a 600x1 divider) is visible, not a pixel.
+Rule 4: evaluation follows the file order; the first test that fires names the tracker.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from relay.detect.cssurls import BoxSize
+from relay.detect.signatures import enum_value
+from relay.errors import RulesError
+from relay.model import Action, ElementKind, Purpose
+from relay.rulefiles import RuleEntry, RuleSet
+
+_TOKEN_CHARS = re.compile(r"[A-Za-z0-9_-]+")
+_VML = ElementKind.VML
+
+
+@dataclass(frozen=True, slots=True)
+class Heuristic:
+    id: str
+    purpose: Purpose
+    no_consent: Action | None
+    params: dict[str, Any]
+
+
+class HeuristicHit(NamedTuple):
+    rule: str
+    purpose: Purpose
+    no_consent: Action | None
+    identifying_params: tuple[str, ...]
+    invisible: bool
+
+
+class ImageFacts(NamedTuple):
+    """What the detector knows about one image reference when heuristics run (a tuple: one is
+    built per image, and tuples are several times cheaper to build than frozen dataclasses)."""
+
+    url: str
+    path: str  # path and query, as split by signatures.split_url
+    kind: ElementKind
+    size: BoxSize
+    host_alone: bool  # the host serves no other image URL in the message
+    needles: tuple[str, ...]  # recipient needles present somewhere in the message's image URLs
+
+
+# id -> {key: (type, default)}; the test of each id is in _TESTS below.
+_KNOWN: dict[str, dict[str, tuple[type, Any]]] = {
+    "recipient-in-url": {"min_address_length": (int, 6)},
+    "tiny-size": {"max_area": (int, 25), "max_single": (int, 0), "spacer_names": (list, [])},
+    "max-size": {"max_px": (int, 1)},
+    "opaque-token": {"min_token_length": (int, 20), "max_declared_area": (int, 100)},
+    "outlook-only-image": {},
+}
+_COMMON = ("purpose", "no_consent")
+
+
+def _load_one(entry: RuleEntry) -> Heuristic:
+    known = _KNOWN.get(entry.id)
+    if known is None:
+        raise entry.error(None, f"unknown heuristic id (known: {', '.join(_KNOWN)})")
+    entry.check([*known, *_COMMON])
+    params: dict[str, Any] = {}
+    for key, (kind, default) in known.items():
+        value = entry.data.get(key, default)
+        if kind is int and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            raise entry.error(key, "must be a whole number >= 0")
+        if kind is list and not (
+            isinstance(value, list) and all(isinstance(v, str) and v for v in value)
+        ):
+            raise entry.error(key, "must be a list of non-empty strings")
+        params[key] = [v.lower() for v in value] if kind is list else value
+    return Heuristic(
+        id=entry.id,
+        purpose=enum_value(entry, "purpose", Purpose) or Purpose.CAMPAIGN_PERFORMANCE,
+        no_consent=enum_value(entry, "no_consent", Action),
+        params=params,
+    )
+
+
+@dataclass(frozen=True)
+class HeuristicRules:
+    heuristics: tuple[Heuristic, ...]
+    tests: tuple[tuple[Heuristic, Test], ...]  # each heuristic with its test, in file order
+    repeated_image_count: int
+    min_address_length: int
+    tiny_max_area: int  # -1 when tiny-size is off
+
+    def cannot_fire(self, size: BoxSize, host_alone: bool, has_needles: bool) -> bool:
+        """True when no heuristic can fire: the common content image (shared host, declared
+        visible size, no recipient trace) skips ``evaluate`` entirely. Each clause mirrors a
+        test below: keep them in step."""
+        if has_needles or host_alone:  # recipient-in-url, opaque-token, outlook-only-image
+            return False
+        if size.max_width is not None and size.max_height is not None:  # max-size
+            return False
+        if size.width is None and size.height is None:  # tiny-size needs a declared side
+            return True
+        area = _declared_area(size)
+        return area is not None and area > self.tiny_max_area
+
+    @classmethod
+    def load(cls, rules: RuleSet) -> HeuristicRules:
+        heuristics = tuple(_load_one(entry) for entry in rules.of("heuristic"))
+        table = rules.tables.get("detection", {})
+        count = table.get("repeated_image_count", 3)
+        if isinstance(count, bool) or not isinstance(count, int) or count < 2:
+            where = rules.where("detection.repeated_image_count")
+            raise RulesError(
+                f"{where}: [detection] key 'repeated_image_count': must be a whole number >= 2"
+            )
+        for key in table:
+            if key != "repeated_image_count":
+                where = rules.where(f"detection.{key}")
+                raise RulesError(
+                    f"{where}: [detection] key {key!r}: unknown key (allowed: repeated_image_count)"
+                )
+        min_length = next(
+            (h.params["min_address_length"] for h in heuristics if h.id == "recipient-in-url"), 6
+        )
+        tests = tuple((h, _TESTS[h.id]) for h in heuristics)
+        tiny = next((h.params["max_area"] for h in heuristics if h.id == "tiny-size"), -1)
+        return cls(heuristics, tests, count, min_length, tiny)
+
+    @property
+    def wants_recipients(self) -> bool:
+        return any(h.id == "recipient-in-url" for h in self.heuristics)
+
+
+def recipient_needles(recipients: Sequence[str], min_length: int) -> tuple[str, ...]:
+    """Forms in which an address can appear in a URL: plain, percent-encoded, base64 (at any
+    alignment inside a longer base64 string, standard and URL-safe alphabets) and hashed."""
+    needles: list[str] = []
+    for address in recipients:
+        plain = address.strip().lower()
+        if len(plain) < min_length or "@" not in plain:
+            continue
+        needles += [plain, plain.replace("@", "%40")]
+        raw = plain.encode("utf-8")
+        for pad in range(3):
+            encoded = base64.b64encode(b"\0" * pad + raw).decode("ascii")
+            start = 4 if pad else 0
+            end = ((pad + len(raw)) // 3) * 4
+            piece = encoded[start:end]
+            if len(piece) >= 8:
+                needles += [piece, piece.replace("+", "-").replace("/", "_")]
+        needles += [
+            hashlib.md5(raw, usedforsecurity=False).hexdigest(),
+            hashlib.sha1(raw, usedforsecurity=False).hexdigest(),
+            hashlib.sha256(raw).hexdigest(),
+        ]
+    return tuple(dict.fromkeys(needles))
+
+
+def _declared_area(size: BoxSize) -> int | None:
+    if size.width is None or size.height is None:
+        return None
+    return size.width * size.height
+
+
+def visible_size(size: BoxSize, max_area: int = 25) -> bool:
+    """Declared large enough to be seen: both sides declared, over ``max_area`` and no side
+    squeezed to a pixel or less."""
+    area = _declared_area(size)
+    return area is not None and area > max_area and size.width != 0 and size.height != 0
+
+
+def _tiny(size: BoxSize, params: dict[str, Any]) -> bool:
+    area = _declared_area(size)
+    if area is not None:
+        return bool(area <= params["max_area"])
+    side = size.width if size.width is not None else size.height
+    return side is not None and side <= params["max_single"]
+
+
+def _spacer(facts: ImageFacts, names: list[str], min_token: int) -> bool:
+    """A static spacer: a known file name, no query, no opaque token (Rule 2's cousin)."""
+    if "?" in facts.path or _token(facts.path, min_token):
+        return False
+    stem = facts.path.rsplit("/", 1)[-1].split(".", 1)[0].lower()
+    return any(stem == name or (len(name) >= 5 and name in stem) for name in names)
+
+
+def _token(path: str, min_length: int) -> bool:
+    for m in _TOKEN_CHARS.finditer(path):
+        word = m.group()
+        if len(word) >= min_length and not word.isalpha() and not word.isdigit():
+            return True
+    return False
+
+
+def _recipient_param(url: str, needle: str) -> tuple[str, ...]:
+    query = url.split("?", 1)[1] if "?" in url else ""
+    for pair in query.split("&"):
+        name, _, value = pair.partition("=")
+        if needle in value or needle in value.lower():
+            return (name,)
+    return ()
+
+
+def _recipient(p: dict[str, Any], facts: ImageFacts) -> tuple[bool, tuple[str, ...]]:
+    if not facts.needles:
+        return False, ()
+    lower = facts.url.lower()
+    for needle in facts.needles:
+        if needle in facts.url or needle in lower:
+            return True, _recipient_param(facts.url, needle)
+    return False, ()
+
+
+def _tiny_size(p: dict[str, Any], facts: ImageFacts) -> tuple[bool, tuple[str, ...]]:
+    size = facts.size
+    if size.width is None and size.height is None:
+        return False, ()
+    return (_tiny(size, p) and not _spacer(facts, p["spacer_names"], 20)), ()
+
+
+def _max_size(p: dict[str, Any], facts: ImageFacts) -> tuple[bool, tuple[str, ...]]:
+    mw, mh = facts.size.max_width, facts.size.max_height
+    return (mw is not None and mh is not None and max(mw, mh) <= p["max_px"]), ()
+
+
+def _opaque_token(p: dict[str, Any], facts: ImageFacts) -> tuple[bool, tuple[str, ...]]:
+    if not facts.host_alone:
+        return False, ()
+    area = _declared_area(facts.size)
+    if area is not None and area > p["max_declared_area"]:
+        return False, ()
+    return _token(facts.path, p["min_token_length"]), ()
+
+
+def _outlook_only(p: dict[str, Any], facts: ImageFacts) -> tuple[bool, tuple[str, ...]]:
+    return (facts.kind is _VML and facts.host_alone), ()
+
+
+Test = Callable[[dict[str, Any], ImageFacts], tuple[bool, tuple[str, ...]]]
+_TESTS: dict[str, Test] = {
+    "recipient-in-url": _recipient,
+    "tiny-size": _tiny_size,
+    "max-size": _max_size,
+    "opaque-token": _opaque_token,
+    "outlook-only-image": _outlook_only,
+}
+
+
+def evaluate(rules: HeuristicRules, facts: ImageFacts) -> HeuristicHit | None:
+    for h, test in rules.tests:
+        fired, params = test(h.params, facts)
+        if fired:
+            invisible = h.id != "recipient-in-url" or not visible_size(facts.size)
+            return HeuristicHit(h.id, h.purpose, h.no_consent, params, invisible)
+    return None

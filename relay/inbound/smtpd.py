@@ -1,0 +1,218 @@
+"""aiosmtpd protocol extensions for the SMTP edge: the real client's address, XFORWARD, AUTH
+checked off the event loop, and the inbound TLS context.
+
+Input: aiosmtpd sessions and commands, ``[smtp]`` settings. Output: ``RelaySMTP`` (the protocol
+``receive.py`` serves), ``client_address``, ``server_tls_context``.
+
+Rule 1: mechanics only: who may relay, be rate limited or send XFORWARD is asked of the
+        handler (``Policy``); replies come from ``replies.py``.
+Rule 2: the client is the PROXY header's source address when there is one, else the TCP peer.
+Rule 3: AUTH credentials are parsed by aiosmtpd and verified by the handler in a thread (the
+        scrypt check is slow on purpose); passwords are never logged.
+Rule 4: XFORWARD attributes belong to one transaction: the end of DATA, RSET, HELO and EHLO
+        forget them (Postfix sends them again before each MAIL); during a transaction the
+        command is refused with 503.
+Rule 5: a certificate or key that cannot be read or used stops start-up with a
+        ``SettingsError`` naming the key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import ssl
+from pathlib import Path
+from typing import Any, Protocol
+
+from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword, Session
+from aiosmtpd.smtp import Envelope as SmtpEnvelope
+
+from relay import replies
+from relay.errors import SettingsError
+from relay.inbound import xforward
+from relay.inbound.data import read_data
+from relay.settings import Settings
+
+log = logging.getLogger("relay.inbound.receive")
+
+
+class Policy(Protocol):
+    """What the protocol asks of the handler (``receive.RelayHandler``)."""
+
+    settings: Settings
+
+    def network_allowed(self, session: Session) -> bool: ...
+
+    async def verify_login(self, login: LoginPassword) -> bool: ...
+
+
+def peer_host(session: Session) -> str:
+    peer: Any = session.peer
+    return str(peer[0]) if isinstance(peer, tuple) and peer else ""
+
+
+def client_address(session: Session) -> str:
+    """Rule 2: the PROXY header's source address when there is one, else the TCP peer."""
+    proxy = session.proxy_data
+    if proxy is not None and isinstance(
+        proxy.src_addr, ipaddress.IPv4Address | ipaddress.IPv6Address
+    ):
+        return str(proxy.src_addr)
+    return peer_host(session)
+
+
+def ip_of(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        address = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        return address.ipv4_mapped
+    return address
+
+
+class RelaySession(Session):
+    """aiosmtpd's session plus the XFORWARD attributes of the current transaction."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(loop)
+        self.xforward: dict[str, str] = {}
+        # The ledger key of the last message answered 250, until the client's next command.
+        self.settled_key: str | None = None
+
+
+def _capture_login(
+    server: SMTP, session: Session, envelope: SmtpEnvelope, mechanism: str, auth_data: Any
+) -> AuthResult:
+    """aiosmtpd's (synchronous) authenticator: keep the credentials for ``_verified``."""
+    if isinstance(server, RelaySMTP) and isinstance(auth_data, LoginPassword):
+        server.pending_login = auth_data
+    return AuthResult(success=False, handled=False)
+
+
+class RelaySMTP(SMTP):
+    """aiosmtpd's protocol plus XFORWARD, per-transaction XFORWARD state and threaded AUTH."""
+
+    def __init__(self, handler: Policy, **kwargs: Any) -> None:
+        super().__init__(handler, authenticator=_capture_login, **kwargs)
+        self.relay_handler = handler
+        self.pending_login: LoginPassword | None = None
+
+    def _create_session(self) -> Session:
+        return RelaySession(self.loop)
+
+    def _set_post_data_state(self) -> None:
+        # Called after DATA and (through _set_rset_state) on RSET, HELO and EHLO: the end of a
+        # transaction, when Postfix expects XFORWARD attributes to be forgotten.
+        super()._set_post_data_state()  # type: ignore[no-untyped-call]
+        if isinstance(self.session, RelaySession):
+            self.session.xforward = {}
+
+    async def smtp_DATA(self, arg: str) -> None:
+        """aiosmtpd's DATA with the body read in large steps (``smtp_data``): the same checks,
+        replies and handler hook, without a Python iteration per line of the message."""
+        if await self.check_helo_needed():
+            return
+        if await self.check_auth_needed("DATA"):
+            return
+        assert self.envelope is not None
+        if not self.envelope.rcpt_tos:
+            await self.push("503 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 Syntax: DATA")
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        try:
+            result = await read_data(self._reader, self.data_size_limit)
+        except asyncio.IncompleteReadError:
+            # The client went away mid-message: nothing was accepted, nothing to answer.
+            self._writer.close()
+            return
+        if result.content is None:
+            self._set_post_data_state()
+            if result.too_big:
+                await self.push(replies.TOO_BIG.text)
+            else:
+                await self.push(replies.LINE_TOO_LONG.text)
+            return
+        self.envelope.content = result.content
+        self.envelope.original_content = result.content
+        status = await self._call_handler_hook("DATA")
+        self._set_post_data_state()
+        await self.push(status)
+
+    async def smtp_XFORWARD(self, arg: str | None) -> None:
+        if await self.check_helo_needed("EHLO"):
+            return
+        session = self.session
+        assert isinstance(session, RelaySession)
+        handler = self.relay_handler
+        if not handler.settings.smtp.xforward:
+            # Turned off: the very answer aiosmtpd gives to any command it does not know.
+            await self.push('500 Error: command "XFORWARD" not recognized')
+            return
+        if not handler.network_allowed(session):
+            log.warning("XFORWARD refused from %s", client_address(session))
+            await self.push(replies.XFORWARD_DENIED.text)
+            return
+        if self.envelope is not None and self.envelope.mail_from:
+            await self.push(replies.XFORWARD_IN_TRANSACTION.text)
+            return
+        try:
+            pairs = xforward.parse(arg or "")
+        except ValueError as exc:
+            await self.push(replies.XFORWARD_SYNTAX.with_detail(str(exc)).text)
+            return
+        session.xforward.update(pairs)
+        await self.push(replies.OK_XFORWARD.text)
+
+    async def auth_PLAIN(self, server: SMTP, args: list[str]) -> AuthResult:
+        return await self._verified(await super().auth_PLAIN(server, args))
+
+    async def auth_LOGIN(self, server: SMTP, args: list[str]) -> AuthResult:
+        return await self._verified(await super().auth_LOGIN(server, args))
+
+    async def _verified(self, parsed: AuthResult) -> AuthResult:
+        """aiosmtpd parsed the mechanism; check the captured credentials in a thread."""
+        login, self.pending_login = self.pending_login, None
+        if login is None:
+            return parsed  # a syntax error or an aborted exchange, already answered
+        if await self.relay_handler.verify_login(login):
+            log.info("AUTH succeeded from %s", client_address(self._session()))
+            return AuthResult(success=True, auth_data=login)
+        log.warning("AUTH failed from %s", client_address(self._session()))
+        return AuthResult(success=False, handled=False)
+
+    def _session(self) -> Session:
+        assert self.session is not None
+        return self.session
+
+
+def server_tls_context(settings: Settings) -> ssl.SSLContext | None:
+    """The inbound TLS context, or None; a file problem is a SettingsError naming the key."""
+    tls = settings.smtp.tls
+    if not tls.cert or not tls.key:
+        return None
+    where = settings.source
+    markers = (
+        ("smtp.tls.cert", tls.cert, b"-----BEGIN CERTIFICATE-----"),
+        ("smtp.tls.key", tls.key, b"PRIVATE KEY-----"),
+    )
+    for dotted, path, marker in markers:
+        try:
+            content = Path(path).read_bytes()
+        except OSError as exc:
+            raise SettingsError(f"{where}: {dotted}: cannot read {path}: {exc.strerror}") from None
+        if marker not in content:
+            raise SettingsError(f"{where}: {dotted}: {path} is not a PEM {dotted[9:]} file")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(tls.cert, tls.key)
+    except ssl.SSLError as exc:
+        raise SettingsError(
+            f"{where}: smtp.tls.key: {tls.key} does not load with {tls.cert}: {exc.reason}"
+        ) from None
+    return context

@@ -1,0 +1,291 @@
+"""The consent store: append-only, hash-chained consent events per recipient, and their state.
+
+Stage: async edge (Redis). The pipeline reads ``states()`` once per message; the web pages,
+the JSON API, the pipeline (``requested``) and ``relay consent`` write with ``record()``.
+Input: ``ConsentEvent`` values (validated here) and recipient addresses.
+Output: stored events with id, recorded_at and hash chain; ``ConsentState`` per recipient.
+
+Rule 1: ``states()`` never raises: any Redis error or a reply slower than the timeout gives
+        ``ConsentState(available=False)`` for every recipient asked, and the policy fails closed.
+Rule 2: one pipelined round trip reads the states of all recipients of a message.
+Rule 3: an append and its state update are one Lua script (``consent_state.RECORD_LUA``);
+        the chain is a compare-and-set on the recipient's head hash, so concurrent writers for
+        one recipient are serialised by retrying, never by interleaving.
+Rule 4: recipients are keyed by ``recipient_key`` (keyed hash); the address is only inside the
+        stored record. Every other failure of a write or read is a ``StoreUnavailable``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import logging
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from relay.core.recipients import mask, recipient_key
+from relay.errors import StoreUnavailable
+from relay.model import ConsentEvent, ConsentState
+from relay.settings import ConsentSettings
+from relay.store.consent_proof import (
+    canonical,
+    chain_record,
+    event_from_record,
+    new_event_id,
+    validate_api_payload,
+    validate_event,
+)
+from relay.store.consent_state import FIELD_HEAD, RECORD_LUA, derive, script_args
+from relay.store.consent_verify import ChainProblem, VerifyReport, check_chain
+from relay.store.redis_keys import Keys
+
+__all__ = [
+    "ChainProblem",
+    "ConsentStore",
+    "RedisConsentStore",
+    "VerifyReport",
+    "validate_api_payload",
+]
+
+log = logging.getLogger("relay.store.consent")
+
+# Errors that mean "the store did not answer properly" rather than a bug of ours.
+STORE_ERRORS = (RedisError, OSError, TimeoutError, asyncio.TimeoutError)
+VERIFY_BATCH = 200  # recipients read per MULTI/EXEC by verify()
+MAX_CHAIN_RETRIES = 200  # concurrent writers for one recipient; each retry costs 2 round trips
+
+
+class ConsentStore(Protocol):
+    async def record(self, event: ConsentEvent) -> ConsentEvent: ...
+
+    async def states(self, addresses: Sequence[str], now: datetime) -> dict[str, ConsentState]: ...
+
+    async def history(self, address: str) -> list[ConsentEvent]: ...
+
+    async def verify(self, address: str | None = None) -> VerifyReport: ...
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Pending:
+    """A validated event with its id and recorded_at set, ready to be chained."""
+
+    rkey: str
+    event: ConsentEvent
+    fingerprint: bytes = b""
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class RedisConsentStore:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        keys: Keys,
+        address_key: bytes,
+        settings: ConsentSettings,
+        rules_digest: str = "",
+        *,
+        timeout: float = 2.0,
+    ) -> None:
+        self.client = client
+        self.keys = keys
+        self.address_key = address_key
+        self.settings = settings
+        self.rules_digest = rules_digest
+        self.timeout = timeout
+        self._script = client.register_script(RECORD_LUA)
+
+    def rkey(self, address: str) -> str:
+        return recipient_key(address, self.address_key)
+
+    def prepare(
+        self, event: ConsentEvent, now: datetime, fingerprint: bytes = b"", validated: bool = False
+    ) -> Pending:
+        """Validate an event and give it its id, recorded_at and default rules digest."""
+        valid = event if validated else validate_event(event, now)
+        valid = dataclasses.replace(
+            valid,
+            id=new_event_id(),
+            recorded_at=now,
+            rules_digest=valid.rules_digest or self.rules_digest,
+        )
+        return Pending(self.rkey(valid.address), valid, fingerprint)
+
+    # -- writes ----------------------------------------------------------------------------
+
+    async def record(self, event: ConsentEvent) -> ConsentEvent:
+        pending = self.prepare(event, datetime.now(UTC))
+        try:
+            await self._append(pending)
+        except STORE_ERRORS as exc:
+            raise StoreUnavailable(f"consent store: cannot record the event: {exc}") from exc
+        return pending.event
+
+    async def _append(self, item: Pending) -> bool:
+        """Append one event, retrying while other writers move the chain; False if seen."""
+        head = await self.client.hget(self.keys.consent_state(item.rkey), FIELD_HEAD)
+        prev = _text(head) if head else ""
+        for _attempt in range(MAX_CHAIN_RETRIES):
+            status, head = await self._script(
+                keys=self._script_keys(item.rkey), args=self._args(item, prev)
+            )
+            if status == 1:
+                return True
+            if status == 2:
+                return False
+            prev = _text(head)  # another writer appended first: chain onto its event
+        raise StoreUnavailable(f"consent store: too many concurrent writes for {item.rkey}")
+
+    def _script_keys(self, rkey: str) -> list[str]:
+        return [
+            self.keys.consent_events(rkey),
+            self.keys.consent_state(rkey),
+            self.keys.consent_import_seen(),
+        ]
+
+    def _args(self, item: Pending, prev: str) -> list[Any]:
+        record, digest = chain_record(item.event, prev)
+        args = script_args(item.event, prev, canonical(record), digest)
+        args[3] = item.fingerprint
+        return args
+
+    async def append_many(self, items: Sequence[Pending]) -> tuple[int, int]:
+        """Append a batch in two pipelined round trips; (added, skipped as already imported).
+
+        Round one reads which fingerprints are known and every recipient's chain head; the
+        chain is then computed locally and round two runs one script per event. An event whose
+        head moved meanwhile (a concurrent writer) is retried alone, in order.
+        """
+        try:
+            return await self._append_many(items)
+        except STORE_ERRORS as exc:
+            raise StoreUnavailable(f"consent store: cannot write the batch: {exc}") from exc
+
+    async def _append_many(self, items: Sequence[Pending]) -> tuple[int, int]:
+        added = skipped = 0
+        unique: list[Pending] = []
+        local: set[bytes] = set()
+        for item in items:
+            if item.fingerprint and item.fingerprint in local:
+                skipped += 1
+                continue
+            local.add(item.fingerprint)
+            unique.append(item)
+        if not unique:
+            return added, skipped
+        rkeys = list(dict.fromkeys(item.rkey for item in unique))
+        pipe = self.client.pipeline(transaction=False)
+        pipe.smismember(self.keys.consent_import_seen(), [i.fingerprint or b"-" for i in unique])
+        for rkey in rkeys:
+            pipe.hget(self.keys.consent_state(rkey), FIELD_HEAD)
+        first = await pipe.execute()
+        heads = {rkey: _text(h) if h else "" for rkey, h in zip(rkeys, first[1:], strict=True)}
+        chained: list[tuple[Pending, str]] = []
+        for item, known in zip(unique, first[0], strict=True):
+            if known and item.fingerprint:
+                skipped += 1
+                continue
+            prev = heads[item.rkey]
+            args = self._args(item, prev)
+            heads[item.rkey] = args[2]  # this event's hash is the next one's prev
+            chained.append((item, prev))
+            await self._script(keys=self._script_keys(item.rkey), args=args, client=pipe)
+        results = await pipe.execute() if chained else []
+        for (item, _prev), (status, _head) in zip(chained, results, strict=True):
+            # Status 0: the head moved under us (a concurrent writer): retry alone, in order.
+            done = status == 1 or (status == 0 and await self._append(item))
+            added += done
+            skipped += not done
+        return added, skipped
+
+    # -- reads -----------------------------------------------------------------------------
+
+    async def states(self, addresses: Sequence[str], now: datetime) -> dict[str, ConsentState]:
+        rkeys = {address: self.rkey(address) for address in addresses}
+        try:
+            async with asyncio.timeout(self.timeout):
+                pipe = self.client.pipeline(transaction=False)
+                for rkey in rkeys.values():
+                    pipe.hgetall(self.keys.consent_state(rkey))
+                replies = await pipe.execute()
+        except Exception as exc:  # Rule 1: fail closed whatever went wrong
+            log.warning("consent store unavailable, failing closed: %s", exc or type(exc).__name__)
+            return {a: ConsentState(rkey, available=False) for a, rkey in rkeys.items()}
+        out: dict[str, ConsentState] = {}
+        for (address, rkey), raw in zip(rkeys.items(), replies, strict=True):
+            fields = {_text(k): _text(v) for k, v in raw.items()}
+            try:
+                out[address] = derive(rkey, fields, now, self.settings)
+            except (ValueError, KeyError) as exc:
+                log.error("consent state of %s is damaged (%s): failing closed", mask(address), exc)
+                out[address] = ConsentState(rkey, available=False)
+        return out
+
+    async def raw_records(self, rkey: str) -> tuple[list[bytes], dict[str, str]]:
+        """The stored JSON records of one recipient (append order) and its state hash."""
+        return (await self._raw_many([rkey]))[0]
+
+    async def _raw_many(self, rkeys: Sequence[str]) -> list[tuple[list[bytes], dict[str, str]]]:
+        # MULTI/EXEC: records and state are read at one instant, so that an append landing in
+        # between cannot look like a broken chain.
+        try:
+            pipe = self.client.pipeline(transaction=True)
+            for rkey in rkeys:
+                pipe.lrange(self.keys.consent_events(rkey), 0, -1)
+                pipe.hgetall(self.keys.consent_state(rkey))
+            replies = await pipe.execute()
+        except STORE_ERRORS as exc:
+            raise StoreUnavailable(f"consent store: cannot read the records: {exc}") from exc
+        return [
+            (list(records), {_text(k): _text(v) for k, v in state.items()})
+            for records, state in zip(replies[::2], replies[1::2], strict=True)
+        ]
+
+    async def history(self, address: str) -> list[ConsentEvent]:
+        """The recipient's events in the order recorded (ValueError names a damaged record)."""
+        rkey = self.rkey(address)
+        records, _state = await self.raw_records(rkey)
+        events: list[ConsentEvent] = []
+        for index, raw in enumerate(records):
+            try:
+                events.append(event_from_record(json.loads(raw)))
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                raise ValueError(
+                    f"recipient {rkey}: record #{index} is damaged ({exc}): "
+                    "run relay consent verify"
+                ) from None
+        return events
+
+    async def verify(self, address: str | None = None) -> VerifyReport:
+        if address is not None:
+            rkeys: list[str] = [self.rkey(address)]
+        else:
+            rkeys = sorted(await self._all_rkeys())
+        recipients = events = 0
+        problems: list[ChainProblem] = []
+        for start in range(0, len(rkeys), VERIFY_BATCH):
+            batch = rkeys[start : start + VERIFY_BATCH]
+            for rkey, (records, state) in zip(batch, await self._raw_many(batch), strict=True):
+                one = check_chain(rkey, records, state, self.address_key)
+                recipients += one.recipients
+                events += one.events
+                problems.extend(one.problems)
+        return VerifyReport(recipients, events, tuple(problems))
+
+    async def _all_rkeys(self) -> set[str]:
+        found: set[str] = set()
+        try:
+            for pattern in (self.keys.consent_events_match(), self.keys.consent_state_match()):
+                start = len(pattern) - 1  # the pattern ends with the "*" standing for the key
+                async for key in self.client.scan_iter(match=pattern, count=1000):
+                    found.add(_text(key)[start:])
+        except STORE_ERRORS as exc:
+            raise StoreUnavailable(f"consent store: cannot list recipients: {exc}") from exc
+        return found

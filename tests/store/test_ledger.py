@@ -1,0 +1,44 @@
+"""The delivery ledger on a real Redis, and its in-memory fallback when Redis is down."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import redis.asyncio as aioredis
+
+from relay.store.embedded import EmbeddedRedis
+from relay.store.ledger import Ledger, message_key
+from relay.store.redis_keys import Keys
+
+KEYS = Keys("t:")
+
+
+async def test_pairs_are_kept_long_while_a_retry_is_expected(redis_url: str) -> None:
+    client = aioredis.Redis.from_url(redis_url)
+    ledger = Ledger(client, KEYS, timeout=1.0)
+    key = message_key("a@shop.example", b"data")
+    await ledger.record(key, {"Alice@Example.org": "250 ok"})
+    assert await ledger.done(key) == {"alice@example.org": "250 ok"}
+    assert await client.ttl(KEYS.delivered(key)) > 24 * 3600
+    settled = message_key("a@shop.example", b"other")
+    await ledger.record(settled, {"bob@example.org": "250 ok"}, settled=True)
+    assert 0 < await client.ttl(KEYS.delivered(settled)) <= 3600
+    await client.aclose()
+
+
+async def test_message_key_depends_on_sender_and_exact_bytes() -> None:
+    base = message_key("a@shop.example", b"data")
+    assert base == message_key("A@shop.example", b"data")
+    assert base != message_key("b@shop.example", b"data")
+    assert base != message_key("a@shop.example", b"data ")
+
+
+async def test_redis_down_keeps_pairs_in_memory(private_redis: Callable[[], EmbeddedRedis]) -> None:
+    server = private_redis()
+    client = aioredis.Redis.from_url(server.url, socket_timeout=0.5, socket_connect_timeout=0.5)
+    ledger = Ledger(client, KEYS, timeout=0.5)
+    server.stop()
+    key = message_key("a@shop.example", b"data")
+    await ledger.record(key, {"alice@example.org": "250 ok"})
+    assert await ledger.done(key) == {"alice@example.org": "250 ok"}
+    await client.aclose()
