@@ -15,7 +15,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from relay.detect.htmlscan import hrefs, scan_html
+from relay.detect.hrefs import hrefs
+from relay.detect.htmlscan import scan_html
 from relay.detect.trackers import detect, load_detection
 from relay.model import ParsedMessage, Part
 from relay.rulefiles import load_rules

@@ -16,7 +16,8 @@ from typing import Any
 from relay.core.dkim_sign import parse_key_table
 from relay.core.filtering import FilterContext
 from relay.core.links import LinkMinter, LinkSigner
-from relay.core.policy import Policy, load_policy
+from relay.core.policy import Policy
+from relay.core.policy_rules import load_policy
 from relay.detect.trackers import DetectionRules, load_detection
 from relay.errors import RulesError, SettingsError
 from relay.rulefiles import RuleSet, load_rules

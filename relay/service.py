@@ -33,7 +33,8 @@ from relay.context import build_context, load_rule_set
 from relay.core.esp import startup_warnings
 from relay.core.links import LinkSigner
 from relay.errors import RelayError
-from relay.inbound.receive import RelayHandler, SmtpServer, listening_socket
+from relay.inbound.listener import SmtpServer, listening_socket
+from relay.inbound.receive import RelayHandler
 from relay.model import Envelope
 from relay.ops import logs
 from relay.outbound.forward import make_upstream

@@ -1,0 +1,1 @@
+"""The ``relay`` command: ``main`` parses and dispatches, one module per verb."""

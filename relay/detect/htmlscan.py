@@ -48,7 +48,7 @@ from relay.model import ElementKind
 # Attribute list of a start tag: quoted values are consumed whole so that a ">" inside a value
 # does not end the tag. Possessive quantifiers keep a tag without ">" from backtracking.
 _ATTRS = r"""(?:[^>"']++|"[^"]*+"|'[^']*+')*+"""
-_ATTRS_LAZY = r"""(?:[^>"']|"[^"]*"|'[^']*')*?"""
+ATTRS_LAZY = r"""(?:[^>"']|"[^"]*"|'[^']*')*?"""
 
 # An attribute value: quoted, or unquoted up to whitespace or ">".
 _VALUE = r"""(?:"[^"]*+"|'[^']*+'|[^\s"'>]++)"""
@@ -103,23 +103,6 @@ _BACKGROUND_HOOK_SPELLINGS = tuple(
 # CSS-heavy and the regex takes over for the rest.
 _PAREN_LIMIT = 32
 
-# A double-quoted href that is a plain URL (what signatures.PLAIN_URL accepts, with nothing that
-# attribute decoding would change: no "&", no whitespace) also yields its host and path, so that
-# the usual link costs no further regex call. The look-ahead is optional ("|" an empty branch):
-# when it fails, the same value is still read, as before. It is case-sensitive (``(?-i:``) so
-# that IGNORECASE cannot let a non-ASCII letter through where PLAIN_URL would not.
-_PLAIN_HREF = (
-    r"""(?-i:(?:[hH][tT][tT][pP][sS]?:)?//([a-zA-Z0-9_-]++(?:\.[a-zA-Z0-9_-]++)*+)"""
-    r"""(/[^#\\"&\s]*+)(?:\#[^"&\s]*+)?")"""
-)
-_HREF = re.compile(
-    r"<a\s"
-    + _ATTRS_LAZY
-    + r"""(?<![\w-])href\s*=\s*(?:"(?:(?="""
-    + _PLAIN_HREF
-    + r""")|)([^"]*)"|'([^']*)'|([^\s"'>]+))""",
-    re.IGNORECASE,
-)
 _SPACE = " \t\r\n\f"  # HTML whitespace, as htmlattrs.trimmed strips it
 _SIZE_WORD = re.compile("[wW][iI][dD][tT][hH]|[hH][eE][iI][gG][hH][tT]")
 _TAG = re.compile(r"<([a-zA-Z][\w:.-]*)(" + _ATTRS + r")>")
@@ -255,16 +238,6 @@ def _image_element(
         srcset_kind = ElementKind.SOURCE_SRCSET if name == "source" else ElementKind.IMG_SRCSET
         found.extend(srcset_found(element, srcset_kind, attrs["srcset"]))
     return found
-
-
-def hrefs(text: str) -> list[tuple[str, str, str]]:
-    """The ``href`` of every ``<a>``, as written, with its host (lower-cased) and path when it
-    is a plain URL (see _PLAIN_HREF), else two empty strings. One C-level pass: links are only
-    reported, so no offsets are kept; a link inside a comment is reported too (harmless)."""
-    return [
-        (dq, host.lower(), path) if host else (dq or sq or uq, "", "")
-        for host, path, dq, sq, uq in _HREF.findall(text)
-    ]
 
 
 def _style_block(text: str, start: int, end: int) -> list[Found]:

@@ -18,7 +18,8 @@ Rule 4: purpose defaults to ``campaign_performance`` (SPEC section 1: the strict
         case); ``no_consent`` is optional (the detector picks the default from the element).
 Host-less rules are tried through a dispatch on the path's first characters: a rule whose path
 pattern cannot start like the path (by its literal prefixes, ``literal_prefixes``) is left out,
-which changes no result (tests/test_trackers_speed_equivalence.py compares with the plain order).
+which changes no result (tests/detect/test_trackers_speed_equivalence.py compares with the
+plain order).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple, TypeVar
 
+from relay.detect.literals import literal_prefixes
 from relay.errors import RulesError
 from relay.model import Action, Purpose
 from relay.rulefiles import RuleEntry
@@ -179,139 +181,6 @@ def _combined(signatures: Sequence[Signature], numbers: Iterable[int]) -> re.Pat
     matched."""
     branches = [f"(?P<r{n}>{p.pattern})" for n in numbers if (p := signatures[n].path)]
     return re.compile("|".join(branches)) if branches else None
-
-
-# Prefix sets: the literal starts that every match of a rule's path pattern begins with. A small
-# reader for the regex subset rules use (literals, escaped punctuation, "?", groups with
-# alternatives); anything else ends the literal part there, which is always safe: a shorter
-# prefix only lets more paths through to the regex.
-_STOP = frozenset(".^$*+?{}[]|()\\")
-_MAX_PREFIXES = 32
-_Starts = list[tuple[str, bool]]  # (literal start, whether the pattern may continue it)
-
-
-def _literal(pattern: str, n: int) -> tuple[str, int] | None:
-    """The literal character at ``n`` and where the next item starts, or None."""
-    char = pattern[n]
-    if char == "\\":
-        after = pattern[n + 1 : n + 2]
-        # Only an escaped punctuation mark is a literal ("\d", "\b", "\1" are not).
-        if not after or after.isalnum() or after == "_":
-            return None
-        return after, n + 2
-    return None if char in _STOP else (char, n + 1)
-
-
-def _closed(starts: _Starts) -> _Starts:
-    return [(text, False) for text, _ in starts]
-
-
-def _extend(starts: _Starts, tails: _Starts) -> _Starts:
-    return [
-        (text + tail, more) if open_ else (text, False)
-        for text, open_ in starts
-        for tail, more in (tails if open_ else [("", False)])
-    ]
-
-
-def _alternatives(pattern: str, n: int) -> tuple[_Starts, int]:
-    """Starts of ``alt ("|" alt)*`` from ``n``, up to an unmatched ")" or the end."""
-    found: _Starts = []
-    while True:
-        starts, n = _sequence(pattern, n)
-        found += starts
-        if n < len(pattern) and pattern[n] == "|":
-            n += 1
-            continue
-        return found, n
-
-
-def _class_end(pattern: str, n: int) -> int:
-    """Index just past the "]" closing the character class opened at ``n``."""
-    n += 1 + pattern.startswith("^", n + 1)
-    n += pattern.startswith("]", n)  # "]" first in a class is a member
-    while n < len(pattern) and pattern[n] != "]":
-        n += 2 if pattern[n] == "\\" else 1
-    return n + 1
-
-
-def _group_end(pattern: str, n: int) -> int:
-    """Index just past the ")" closing the group opened at ``n`` (escapes and classes skipped)."""
-    depth = 0
-    while n < len(pattern):
-        char = pattern[n]
-        if char == "\\":
-            n += 2
-            continue
-        if char == "[":
-            n = _class_end(pattern, n)
-            continue
-        if char == "(":
-            depth += 1
-        elif char == ")":
-            depth -= 1
-            if depth == 0:
-                return n + 1
-        n += 1
-    return len(pattern)
-
-
-def _sequence(pattern: str, n: int) -> tuple[_Starts, int]:
-    """Starts of a sequence of items from ``n``, stopping before "|" or ")" at this level."""
-    starts: _Starts = [("", True)]
-    end = len(pattern)
-    while n < end and pattern[n] not in "|)":
-        if not any(open_ for _, open_ in starts) or len(starts) > _MAX_PREFIXES:
-            return _closed(starts), _group_end_or_bar(pattern, n)
-        item: _Starts
-        if pattern.startswith("(?:", n) or (pattern[n] == "(" and pattern[n + 1 : n + 2] != "?"):
-            inner, close = _alternatives(pattern, n + (3 if pattern[n + 1 : n + 2] == "?" else 1))
-            if close >= end or pattern[close] != ")":
-                return _closed(starts), end
-            item, n = inner, close + 1
-        else:
-            literal = _literal(pattern, n)
-            if literal is None:
-                return _closed(starts), _group_end_or_bar(pattern, n)
-            item, n = [(literal[0], True)], literal[1]
-        quantifier = pattern[n : n + 1]
-        if quantifier and quantifier in "*{":  # may repeat zero times: the item is not sure
-            return _closed(starts), _group_end_or_bar(pattern, n)
-        if quantifier == "?":
-            n += 1 + pattern.startswith("?", n + 1)  # "??" too
-            starts = _extend(starts, item) + [(t, o) for t, o in starts if o]
-        elif quantifier == "+":
-            starts = _closed(_extend(starts, item))
-            return starts, _group_end_or_bar(pattern, n)
-        else:
-            starts = _extend(starts, item)
-    return starts, n
-
-
-def _group_end_or_bar(pattern: str, n: int) -> int:
-    """From inside a sequence, the index of the "|" or ")" that ends it at this level."""
-    while n < len(pattern):
-        char = pattern[n]
-        if char in "|)":
-            return n
-        if char == "(":
-            n = _group_end(pattern, n)
-            continue
-        if char == "[":
-            n = _class_end(pattern, n)
-            continue
-        n += 2 if char == "\\" else 1
-    return n
-
-
-def literal_prefixes(pattern: str) -> tuple[str, ...]:
-    """Literal texts such that every match of ``pattern`` (as ``re.match`` runs it, no flags)
-    starts with one of them; ("",) when unsure."""
-    starts, end = _alternatives(pattern, 0)
-    texts = tuple(dict.fromkeys(text for text, _ in starts))
-    if end < len(pattern) or not texts or len(texts) > _MAX_PREFIXES:
-        return ("",)  # an unbalanced ")" or too many branches: claim nothing
-    return texts
 
 
 # Host-less rules are grouped by the first characters of the path: most rules start with

@@ -44,8 +44,9 @@ from relay.detect.heuristics import (
     recipient_needles,
     visible_size,
 )
+from relay.detect.hrefs import hrefs
 from relay.detect.htmlattrs import Found
-from relay.detect.htmlscan import hrefs, removal_end, scan_html
+from relay.detect.htmlscan import removal_end, scan_html
 from relay.detect.signatures import (
     HostList,
     Signature,

@@ -30,9 +30,9 @@ from aiosmtpd.smtp import Envelope as SmtpEnvelope
 
 from relay import replies
 from relay.errors import SettingsError
-from relay.inbound import xforward
 from relay.inbound.data import read_data
 from relay.settings import Settings
+from relay.smtp import xforward
 
 log = logging.getLogger("relay.inbound.receive")
 

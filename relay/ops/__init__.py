@@ -1,0 +1,1 @@
+"""Operations: Prometheus metrics, readiness checks, log formatting."""

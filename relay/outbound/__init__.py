@@ -1,0 +1,1 @@
+"""SMTP out (async edge): pooled upstream transactions, the file outbox, failure notices."""

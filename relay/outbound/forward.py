@@ -35,8 +35,8 @@ from urllib.parse import unquote, urlsplit
 
 import aiosmtplib
 
-from relay.inbound import xforward as xfwd
 from relay.settings import UpstreamSettings
+from relay.smtp import xforward as xfwd
 
 log = logging.getLogger("relay.outbound.forward")
 

@@ -23,7 +23,7 @@ from starlette.responses import JSONResponse, Response
 
 from relay.errors import RelayError
 from relay.store.consent import validate_api_payload
-from relay.web.app import context_of
+from relay.web.context import context_of
 
 MAX_BODY = 65_536
 _HEADERS = {"Cache-Control": "no-store"}

@@ -17,13 +17,7 @@ Rule 3: pages load nothing from elsewhere (one local stylesheet), run no JavaScr
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime
-from pathlib import Path
-from typing import Any, Protocol
 
-import jinja2
 from redis.asyncio import Redis
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -33,79 +27,12 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from relay.core.links import LinkSigner
-from relay.model import ConsentEvent, ConsentState
 from relay.settings import Settings
 from relay.store.redis_keys import Keys
-from relay.web import i18n
+from relay.web import api, gateway, pages
+from relay.web.context import STATIC, ConsentStore, WebContext, error_page, templates_environment
 
 log = logging.getLogger("relay.web")
-
-HERE = Path(__file__).resolve().parent
-TEMPLATES = HERE / "templates"
-STATIC = HERE / "static"
-
-PAGE_HEADERS = {
-    "Content-Security-Policy": "default-src 'none'; style-src 'self'; img-src 'self'; "
-    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-    "Referrer-Policy": "no-referrer",
-    "X-Content-Type-Options": "nosniff",
-    "X-Frame-Options": "DENY",
-    "Cache-Control": "no-store",
-}
-
-
-class ConsentStore(Protocol):
-    """What the web side needs of the consent store (``relay.store.consent``)."""
-
-    async def record(self, event: ConsentEvent) -> ConsentEvent: ...
-
-    async def states(
-        self, addresses: Sequence[str], now: datetime
-    ) -> Mapping[str, ConsentState]: ...
-
-
-@dataclass(frozen=True)
-class WebContext:
-    settings: Settings
-    redis: Redis
-    keys: Keys
-    store: ConsentStore
-    signer: LinkSigner
-    templates: jinja2.Environment
-
-
-def context_of(request: Request) -> WebContext:
-    web: WebContext = request.app.state.web
-    return web
-
-
-def language(request: Request, form_lang: str | None = None) -> str:
-    return i18n.choose(
-        form_lang or request.query_params.get("lang"), request.headers.get("accept-language")
-    )
-
-
-def render(
-    request: Request, template: str, lang: str, status: int = 200, **values: Any
-) -> Response:
-    ctx = context_of(request)
-    html = ctx.templates.get_template(template).render(
-        lang=lang,
-        other=i18n.other(lang),
-        t=i18n.TEXTS[lang],
-        purposes=i18n.PURPOSES[lang],
-        **values,
-    )
-    return Response(html, status, headers=PAGE_HEADERS, media_type="text/html; charset=utf-8")
-
-
-def error_page(request: Request, status: int, reason: str, lang: str | None = None) -> Response:
-    """A 4xx/5xx page naming what went wrong; ``reason`` is a key suffix of ``error_*``."""
-    lang = lang or language(request)
-    texts = i18n.TEXTS[lang]
-    message = texts.get(f"error_{reason}", texts["error_internal"])
-    reload = reason == "nonce"
-    return render(request, "error.html", lang, status, message=message, reload=reload)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -142,21 +69,9 @@ async def metrics_endpoint(request: Request) -> Response:
     return Response(body, media_type=content_type, headers={"Cache-Control": "no-store"})
 
 
-def templates_environment() -> jinja2.Environment:
-    return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(TEMPLATES)),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-
-
 def create_app(
     *, settings: Settings, redis: Redis, store: ConsentStore, signer: LinkSigner
 ) -> Starlette:
-    from relay.web import api, gateway, pages
-
     page_methods = ["GET", "HEAD", "POST"]
     routes = [
         Route("/healthz", healthz, methods=["GET", "HEAD"]),

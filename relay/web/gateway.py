@@ -36,7 +36,7 @@ from relay.core.links import GATEWAY, MINIMISE
 from relay.errors import RelayError, TokenError
 from relay.model import ConsentState, EventType, Purpose
 from relay.store.link_store import note_open_day
-from relay.web.app import context_of, error_page
+from relay.web.context import context_of, error_page
 
 # 1x1 transparent GIF89a, 43 bytes.
 GIF = (

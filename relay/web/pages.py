@@ -40,7 +40,7 @@ from relay.errors import RelayError, TokenError
 from relay.model import ConsentEvent, ConsentState, EventType, Purpose
 from relay.store.link_store import recipient_address
 from relay.web import i18n
-from relay.web.app import WebContext, context_of, error_page, language, render
+from relay.web.context import WebContext, context_of, error_page, language, render
 
 NONCE_TTL = 7200  # seconds a page's form stays usable
 FORM_VERSION = "1"

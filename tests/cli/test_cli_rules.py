@@ -11,7 +11,7 @@ import pytest
 
 from relay.cli.rules import describe_row, register
 from relay.context import validate_rules
-from relay.core.policy import load_policy
+from relay.core.policy_rules import load_policy
 from relay.errors import RulesError
 from relay.rulefiles import SHIPPED_RULES, load_rules
 from relay.settings import parse_settings

@@ -9,7 +9,8 @@ import pytest
 
 from relay import replies
 from relay.core.classify import classify, strictness
-from relay.core.policy import Policy, load_policy
+from relay.core.policy import Policy
+from relay.core.policy_rules import load_policy
 from relay.errors import MalformedMessage
 from relay.model import Category, Envelope, Header, ParsedMessage, Part
 from relay.rulefiles import SHIPPED_RULES, load_rules

@@ -11,7 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from relay.core.decide import decide, plan, reask_blocked_until
-from relay.core.policy import Policy, load_policy
+from relay.core.policy import Policy
+from relay.core.policy_rules import load_policy
 from relay.model import (
     TRACKING_ACTIONS,
     Action,

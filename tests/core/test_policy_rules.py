@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from relay.core.decide import decide
-from relay.core.policy import RowAction, load_policy, pack_for
+from relay.core.policy import RowAction, pack_for
+from relay.core.policy_rules import load_policy
 from relay.errors import RulesError
 from relay.model import Action, Basis, Candidate, Category, ConsentState, ElementKind, Purpose, Span
 from relay.rulefiles import SHIPPED_RULES, RuleSet, load_rules

@@ -13,13 +13,13 @@ import re
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from relay.detect import htmlscan
+from relay.detect import hrefs, htmlscan
 from relay.detect.htmlattrs import Found
+from relay.detect.literals import literal_prefixes
 from relay.detect.signatures import (
     Signature,
     SignatureSet,
     host_suffix,
-    literal_prefixes,
     split_url,
 )
 from relay.detect.trackers import (
@@ -196,7 +196,7 @@ def test_plain_attribute_shortcut_matches_decode_then_split(raw: str) -> None:
 
 _HREF_REFERENCE = re.compile(
     r"<a\s"
-    + htmlscan._ATTRS_LAZY
+    + htmlscan.ATTRS_LAZY
     + r"""(?<![\w-])href\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s"'>]+))""",
     re.IGNORECASE,
 )
@@ -205,7 +205,7 @@ _HREF_REFERENCE = re.compile(
 @SETTINGS
 @given(html())
 def test_hrefs_split_like_decode_then_split(text: str) -> None:
-    found = htmlscan.hrefs(text)
+    found = hrefs.hrefs(text)
     assert [href for href, _, _ in found] == [
         a or b or c for a, b, c in _HREF_REFERENCE.findall(text)
     ]

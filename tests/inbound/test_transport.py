@@ -31,7 +31,8 @@ from cryptography.x509.oid import NameOID
 
 from relay import replies
 from relay.errors import SettingsError
-from relay.inbound.receive import RelayHandler, SmtpServer
+from relay.inbound.listener import SmtpServer
+from relay.inbound.receive import RelayHandler
 from relay.model import Envelope as RelayEnvelope
 from relay.outbound.forward import SmtpUpstream
 from relay.passwords import hash_password
