@@ -21,7 +21,7 @@ from relay.detect.trackers import detect, load_detection
 from relay.model import ParsedMessage, Part
 from relay.rulefiles import load_rules
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
+CORPUS = Path(__file__).resolve().parents[1] / "examples"
 
 
 def _message(path: Path) -> ParsedMessage:

@@ -148,7 +148,7 @@ def bench(name: str, raw: bytes, detector: Detector | None, seconds: float) -> d
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    default = Path(__file__).resolve().parents[2] / "shared" / "corpus"
+    default = Path(__file__).resolve().parents[1] / "examples"
     parser.add_argument("--corpus", type=Path, default=default)
     parser.add_argument("--seconds", type=float, default=1.5, help="time per figure")
     args = parser.parse_args(argv)

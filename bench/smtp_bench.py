@@ -31,7 +31,7 @@ import aiosmtplib
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_CORPUS = ROOT.parent / "shared" / "corpus"
+DEFAULT_CORPUS = ROOT / "examples"
 
 
 def free_port() -> int:

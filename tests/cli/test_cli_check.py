@@ -1,4 +1,4 @@
-"""`relay check`: the same pipeline as the relay, offline, over the shared corpus."""
+"""`relay check`: the same pipeline as the relay, offline, over the shipped examples."""
 
 from __future__ import annotations
 
