@@ -98,7 +98,11 @@ class Envelope:
 
     mail_from: str
     rcpt_tos: tuple[str, ...]
+    # ESMTP parameters of MAIL FROM as the client wrote them (ENVID is case-sensitive xtext).
     mail_options: tuple[str, ...] = ()
+    # ESMTP parameters of each RCPT TO as written (DSN: NOTIFY=..., ORCPT=...), aligned with
+    # ``rcpt_tos``; empty when none were given.
+    rcpt_options: tuple[tuple[str, ...], ...] = ()
     client_ip: str = ""
     helo: str = ""
     auth_user: str | None = None
