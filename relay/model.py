@@ -203,6 +203,8 @@ class Candidate:
     height: int | None = None
     purpose_attr_span: Span | None = None
     labelled: bool = False  # the app labelled it with data-relay-purpose
+    # how it was found: "signature", "heuristic", "label" or "fail-closed" (detect.trackers)
+    detected_by: str = ""
 
 
 @dataclass(frozen=True, slots=True)
