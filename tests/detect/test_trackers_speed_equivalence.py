@@ -19,7 +19,6 @@ from relay.detect.literals import literal_prefixes
 from relay.detect.signatures import (
     Signature,
     SignatureSet,
-    host_suffix,
     split_url,
 )
 from relay.detect.trackers import (
@@ -208,8 +207,7 @@ def test_hrefs_split_like_decode_then_split(text: str) -> None:
 
 def match_reference(signatures: SignatureSet, host: str, path: str) -> Signature | None:
     """Rule 2 of signatures.py, literally: host rules in file order, then host-less ones."""
-    pool = (*signatures.by_suffix.get(host_suffix(host), ()), *signatures.wildcard)
-    for sig in pool:
+    for sig in signatures.host_rules:
         host_ok = sig.hosts is not None and sig.hosts.match(host)
         if host_ok and (sig.path is None or sig.path.match(path)):
             return sig
