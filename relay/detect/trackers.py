@@ -226,7 +226,7 @@ def detect(
             links.extend(_links(part.index, text, rules.click_trackers))
     fetched = [r for r in refs if r.host]
     # Decisions for all fetched references in one loop, consumed below in the same order.
-    verdicts = iter(Classifier(rules, fetched, recipients).verdicts(fetched))
+    verdicts = iter(Classifier(rules, fetched, recipients, texts).verdicts(fetched))
     candidates: list[Candidate] = []
     amp: dict[int, AmpIndex] = {}
     for ref in refs:

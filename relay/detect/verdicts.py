@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import operator
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -22,6 +22,7 @@ from relay.detect.cssurls import BoxSize
 from relay.detect.heuristics import (
     HeuristicRules,
     ImageFacts,
+    element_facts,
     evaluate,
     recipient_needles,
     visible_size,
@@ -84,8 +85,15 @@ class Classifier:
     is worked out once per distinct host, not once per image: a newsletter has a hundred images
     on two or three hosts."""
 
-    def __init__(self, rules: DetectionRules, refs: list[Ref], recipients: Sequence[str]):
+    def __init__(
+        self,
+        rules: DetectionRules,
+        refs: list[Ref],
+        recipients: Sequence[str],
+        texts: Mapping[int, str] | None = None,
+    ):
         self.rules = rules
+        self.texts = texts or {}
         # Counted with itemgetter and Counter, which run in C.
         self.url_count = Counter(map(_URL_OF, refs))
         # Distinct URLs per host: "host_alone" is a count of 1.
@@ -156,7 +164,12 @@ class Classifier:
         heuristics = self.heuristics
         if heuristics.cannot_fire(size, alone, bool(self.needles)):
             return None
-        image = ImageFacts(url, path, found.kind, size, alone, self.needles)
+        text = self.texts.get(ref.part_index, "")
+        tag = text[found.elem_start : found.elem_end]
+        hidden, alt = element_facts(tag) if tag else (False, "")
+        identifier = heuristics.identifier(path)
+        needles = self.needles
+        image = ImageFacts(url, path, found.kind, size, alone, needles, identifier, hidden, alt)
         hit = evaluate(heuristics, image)
         if hit is None:
             return None
