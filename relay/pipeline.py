@@ -5,7 +5,8 @@ Order of work for one message (only this module knows it):
 1. read the delivery ledger and the consent state of every recipient (one Redis round trip
    each, concurrently);
 2. run the pure core (``filtering.filter_message``) in the event loop for small messages,
-   in a worker process for large ones, so that one big message never stalls other sessions;
+   in a worker process for large ones (``filter_pools``), so that one big message never
+   stalls other sessions;
 3. refuse a consent request to a recipient inside the re-ask window (5xx saying until when);
 4. store the gateway links and the recipients' addresses the web pages need;
 5. send every group not already delivered to the upstream, concurrently;
@@ -34,8 +35,9 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from relay import replies
-from relay.core.filtering import FilterContext, FilterResult, filter_message
+from relay.core.filtering import FilterContext, FilterResult
 from relay.core.recipients import mask
+from relay.filter_pools import FilterPools
 from relay.model import Category, ConsentEvent, ConsentState, Envelope, EventType, Purpose
 from relay.ops import metrics
 from relay.outbound.dsn import build_dsn
@@ -52,23 +54,6 @@ log = logging.getLogger("relay.pipeline")
 
 # Purposes a consent request asks about: every purpose that may need consent.
 REQUESTED_PURPOSES = tuple(p for p in Purpose if p is not Purpose.AUTHENTICATION_SECURITY)
-
-_worker_context: FilterContext | None = None
-
-
-def _init_worker(settings: Settings) -> None:
-    """Process-pool initializer: each worker loads the rules itself (nothing pickled per call)."""
-    global _worker_context
-    from relay.context import build_context
-
-    _worker_context = build_context(settings)
-
-
-def _filter_in_worker(
-    raw: bytes, envelope: Envelope, states: Mapping[str, ConsentState], now: datetime
-) -> FilterResult:
-    assert _worker_context is not None, "worker not initialised"
-    return filter_message(_worker_context, raw, envelope, states, now)
 
 
 @dataclass
@@ -102,49 +87,26 @@ class Pipeline:
         self.audit = audit
         self.ledger = ledger
         self.upstream = upstream
-        self._pool: concurrent.futures.ProcessPoolExecutor | None = None
+        self.filters = FilterPools(settings)
         self._deliveries: set[asyncio.Task[Outcome]] = set()
-        if settings.smtp.process_pool > 0:
-            self._pool = self._new_pool()
 
-    def _new_pool(self) -> concurrent.futures.ProcessPoolExecutor:
-        import multiprocessing
-
-        return concurrent.futures.ProcessPoolExecutor(
-            max_workers=self.settings.smtp.process_pool,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=_init_worker,
-            initargs=(self.settings,),
-        )
+    @property
+    def _pool(self) -> concurrent.futures.ProcessPoolExecutor | None:
+        return self.filters.pools.get("medium")
 
     def reload(self, context: FilterContext) -> None:
         """Swap in validated rules: new messages use them, messages in flight finish as begun."""
         self.context = context
-        if self._pool is not None:
-            old, self._pool = self._pool, self._new_pool()
-            old.shutdown(wait=False)
+        self.filters.renew()
 
     async def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
+        self.filters.close()
         await self.upstream.close()
 
     async def _filter(
         self, raw: bytes, envelope: Envelope, states: Mapping[str, ConsentState], now: datetime
     ) -> FilterResult:
-        if self._pool is None or len(raw) <= self.settings.smtp.inline_max_bytes:
-            return filter_message(self.context, raw, envelope, states, now)
-        loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(
-                self._pool, _filter_in_worker, raw, envelope, states, now
-            )
-        except concurrent.futures.process.BrokenProcessPool:
-            # A worker died (killed, out of memory): nothing was sent yet, so rebuild the pool
-            # and filter this message here rather than fail it.
-            log.error("filter worker died; restarting the pool")
-            self._pool = self._new_pool()
-            return filter_message(self.context, raw, envelope, states, now)
+        return await self.filters.run(self.context, raw, envelope, states, now)
 
     async def process(self, raw: bytes, envelope: Envelope, relay_id: str) -> Outcome:
         outcome = await self._process(raw, envelope, relay_id)

@@ -12,11 +12,15 @@ Rule 3: this module does no I/O, so the conductor may run it in the event loop f
         messages and in a worker process for large ones; everything it returns is picklable.
 Rule 4: a consent state that could not be read counts as no consent (fail closed): the
         consent store returns ``available=False`` and the policy strips.
+Rule 5: detection has a CPU budget (``FilterContext.cpu_budget``, on the caller's clock): the
+        parts it did not finish are filtered fail-closed, every fetchable value in them
+        neutralised for every recipient whatever the consent (rule and policy row
+        ``cpu-budget``); ``FilterResult.unfinished_parts`` names them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import parseaddr
@@ -32,7 +36,8 @@ from relay.core.parse import parse_message
 from relay.core.policy import Policy, pack_for
 from relay.core.recipients import recipient_key
 from relay.core.rewrite import edits_for, render
-from relay.detect.trackers import DetectionRules, detect
+from relay.detect.budget import Budget
+from relay.detect.trackers import BUDGET_RULE, DetectionRules, detect
 from relay.errors import LockedMessage, MalformedMessage
 from relay.model import (
     Action,
@@ -75,6 +80,7 @@ class FilterContext:
     dkim_keys: Mapping[str, DkimKey] = field(default_factory=dict)
     dkim_replace_all: bool = False
     report_links: bool = False  # report <a href> and click trackers (relay check), not acted on
+    cpu_budget: float = 0.0  # CPU seconds detection may take per message (0 = none), Rule 5
 
 
 @dataclass(frozen=True)
@@ -92,6 +98,7 @@ class FilterResult:
     defects: tuple[str, ...]
     locked: bool
     rules_digest: str
+    unfinished_parts: tuple[int, ...] = ()  # parts detection did not finish (Rule 5)
 
 
 def _domain(address: str) -> str:
@@ -106,6 +113,21 @@ def _lock_decisions(rplan: RecipientPlan, locked_ids: frozenset[int]) -> Recipie
     decisions = tuple(
         Decision(d.candidate_id, Action.KEEP, Basis.NONE, "signed-unmodified")
         if d.candidate_id in locked_ids
+        else d
+        for d in rplan.decisions
+    )
+    return RecipientPlan(
+        rplan.rcpt, rplan.recipient_key, decisions, rplan.footer, rplan.needs_links
+    )
+
+
+def _fail_closed(rplan: RecipientPlan, forced: frozenset[int]) -> RecipientPlan:
+    """References of parts detection did not finish are neutralised for everyone (Rule 5)."""
+    if not forced:
+        return rplan
+    decisions = tuple(
+        Decision(d.candidate_id, Action.NEUTRALISE, Basis.NONE, BUDGET_RULE)
+        if d.candidate_id in forced
         else d
         for d in rplan.decisions
     )
@@ -243,15 +265,21 @@ def filter_message(
     envelope: Envelope,
     states: Mapping[str, ConsentState],
     now: datetime,
+    clock: Callable[[], float] | None = None,
 ) -> FilterResult:
-    """Run the whole pure core for one message and every recipient of its envelope."""
+    """Run the whole pure core for one message and every recipient of its envelope.
+    ``clock`` (``time.process_time`` in the relay) runs the CPU budget (Rule 5)."""
     message = _parse(ctx, raw)
     # Imported here to keep the stage order readable at the top of the module.
     from relay.core.classify import classify
 
     category, reason = classify(message, envelope, ctx.policy)
-    detection = detect(message, ctx.detection, envelope.rcpt_tos, with_links=ctx.report_links)
+    budget = Budget(clock, ctx.cpu_budget) if clock is not None and ctx.cpu_budget > 0 else None
+    detection = detect(
+        message, ctx.detection, envelope.rcpt_tos, with_links=ctx.report_links, budget=budget
+    )
     candidates = detection.candidates
+    forced = frozenset(c.id for c in candidates if c.rule == BUDGET_RULE)
     locked_parts = {p.index for p in message.parts if p.locked}
     locked_ids = frozenset(c.id for c in candidates if c.part_index in locked_parts)
     if locked_parts and ctx.signed == "reject":
@@ -280,7 +308,7 @@ def filter_message(
             if until is not None:
                 reask[rcpt] = until
         rplan = plan(rcpt, candidates, category, state, ctx.policy, pack, now)
-        plans.append(_lock_decisions(rplan, locked_ids))
+        plans.append(_lock_decisions(_fail_closed(rplan, forced), locked_ids))
         if ctx.esp_profile != "none":
             esp = decide(ESP_OPEN_PIXEL, category, state, ctx.policy, pack, now)
             esp_may_track[rcpt] = esp.action in (Action.KEEP, Action.GATEWAY)
@@ -303,6 +331,7 @@ def filter_message(
         defects=message.defects,
         locked=bool(locked_parts),
         rules_digest=ctx.policy.digest,
+        unfinished_parts=detection.unfinished,
     )
 
 
