@@ -251,11 +251,14 @@ class _Renderer:
 
 def _parse(ctx: FilterContext, raw: bytes) -> ParsedMessage:
     message = parse_message(raw)
-    if message.defects and ctx.malformed == "reject":
-        raise MalformedMessage(
-            "; ".join(message.defects[:3]),
-            replies.BAD_MIME.with_detail("; ".join(message.defects[:3])),
-        )
+    # What the parser did not read is refused even with malformed = "strip": it would go out
+    # as is, trackers and all (issue 13, item 4).
+    refused = message.unread if ctx.malformed == "strip" else message.defects
+    if refused:
+        detail = "; ".join(refused[:3])
+        if ctx.malformed == "strip":
+            detail += " (refused even with [smtp] malformed = strip)"
+        raise MalformedMessage(detail, replies.BAD_MIME.with_detail(detail))
     return message
 
 
