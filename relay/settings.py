@@ -89,6 +89,17 @@ class WebSettings:
     listen: str = "127.0.0.1:8025"
     public_url: str = "http://127.0.0.1:8025"
     api_tokens: tuple[str, ...] = ()  # bearer tokens accepted by the consent API
+    max_connections: int = 512  # open HTTP connections per process; more get 503 (web/limits.py)
+    max_connections_per_client: int = 64  # per client IP address; 0 = no per-client cap
+    header_timeout: float = 10.0  # seconds to send a request's line and headers
+    body_timeout: float = 30.0  # seconds to send a request's body once the headers are in
+    max_body_size: int = 65_536  # bytes of a request body (413 above)
+
+
+@dataclass(frozen=True)
+class AuditUiSettings:
+    users: Mapping[str, str] = field(default_factory=dict)  # auditor -> "scrypt$..." hash
+    reveal_users: tuple[str, ...] = ("*",)  # who may see full addresses; "*" = every auditor
 
 
 @dataclass(frozen=True)
@@ -144,6 +155,7 @@ class Settings:
     rules: RulesSettings = field(default_factory=RulesSettings)
     consent: ConsentSettings = field(default_factory=ConsentSettings)
     audit: AuditSettings = field(default_factory=AuditSettings)
+    audit_ui: AuditUiSettings = field(default_factory=AuditUiSettings)
     dkim: DkimSettings = field(default_factory=DkimSettings)
     log: LogSettings = field(default_factory=LogSettings)
     source: str = "<defaults>"  # the file these settings came from
@@ -206,9 +218,6 @@ class _Loader:
             values[key] = self.convert(hints[key], raw, dotted)
         return cls(**values)
 
-    def _table_of_tables(self, raw: Any, dotted: str) -> dict[str, dict[str, str]]:
-        return _table_of_tables_check(self, raw, dotted)
-
     def convert(self, hint: Any, raw: Any, dotted: str) -> Any:  # noqa: C901 - one type a branch
         if dataclasses.is_dataclass(hint) and isinstance(hint, type):
             if not isinstance(raw, dict):
@@ -241,7 +250,7 @@ class _Loader:
         if origin in (Mapping, dict) or (isinstance(origin, type) and issubclass(origin, Mapping)):
             args = typing.get_args(hint)
             if args and typing.get_origin(args[1]) in (Mapping, dict):
-                return self._table_of_tables(raw, dotted)
+                return _table_of_tables_check(self, raw, dotted)
             if not isinstance(raw, dict) or not all(isinstance(v, str) for v in raw.values()):
                 raise self.fail(dotted, "must be a table of strings")
             return dict(raw)  # a plain dict: settings must pickle into worker processes
@@ -294,9 +303,25 @@ def _check_smtp(smtp: SmtpSettings, loader: _Loader) -> None:
         )
 
 
+def _check_web(settings: Settings, loader: _Loader) -> None:
+    """[web] limits above 0; [audit_ui] scrypt hashes, and reveal users that exist."""
+    for name in ("max_connections", "header_timeout", "body_timeout", "max_body_size"):
+        if not getattr(settings.web, name):
+            raise loader.fail(f"web.{name}", "must be greater than 0")
+    ui = settings.audit_ui
+    for user, value in ui.users.items():
+        try:
+            check_hash(value)
+        except ValueError as exc:
+            raise loader.fail(f"audit_ui.users.{user}", str(exc)) from None
+    for user in set(ui.reveal_users) - set(ui.users) - {"*"}:
+        raise loader.fail("audit_ui.reveal_users", f"{user!r} is not in audit_ui.users")
+
+
 def _check(settings: Settings, loader: _Loader) -> None:
     """Cross-field checks that a type alone cannot express."""
     _check_smtp(settings.smtp, loader)
+    _check_web(settings, loader)
     for dotted, value in (
         ("smtp.listen", settings.smtp.listen),
         ("web.listen", settings.web.listen),

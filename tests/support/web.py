@@ -16,7 +16,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import TypeVar
 
@@ -27,19 +27,22 @@ import uvicorn
 from relay.core.links import LinkMinter, LinkSigner
 from relay.core.recipients import recipient_key
 from relay.model import ConsentEvent, ConsentState, EventType, Purpose
-from relay.settings import SecretsSettings, Settings, WebSettings
+from relay.settings import AuditUiSettings, SecretsSettings, Settings, WebSettings
 from relay.store.consent import RedisConsentStore
 from relay.store.embedded import free_port
 from relay.store.link_store import remember_recipient
 from relay.store.redis_keys import Keys
 from relay.web.app import create_app
+from relay.web.limits import web_config
 
 API_TOKEN = "test-api-token-0123456789"
 ADDRESS = "alice@example.org"
 T = TypeVar("T")
 
 
-def make_settings(port: int, redis_url: str) -> Settings:
+def make_settings(
+    port: int, redis_url: str, audit_users: Mapping[str, str] | None = None
+) -> Settings:
     settings = Settings(
         web=WebSettings(
             listen=f"127.0.0.1:{port}",
@@ -50,16 +53,18 @@ def make_settings(port: int, redis_url: str) -> Settings:
             link_key="current-link-key", link_key_id="k2", retired_link_keys={"k1": "old-key"}
         ),
     )
+    if audit_users:
+        settings = dataclasses.replace(settings, audit_ui=AuditUiSettings(users=dict(audit_users)))
     return dataclasses.replace(settings, redis=dataclasses.replace(settings.redis, url=redis_url))
 
 
 class WebServer:
     """The real application on uvicorn, on a free loopback port, in a background thread."""
 
-    def __init__(self, redis_url: str) -> None:
+    def __init__(self, redis_url: str, audit_users: Mapping[str, str] | None = None) -> None:
         self.port = free_port()
         self.redis_url = redis_url
-        self.settings = make_settings(self.port, redis_url)
+        self.settings = make_settings(self.port, redis_url, audit_users)
         self.keys = Keys(self.settings.redis.prefix)
         self.signer = LinkSigner.from_settings(self.settings.secrets)
         self.minter = LinkMinter(self.settings.web.public_url, self.signer)
@@ -80,10 +85,9 @@ class WebServer:
             client, self.keys, self.settings.address_key, self.settings.consent
         )
         app = create_app(settings=self.settings, redis=client, store=store, signer=self.signer)
-        config = uvicorn.Config(
-            app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off",
-            access_log=False,
-        )  # fmt: skip
+        # The relay's own transport (connection caps, header and body deadlines).
+        config = web_config(app, self.settings)
+        config.host, config.port = "127.0.0.1", self.port
         self.server = uvicorn.Server(config)
         try:
             await self.server.serve()
