@@ -46,6 +46,7 @@ from relay.store.ledger import Ledger
 from relay.store.redis_conn import async_client, resolve
 from relay.store.redis_keys import Keys
 from relay.web.app import create_app
+from relay.web.limits import descriptor_budget, web_config
 
 log = logging.getLogger("relay.service")
 
@@ -167,7 +168,11 @@ async def start(
         store=store,
         signer=LinkSigner.from_settings(settings.secrets),
     )
-    web = _QuietUvicorn(uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False))
+    # Connection caps and header/body deadlines (relay/web/limits.py), so that a flood of slow
+    # HTTP clients cannot take the descriptors the SMTP listener of this process needs.
+    for warning in descriptor_budget(settings):
+        log.warning("%s", warning)
+    web = _QuietUvicorn(web_config(app, settings))
     web_sock = web_sock or listening_socket(settings.web.listen)
     web_task = asyncio.create_task(web.serve(sockets=[web_sock]))
     journal_task = asyncio.create_task(_audit_upkeep(audit))

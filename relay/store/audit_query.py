@@ -9,7 +9,8 @@ Rule 1: every call does bounded work: a page reads at most ``budget`` stream ent
         over a long range costs several quick pages, never one request that stalls the relay.
 Rule 2: read only; nothing here writes to Redis.
 Rule 3: ranges are half-open ``[since, until)`` over the stored time, like ``AuditLog``; the
-        "tracked without consent" list reads its own index (``audit_counts``), in time order.
+        "tracked without consent" list reads its own index (``audit_counts``), in time order to
+        the millisecond (within one, in the order of the stream ids as text).
 """
 
 from __future__ import annotations
