@@ -41,10 +41,13 @@ for i = 1, #ARGV / 3 do
     redis.call('RPUSH', mkey, sid)
     redis.call('ZADD', rkey, ms, sid)
     local day = string.format('%d', math.floor(ms / 86400000))
-    redis.call('ZADD', days, day, day)
     for name, by in string.gmatch(tally, '([^%s=]+)=(%d+)') do
-      redis.call('HINCRBY', counts, day .. '|' .. name, by)
-      redis.call('SADD', dims, name)
+      -- A field new on this day may be a new day, or a new dimension: only then are the
+      -- day and dimension sets written.
+      if redis.call('HINCRBY', counts, day .. '|' .. name, by) == tonumber(by) then
+        redis.call('SADD', dims, name)
+        redis.call('ZADD', days, day, day)
+      end
     end
     if flag == '1' then redis.call('ZADD', untracked, ms, sid) end
     seen[rid] = true
