@@ -156,8 +156,9 @@ _ACTIONS = {
     RowAction.STRIP_PARAMS: "loses its identifying parameters",
     RowAction.NEUTRALISE: "is replaced by a transparent inline image (nothing is fetched)",
     RowAction.REMOVE: "is removed",
-    RowAction.NO_CONSENT: "gets the no-consent action of its signature (neutralised, "
-    "identifying parameters stripped, or removed)",
+    RowAction.NO_CONSENT: "gets the no-consent action of its signature: neutralised when it is "
+    "an invisible pixel, removed otherwise; nothing is fetched, not even with its identifying "
+    "parameters stripped (recommendation 2.1: the request itself reads the terminal)",
     RowAction.STRIP: "is neutralised or removed (nothing is fetched)",
 }
 
