@@ -146,3 +146,67 @@ async def test_no_consent_sends_no_request_to_a_visible_pixel_or_an_ad_impressio
         "mailchimp-open": ("remove", "none", "cnil-default"),
         "liveintent-impression": ("remove", "none", "cnil-default"),
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# Item 7 and issue 14 item 6: the edits keep SMTP's line limit and the sender's bytes.
+
+
+def _single_html(body: bytes, cte: str) -> bytes:
+    return (
+        b"From: Shop <news@shop.example>\r\nTo: alice@example.org\r\nSubject: Sale\r\n"
+        b"Message-ID: <long@shop.example>\r\nX-Relay-Category: newsletter\r\n"
+        b"MIME-Version: 1.0\r\nContent-Type: text/html; charset=utf-8\r\n"
+        b"Content-Transfer-Encoding: " + cte.encode() + b"\r\n\r\n" + body + b"\r\n"
+    )
+
+
+async def test_a_consenting_recipient_gets_no_line_over_998_octets(
+    relay_factory: RelayFactory, sink: Sink
+) -> None:
+    relay = await relay_factory()
+    await relay.grant(ALICE)
+    # A 584-octet 8bit line holding the open pixels and the </body>: with the gateway URLs
+    # and the footer on it, it became 1,195 octets and the upstream said "500 Line too long".
+    pixels = "".join(
+        f'<img src="https://u{n}.ct.sendgrid.net/wf/open?upn=Q{n}xZ" width="1" height="1">'
+        for n in range(4)
+    )
+    line = "<td>Caf\u00e9 " + "x" * (584 - 22 - len(pixels)) + pixels + "</td></body>"
+    assert len(line.encode()) == 584
+    raw = _single_html(f"<html><body><table><tr>\r\n{line}\r\n</html>".encode(), "8bit")
+    code, reply = await asend(relay.port, raw, [ALICE])
+    assert code == 250, reply
+    (copy,) = sink.handler.copies_for(ALICE)
+    assert max(len(x) for x in copy.data.split(b"\r\n")) <= 998
+    assert b"/g/" in copy.data.replace(b"=\r\n", b"")  # kept behind the gateway
+    (record,) = await relay.audit("<long@shop.example>")
+    assert record.footer_injected and {t.action for t in record.trackers} == {"gateway"}
+
+
+async def test_an_html_part_encoding_line_feeds_as_0a_keeps_them(
+    relay_factory: RelayFactory, sink: Sink
+) -> None:
+    relay = await relay_factory()
+    # Template engines write the document as one soft-broken hard line with "=0A" for its
+    # line feeds; the pixel sits inside it.
+    html = (
+        "<!DOCTYPE html>\n<html>\n<body>\n<p>Spring sale</p>\n"
+        f'<img src="{SENDGRID}" width="1" height="1">\n<p>Bye</p>\n</body>\n</html>'
+    )
+    encoded, line = [], b""
+    for byte in html.encode():
+        token = b"=0A" if byte == 10 else b"=3D" if byte == 61 else bytes([byte])
+        if len(line) + len(token) > 75:
+            encoded.append(line + b"=")
+            line = b""
+        line += token
+    body = b"\r\n".join([*encoded, line])
+    code, _ = await asend(relay.port, _single_html(body, "quoted-printable"), [ALICE])
+    assert code == 250
+    data = sink.handler.copies_for(ALICE)[0].data
+    assert data.replace(b"\r\n", b"").count(b"\n") == 0  # no bare LF
+    assert data.count(b"=0A") == body.count(b"=0A") == 7
+    out_body = data[data.index(b"\r\n\r\n") + 4 :].rstrip(b"\r\n")
+    assert all(x.endswith(b"=") for x in out_body.split(b"\r\n")[:-1])  # still one hard line
+    assert out_body.startswith(body[: body.index(b"https")])

@@ -15,7 +15,8 @@ Rule 2: when ``inject`` is true and the app wrote no ``withdraw_url`` placeholde
 Rule 3: the HTML footer uses inline styles only and references no external resource (no
         image, font or stylesheet: it must not itself become a tracker), and it is a block of
         its own, so it never shares a line with an unsubscribe link: refusing tracking is not
-        unsubscribing.
+        unsubscribing. It is also a line of its own in the source, so that it never makes
+        the sender's ``</body>`` line longer.
 Rule 4: what is added fits the part's charset: the HTML footer is pure ASCII (character
         references), the text footer loses its accents when the charset cannot carry them.
 Rule 5: locked parts (signed or encrypted) and parts without decoded text are never edited.
@@ -131,7 +132,12 @@ def _html_insert(part: Part, url: str, wording: Mapping[str, str], lang: str) ->
     closes = list(_BODY_CLOSE.finditer(text))
     # The last </body>: an earlier one may sit inside a comment or a quoted HTML example.
     at = closes[-1].start() if closes else len(text)
-    return Edit(part.index, Span(at, at), html_footer(url, wording, lang))
+    # The footer is a line of its own (a line break between block elements renders as
+    # nothing), so that it never lengthens the sender's line: SMTP allows 998 octets a line.
+    newline = part.newline or "\n"
+    lead = "" if at == 0 or text[at - 1] in "\r\n" else newline
+    tail = newline if at < len(text) else ""
+    return Edit(part.index, Span(at, at), lead + html_footer(url, wording, lang) + tail)
 
 
 def _text_insert(part: Part, url: str, wording: Mapping[str, str]) -> Edit:
