@@ -210,3 +210,43 @@ async def test_an_html_part_encoding_line_feeds_as_0a_keeps_them(
     out_body = data[data.index(b"\r\n\r\n") + 4 :].rstrip(b"\r\n")
     assert all(x.endswith(b"=") for x in out_body.split(b"\r\n")[:-1])  # still one hard line
     assert out_body.startswith(body[: body.index(b"https")])
+
+
+# ---------------------------------------------------------------------------------------------
+# Item 4: proof before reliance (recommendation section 6).
+
+
+async def test_a_grant_without_proof_is_refused_by_the_api_and_never_tracked_on(
+    relay_factory: RelayFactory, sink: Sink
+) -> None:
+    import asyncio
+    import json
+
+    from tests.support.web import http
+
+    relay = await relay_factory()
+    api = relay.settings.web.public_url + "/api/v1/consent"
+    headers = {"Content-Type": "application/json", "Authorization": "Bearer test-api-token"}
+    bare = {"address": ALICE, "event": "granted", "purposes": ["campaign_performance"]}
+    reply = await asyncio.to_thread(http, "POST", api, data=json.dumps(bare).encode(),
+                                    headers=headers)  # fmt: skip
+    assert reply.status == 400
+    assert json.loads(reply.body)["error"].endswith("give method, source, notice.version")
+    html = f'<html><body><img src="{SENDGRID}" width="1" height="1"></body></html>'
+    assert (await asend(relay.port, message(html, category="newsletter"), [ALICE]))[0] == 250
+    assert b"sendgrid.net" not in sink.handler.copies_for(ALICE)[0].data  # nothing relied on
+
+    proved = {
+        **bare,
+        "method": "checkbox",
+        "source": {"form_id": "signup", "form_version": "3"},
+        "notice": {"id": "tracking", "version": "1"},
+    }
+    reply = await asyncio.to_thread(http, "POST", api, data=json.dumps(proved).encode(),
+                                    headers=headers)  # fmt: skip
+    assert reply.status == 201
+    again = message(html, category="newsletter", message_id="<m2@shop.example>")
+    assert (await asend(relay.port, again, [ALICE]))[0] == 250
+    (record,) = await relay.audit("<m2@shop.example>")
+    assert [(t.action, t.basis) for t in record.trackers] == [("gateway", "consent")]
+    assert record.consent_event_ids == (json.loads(reply.body)["id"],)
