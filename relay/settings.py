@@ -121,6 +121,14 @@ class AuditSettings:
 
 
 @dataclass(frozen=True)
+class RetentionSettings:
+    # Days a recipient's day-of-last-open entry is kept after that open (13 months); 0 = ever.
+    last_open_days: int = 396
+    # Days a consent chain is kept after the relay stopped relying on it (5 years); 0 = ever.
+    consent_days: int = 1826
+
+
+@dataclass(frozen=True)
 class DkimSettings:
     mode: str = "off"  # "off", "resign" (our key for the From domain), "upstream" (it signs)
     replace_all: bool = False  # also remove intact signatures of other domains
@@ -144,6 +152,7 @@ class Settings:
     rules: RulesSettings = field(default_factory=RulesSettings)
     consent: ConsentSettings = field(default_factory=ConsentSettings)
     audit: AuditSettings = field(default_factory=AuditSettings)
+    retention: RetentionSettings = field(default_factory=RetentionSettings)
     dkim: DkimSettings = field(default_factory=DkimSettings)
     log: LogSettings = field(default_factory=LogSettings)
     source: str = "<defaults>"  # the file these settings came from
@@ -294,9 +303,21 @@ def _check_smtp(smtp: SmtpSettings, loader: _Loader) -> None:
         )
 
 
+def _check_retention(settings: Settings, loader: _Loader) -> None:
+    """Decision records cite the consent events they relied on: proofs must outlive them."""
+    days = settings.retention.consent_days
+    if days and days < settings.audit.retention_days:
+        raise loader.fail(
+            "retention.consent_days",
+            f"{days} is shorter than audit.retention_days ({settings.audit.retention_days}): "
+            "decision records would cite consent proofs already deleted",
+        )
+
+
 def _check(settings: Settings, loader: _Loader) -> None:
     """Cross-field checks that a type alone cannot express."""
     _check_smtp(settings.smtp, loader)
+    _check_retention(settings, loader)
     for dotted, value in (
         ("smtp.listen", settings.smtp.listen),
         ("web.listen", settings.web.listen),

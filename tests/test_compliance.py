@@ -10,7 +10,7 @@ SendGrid newsletter, an ESP click-tracked consent request).
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Protocol
 
@@ -250,3 +250,42 @@ async def test_a_grant_without_proof_is_refused_by_the_api_and_never_tracked_on(
     (record,) = await relay.audit("<m2@shop.example>")
     assert [(t.action, t.basis) for t in record.trackers] == [("gateway", "consent")]
     assert record.consent_event_ids == (json.loads(reply.body)["id"],)
+
+
+# ---------------------------------------------------------------------------------------------
+# Item 8: retention, applied by `relay serve` like the audit trim.
+
+
+async def test_serve_applies_the_retention_of_last_opens_and_consent_proofs(
+    relay_factory: RelayFactory, redis_url: str
+) -> None:
+    import asyncio
+
+    from relay.core.recipients import recipient_key
+    from relay.store.link_store import day_number
+
+    client = aioredis.Redis.from_url(redis_url)
+    keys = Keys("relay:")
+    now = datetime.now(UTC)
+    today = day_number(now)
+    await client.zadd(keys.last_open(), {"r-old": today - 400, "r-recent": today - 30})
+    # A refusal recorded eight years ago, and one recorded today.
+    settings = make_settings(Path("/nonexistent"), redis_url, "file:/nonexistent")
+    store = RedisConsentStore(client, keys, settings.address_key, settings.consent)
+    for address, at in ((ALICE, now - timedelta(days=8 * 365)), (BOB, now)):
+        event = ConsentEvent(
+            event=EventType.REFUSED, purposes=(Purpose.CAMPAIGN_PERFORMANCE,), address=address,
+            occurred_at=at, actor="recipient", method="button", source={"page": "prefs"},
+        )  # fmt: skip
+        await store.append_many([store.prepare(event, at)])
+    relay = await relay_factory()
+    assert relay.settings.address_key == settings.address_key
+    old = keys.consent_events(recipient_key(ALICE, settings.address_key))
+    for _ in range(100):
+        if not await client.exists(old) and await client.zcard(keys.last_open()) == 1:
+            break
+        await asyncio.sleep(0.05)
+    assert await client.zrange(keys.last_open(), 0, -1) == [b"r-recent"]
+    assert not await client.exists(old)
+    assert await client.exists(keys.consent_events(recipient_key(BOB, settings.address_key)))
+    await client.aclose()

@@ -52,6 +52,10 @@ class Keys:
         """Sorted set rkey -> day number (days since 1970-01-01) of the last open."""
         return f"{self.prefix}lastopen"
 
+    # Retention: the relay process holding this key runs the daily consent scan.
+    def retention_lock(self) -> str:
+        return f"{self.prefix}retention:lock"
+
     # Consent store scans (``relay consent verify`` without an address): match patterns whose
     # ``*`` is the recipient key.
     def consent_events_match(self) -> str:
