@@ -18,6 +18,9 @@ Rule 2: a recipient the upstream refused for good, while others were accepted, i
         to the envelope sender by a delivery status notification and the message is accepted.
 Rule 3: steps 5 and 6 run shielded from the client's connection: a client that disconnects
         or times out mid-way cannot leave a delivered group out of the ledger.
+Rule 4: a recipient whose copy the pure core withheld (a signed part's tracker without a
+        basis) is refused for good by the relay itself: a 5xx naming the reason when it was
+        every recipient, otherwise a failure notice like an upstream 5xx's.
 """
 
 from __future__ import annotations
@@ -174,6 +177,12 @@ class Pipeline:
             until = max(result.reask_blocked.values()).date().isoformat()
             detail = f"{len(result.reask_blocked)} recipient(s) may not be asked before {until}"
             return Outcome(replies.REASK_REFUSED.with_detail(detail), result, {})
+        withheld = _withheld(result)
+        if withheld and len(withheld) == len(envelope.rcpt_tos) and not done:
+            # Nobody may get this copy (Rule 4): the client is told why, the decisions kept.
+            texts = {rcpt: reply.text for rcpt, reply in withheld.items()}
+            await self._after_delivery(envelope, result, texts, relay_id, received)
+            return Outcome(next(iter(withheld.values())), result, texts)
         # Steps 4-6 must complete even if the client goes away (Rule 3).
         task = asyncio.ensure_future(
             self._deliver(raw, envelope, relay_id, key, done, result, received)
@@ -213,14 +222,21 @@ class Pipeline:
         elapsed = (time.perf_counter() - started) * 1000
         metrics.UPSTREAM.observe(elapsed / 1000)
         _count_decisions(result, outcomes)
+        withheld = {r: UpstreamReply(w.code, w.text[4:]) for r, w in _withheld(result).items()}
+        if withheld:
+            # Refused for good by the relay itself: answered and noticed like an upstream 5xx
+            # (Rules 2, 4).
+            outcomes.append(GroupOutcome(withheld))
         upstream: dict[str, str] = {}
         final: dict[str, str] = {}
         for outcome in outcomes:
             for rcpt, reply in outcome.replies.items():
                 upstream[rcpt] = reply.text
-                if reply.accepted or reply.permanent:
+                # A withheld copy is decided again on a retry, so that its notice goes with
+                # the attempt the client finally sees accepted.
+                if (reply.accepted or reply.permanent) and rcpt not in withheld:
                     final[rcpt] = reply.text
-        settled = all(r in final or r.lower() in done for r in envelope.rcpt_tos)
+        settled = all(r in final or r in withheld or r.lower() in done for r in envelope.rcpt_tos)
         for rcpt in envelope.rcpt_tos:
             if rcpt not in upstream and rcpt.lower() in done:
                 upstream[rcpt] = f"(delivered earlier) {done[rcpt.lower()]}"
@@ -232,7 +248,9 @@ class Pipeline:
         answer = summarise(envelope.rcpt_tos, outcomes, done)
         refused_now = [r for o in outcomes for r in o.refused()]
         if refused_now and answer.code == 250:
-            await self._bounce(envelope, result, refused_now, upstream, relay_id)
+            await self._bounce(
+                envelope, result, refused_now, upstream, relay_id, relay_refused=bool(withheld)
+            )
         log.info(
             "[%s] %d recipient(s), %d group(s), category=%s, upstream %.1f ms -> %s",
             relay_id,
@@ -316,6 +334,7 @@ class Pipeline:
         refused: Sequence[str],
         upstream: Mapping[str, str],
         relay_id: str,
+        relay_refused: bool = False,
     ) -> None:
         if not envelope.mail_from:
             return  # never bounce a bounce
@@ -325,10 +344,23 @@ class Pipeline:
             message_id=result.message_id,
             failures={r: upstream[r] for r in refused},
             relay_id=relay_id,
+            intro=_RELAY_REFUSED if relay_refused else None,
         )
         outcome = await self.upstream.send("", [envelope.mail_from], dsn, [])
         if not outcome.accepted():
             log.error("[%s] could not send the failure notice: %s", relay_id, outcome.replies)
+
+
+# The failure notice's first lines when the relay itself withheld some copies.
+_RELAY_REFUSED = (
+    "recipients, but not to these: the relay did not deliver it (the reason follows each",
+    "address), or the next mail server refused it for good:",
+)
+
+
+def _withheld(result: FilterResult) -> dict[str, Reply]:
+    """The relay's own permanent refusal for each recipient whose copy is withheld."""
+    return {r: replies.SIGNED_NO_BASIS.with_detail(why) for r, why in result.withheld.items()}
 
 
 def _count_decisions(result: FilterResult, outcomes: Sequence[GroupOutcome]) -> None:
@@ -374,7 +406,5 @@ def summarise(
     if refused and not delivered:
         return replies.UPSTREAM_REJECTED.with_detail(last_refusal)
     if refused:
-        return replies.OK_QUEUED.with_detail(
-            f"{refused} recipient(s) refused upstream, notice sent"
-        )
+        return replies.OK_QUEUED.with_detail(f"{refused} recipient(s) refused, notice sent")
     return replies.OK_QUEUED

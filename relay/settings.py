@@ -73,6 +73,7 @@ class UpstreamSettings:
     password: str = ""
     profile: str = "none"  # ESP: none, sendgrid, mailgun, mailjet, postmark, ses
     ses_no_tracking_set: str = ""  # SES configuration set without open/click tracking
+    esp_tracking: str = "consented"  # the ESP's own tracking: "consented" recipients, or "off"
 
 
 @dataclass(frozen=True)
@@ -168,6 +169,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "smtp.redis_down": ("fail_closed", "tempfail"),
     "upstream.tls": ("none", "opportunistic", "required"),
     "upstream.profile": ("none", "sendgrid", "mailgun", "mailjet", "postmark", "ses"),
+    "upstream.esp_tracking": ("consented", "off"),
     "log.format": ("text", "json"),
     "dkim.mode": ("off", "resign", "upstream"),
     "log.level": ("DEBUG", "INFO", "WARNING", "ERROR"),

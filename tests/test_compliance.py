@@ -289,3 +289,191 @@ async def test_serve_applies_the_retention_of_last_opens_and_consent_proofs(
     assert not await client.exists(old)
     assert await client.exists(keys.consent_events(recipient_key(BOB, settings.address_key)))
     await client.aclose()
+
+
+# ---------------------------------------------------------------------------------------------
+# Item 2: signed mail. Parts stay unmodified; a recipient without a basis gets no copy.
+
+
+def signed_newsletter(message_id: str = "<signed@shop.example>", pixel: bool = True) -> bytes:
+    """An S/MIME-signed (multipart/signed, detached) marketing email with a SendGrid pixel
+    inside the signed HTML, in the shape Outlook and Thunderbird send."""
+    img = f'<img src=3D"{SENDGRID.replace("=", "=3D")}" width=3D"1" height=3D"1">' if pixel else ""
+    return (
+        "From: Shop <news@shop.example>\r\nTo: alice@example.org\r\nSubject: Spring sale\r\n"
+        f"Message-ID: {message_id}\r\nX-Relay-Category: marketing\r\nMIME-Version: 1.0\r\n"
+        'Content-Type: multipart/signed; protocol="application/pkcs7-signature"; '
+        'micalg=sha-256; boundary="sig"\r\n\r\n'
+        "This is a cryptographically signed message in MIME format.\r\n\r\n--sig\r\n"
+        'Content-Type: multipart/alternative; boundary="alt"\r\n\r\n--alt\r\n'
+        "Content-Type: text/plain; charset=utf-8\r\n\r\nSpring sale: 20% off.\r\n--alt\r\n"
+        "Content-Type: text/html; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable"
+        f"\r\n\r\n<html><body><p>Spring sale: 20% off.</p>{img}</body></html>\r\n--alt--\r\n\r\n"
+        "--sig\r\nContent-Type: application/pkcs7-signature; name=smime.p7s\r\n"
+        "Content-Transfer-Encoding: base64\r\n"
+        "Content-Disposition: attachment; filename=smime.p7s\r\n\r\n"
+        "MIAGCSqGSIb3DQEHAqCAMIACAQExDzANBglghkgBZQMEAgEFADCABgkqhkiG9w0BBwEAAKCAMIIF\r\n"
+        "--sig--\r\n"
+    ).encode()
+
+
+async def test_a_signed_part_with_a_tracker_is_not_delivered_without_a_basis(
+    relay_factory: RelayFactory, sink: Sink
+) -> None:
+    relay = await relay_factory()
+    code, reply = await asend(relay.port, signed_newsletter(), [ALICE])
+    assert code == 550, reply
+    assert "5.7.1" in reply and "sendgrid-open (campaign_performance)" in reply
+    assert "signed-no-basis" in reply and "[R-130]" in reply
+    assert sink.handler.received == []
+    (record,) = await relay.audit("<signed@shop.example>")
+    assert [(t.rule, t.action, t.basis, t.policy_rule) for t in record.trackers] == [
+        ("sendgrid-open", "remove", "none", "signed-no-basis")
+    ]
+    assert record.upstream_reply.startswith("550 5.7.1")
+
+
+async def test_a_signed_message_reaches_unchanged_who_has_a_basis_and_notices_the_others(
+    relay_factory: RelayFactory, sink: Sink
+) -> None:
+    relay = await relay_factory()
+    await relay.grant(BOB)
+    raw = signed_newsletter()
+    # First attempt: BOB's copy is deferred upstream, so the client retries; no notice yet.
+    sink.handler.faults.fail_data_for[BOB] = "451 4.3.0 try again later"
+    assert (await asend(relay.port, raw, [ALICE, BOB]))[0] == 451
+    assert sink.handler.received == []
+    code, reply = await asend(relay.port, raw, [ALICE, BOB])
+    assert code == 250 and "1 recipient(s) refused, notice sent" in reply
+    (bob,) = sink.handler.copies_for(BOB)
+    # Unmodified: the signature still verifies. Only the relay's request header is gone.
+    assert bob.data == raw.replace(b"X-Relay-Category: marketing\r\n", b"")
+    assert sink.handler.copies_for(ALICE) == []
+    (notice,) = [r for r in sink.handler.received if r.mail_from == ""]
+    assert notice.rcpt_tos == ["app@shop.example"]
+    text = notice.data.decode()
+    assert "Final-Recipient: rfc822; alice@example.org" in text and "Status: 5.7.1" in text
+    assert "the relay did not deliver it" in text and "signed-no-basis" in text
+    assert len(sink.handler.received) == 2  # BOB's copy once, one notice
+    records = by_rcpt((await relay.audit("<signed@shop.example>"))[-2:])
+    assert [(t.action, t.basis) for t in records[BOB].trackers] == [("keep", "consent")]
+    assert records[ALICE].trackers[0].policy_rule == "signed-no-basis"
+
+
+async def test_a_signed_message_without_trackers_goes_to_everyone_unchanged(
+    relay_factory: RelayFactory, sink: Sink
+) -> None:
+    relay = await relay_factory()
+    raw = signed_newsletter(pixel=False)
+    assert (await asend(relay.port, raw, [ALICE, BOB]))[0] == 250
+    (copy,) = sink.handler.received
+    assert sorted(copy.rcpt_tos) == [ALICE, BOB]
+    assert copy.data == raw.replace(b"X-Relay-Category: marketing\r\n", b"")
+
+
+# ---------------------------------------------------------------------------------------------
+# Item 3: the ESP's own pixel gets the footer and a decision record.
+
+
+async def test_the_esps_own_pixel_is_recorded_and_its_consenting_recipients_get_the_footer(
+    relay_factory: RelayFactory, sink: Sink
+) -> None:
+    relay = await relay_factory(upstream={"profile": "sendgrid"})
+    await relay.grant(BOB)
+    # No tracker in the HTML: only the pixel SendGrid would add downstream.
+    html = "<html><body><p>Your order has shipped.</p></body></html>"
+    code, _ = await asend(relay.port, message(html, category="newsletter"), [ALICE, BOB])
+    assert code == 250
+    alice = sink.handler.copies_for(ALICE)[0].data
+    bob = sink.handler.copies_for(BOB)[0].data
+    # Without consent both of SendGrid's controls are off (SPEC 2: opens and clicks).
+    assert b'"opentrack": {"settings": {"enable": 0}}' in alice
+    assert b'"clicktrack": {"settings": {"enable": 0}}' in alice
+    # With consent SendGrid tracks, and the email carries the withdrawal link like any other.
+    assert b"X-SMTPAPI" not in bob
+    assert relay.settings.web.public_url.encode() + b"/w/" in bob
+    records = by_rcpt(await relay.audit("<m1@shop.example>"))
+    assert [(t.rule, t.vendor, t.purpose, t.action, t.basis) for t in records[BOB].trackers] == [
+        ("esp-open-tracking", "SendGrid", "campaign_performance", "keep", "consent")
+    ]
+    assert records[BOB].footer_injected and records[BOB].consent_event_ids
+    assert [(t.action, t.basis) for t in records[ALICE].trackers] == [("remove", "none")]
+    assert not records[ALICE].footer_injected
+
+
+async def test_esp_tracking_off_lets_the_relays_gateway_carry_the_tracking(
+    relay_factory: RelayFactory, sink: Sink
+) -> None:
+    relay = await relay_factory(upstream={"profile": "sendgrid", "esp_tracking": "off"})
+    await relay.grant(BOB)
+    html = f'<html><body><p>Hi</p><img src="{SENDGRID}" width="1" height="1"></body></html>'
+    assert (await asend(relay.port, message(html, category="newsletter"), [BOB]))[0] == 250
+    bob = sink.handler.copies_for(BOB)[0].data
+    assert b'"opentrack": {"settings": {"enable": 0}}' in bob  # SendGrid adds nothing
+    assert b"/g/" in bob and b"sendgrid.net" not in bob  # the app's pixel, through the gateway
+    (record,) = await relay.audit("<m1@shop.example>")
+    assert [(t.rule, t.action, t.policy_rule) for t in record.trackers] == [
+        ("sendgrid-open", "gateway", "cnil-consent"),
+        ("esp-open-tracking", "remove", "esp-tracking-off"),
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# Item 5: a consent request carries no other tracking.
+
+
+CONSENT_HTML = (
+    "<html><body><p>May we measure whether you open our emails?</p>"
+    '<p><a href="{{relay:consent_url}}">Choose</a></p>{extra}</body></html>'
+)
+
+
+async def test_a_consent_request_with_click_tracking_links_is_refused_naming_their_rules(
+    relay_factory: RelayFactory, sink: Sink
+) -> None:
+    relay = await relay_factory()
+    click = "https://u6698898.ct.sendgrid.net/ls/click?upn=38Ony1dHqceytDbKPTF_n_pGz3cW0uABBrDSx"
+    html = CONSENT_HTML.replace("{extra}", f'<a href="{click}">Our shop</a>')
+    code, reply = await asend(relay.port, message(html, category="consent_request"), [ALICE])
+    assert code == 554 and "5.7.1" in reply and "rules: sendgrid-click" in reply, reply
+    assert "[R-131]" in reply and sink.handler.received == []
+
+
+async def test_a_consent_request_switches_off_the_esps_click_tracking_and_records_its_link(
+    relay_factory: RelayFactory, sink: Sink
+) -> None:
+    relay = await relay_factory(upstream={"profile": "mailgun"})
+    html = CONSENT_HTML.replace("{extra}", '<a href="https://shop.example/">Our shop</a>')
+    raw = message(html, category="consent_request")
+    assert (await asend(relay.port, raw, [ALICE]))[0] == 250
+    data = sink.handler.copies_for(ALICE)[0].data
+    assert b"X-Mailgun-Track-Opens: no\r\n" in data and b"X-Mailgun-Track-Clicks: no\r\n" in data
+    assert relay.settings.web.public_url.encode() + b"/c/" in data  # the consent link is there
+    (record,) = await relay.audit("<m1@shop.example>")
+    assert [(t.rule, t.purpose, t.action, t.basis, t.policy_rule) for t in record.trackers] == [
+        ("relay-consent-link", "authentication_security", "keep", "exempt", "consent-link"),
+        ("esp-open-tracking", "campaign_performance", "remove", "none", "cnil-consent-request"),
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# Item 6: the re-ask window everywhere.
+
+
+async def test_a_consent_link_placeholder_inside_the_reask_window_is_left_empty(
+    relay_factory: RelayFactory, sink: Sink
+) -> None:
+    relay = await relay_factory()
+    await relay.record(EventType.REFUSED, ALICE, at=datetime.now(UTC) - timedelta(days=30))
+    html = CONSENT_HTML.replace("{extra}", "<p>This week's news.</p>")
+    code, _ = await asend(relay.port, message(html, category="newsletter"), [ALICE, BOB])
+    assert code == 250  # the newsletter still goes out
+    alice = sink.handler.copies_for(ALICE)[0].data
+    bob = sink.handler.copies_for(BOB)[0].data
+    assert b'<a href="">Choose</a>' in alice and b"/c/" not in alice and b"{{relay:" not in alice
+    assert relay.settings.web.public_url.encode() + b"/c/" in bob  # never asked: filled
+    records = by_rcpt(await relay.audit("<m1@shop.example>"))
+    assert [(t.action, t.basis, t.policy_rule) for t in records[ALICE].trackers] == [
+        ("remove", "none", "reask-window")
+    ]
+    assert [(t.action, t.policy_rule) for t in records[BOB].trackers] == [("keep", "consent-link")]

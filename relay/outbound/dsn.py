@@ -10,7 +10,7 @@ Rule: pure; returns the bytes of a multipart/report message with CRLF line endin
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from email.utils import format_datetime
 
@@ -23,14 +23,20 @@ def build_dsn(
     failures: Mapping[str, str],
     relay_id: str,
     now: datetime | None = None,
+    intro: Sequence[str] | None = None,
 ) -> bytes:
+    """``intro``: the lines after "was delivered to its other", when the default (the next
+    mail server refused) does not say what happened."""
     now = now or datetime.now(UTC)
     boundary = f"=_dsn_{uuid.uuid4().hex}"
     human = [
         "This is the consent-relay at " + reporting_mta + ".",
         "",
         "Your message " + (message_id or "(no Message-ID)") + " was delivered to its other",
-        "recipients, but the next mail server refused it for good for these recipients:",
+        *(
+            intro
+            or ["recipients, but the next mail server refused it for good for these recipients:"]
+        ),
         "",
     ]
     per_rcpt: list[str] = []
