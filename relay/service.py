@@ -128,6 +128,8 @@ async def start(
         settings.upstream.profile, ses_no_tracking_set=settings.upstream.ses_no_tracking_set
     ):
         log.warning("upstream profile %s: %s", settings.upstream.profile, warning)
+    for line in context.controllers.describe():
+        log.info("%s", line)  # which From domains get consent-based tracking, and for whom
     keys = Keys(settings.redis.prefix)
     client = async_client(redis_url, settings.redis)
     store = RedisConsentStore(
@@ -137,6 +139,7 @@ async def start(
         settings.consent,
         rules_digest=rules.digest,
         timeout=settings.redis.timeout,
+        controllers=context.controllers,
     )
     audit = AuditLog(
         client,
@@ -166,6 +169,7 @@ async def start(
         redis=client,
         store=store,
         signer=LinkSigner.from_settings(settings.secrets),
+        controllers=context.controllers,
     )
     web = _QuietUvicorn(uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False))
     web_sock = web_sock or listening_socket(settings.web.listen)
