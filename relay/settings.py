@@ -25,6 +25,8 @@ from relay.errors import SettingsError
 from relay.passwords import check_hash
 from relay.settings_controllers import ControllerSettings, check_controllers
 
+__all__ = ["ControllerSettings", "Settings", "load_settings", "parse_settings"]
+
 DEFAULT_CONFIG = "config.toml"
 
 
