@@ -74,8 +74,9 @@ def test_every_consent_verb_names_its_controller(
 def test_check_decides_for_the_controller_of_the_from_domain(
     config: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert relay("consent", "record", "alice@example.org", "--event", "granted", "--purpose",
-                 "campaign_performance", "--controller", "club", "--config", config) == 0  # fmt: skip
+    record = ["consent", "record", "alice@example.org", "--event", "granted", "--purpose",
+              "campaign_performance", "--controller", "club", "--config", config]  # fmt: skip
+    assert relay(*record) == 0
     eml = tmp_path / "m.eml"
     eml.write_bytes(message(HTML_WITH_PIXEL, category="newsletter"))  # From: news@shop.example
     capsys.readouterr()
