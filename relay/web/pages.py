@@ -33,7 +33,6 @@ import contextlib
 import ipaddress
 import logging
 import re
-import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -53,31 +52,15 @@ from relay.ops import metrics
 from relay.store.link_store import recipient_address, remember_notice
 from relay.web import i18n, notice
 from relay.web.context import WebContext, context_of, error_page, language, render
+from relay.web.nonce import claim_nonce, new_nonce, release_nonce
 from relay.web.notice import PageNotice, build_notice
 from relay.web.wording import TEXTS
 
 log = logging.getLogger("relay.web.pages")
 
-NONCE_TTL = 7200  # seconds a page's form stays usable
 FORM_VERSION = "2"
 TOKEN_STATUS = {"malformed": 400, "forged": 403, "unknown key": 403, "wrong kind": 404}
 PAGE_NAMES = {WITHDRAW: "withdraw", PREFERENCES: "preferences", CONSENT: "consent"}
-
-# KEYS[1]: the nonce. ARGV: token id, outcome summary.
-# Returns {1, summary} first use (claimed), {2, stored summary} replay, {0, ""} refused.
-CLAIM_LUA = """
-local v = redis.call('GET', KEYS[1])
-if not v then return {0, ''} end
-if v == ARGV[1] then
-  redis.call('SET', KEYS[1], 'used|' .. ARGV[1] .. '|' .. ARGV[2], 'KEEPTTL')
-  return {1, ARGV[2]}
-end
-local prefix = 'used|' .. ARGV[1] .. '|'
-if string.sub(v, 1, string.len(prefix)) == prefix then
-  return {2, string.sub(v, string.len(prefix) + 1)}
-end
-return {0, ''}
-"""
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -143,26 +126,6 @@ async def _visit(request: Request, kind: str, form_lang: str | None) -> Visit:
     if state is None or not state.available:
         raise PageError(503, "unavailable", lang)
     return Visit(claims, address, state, lang, now, controller)
-
-
-async def _new_nonce(ctx: WebContext, claims: TokenClaims) -> str:
-    nonce = secrets.token_urlsafe(18)
-    await ctx.redis.set(ctx.keys.form_nonce(nonce), claims.token_id, ex=NONCE_TTL)
-    return nonce
-
-
-async def _claim(ctx: WebContext, nonce: str, claims: TokenClaims, summary: str) -> tuple[int, str]:
-    if not nonce or len(nonce) > 64:
-        return 0, ""
-    script = ctx.redis.register_script(CLAIM_LUA)
-    result = await script(keys=[ctx.keys.form_nonce(nonce)], args=[claims.token_id, summary])
-    status, stored = int(result[0]), result[1]
-    return status, stored.decode() if isinstance(stored, bytes) else str(stored)
-
-
-async def _release(ctx: WebContext, nonce: str, claims: TokenClaims) -> None:
-    """Give the nonce back after a failed recording, so the visitor can simply retry."""
-    await ctx.redis.set(ctx.keys.form_nonce(nonce), claims.token_id, ex=NONCE_TTL)
 
 
 def _evidence(request: Request, claims: TokenClaims) -> dict[str, str]:
@@ -270,7 +233,7 @@ async def _handle(request: Request, kind: str) -> Response:
 async def _show(request: Request, kind: str, visit: Visit) -> Response:
     ctx = context_of(request)
     # HEAD writes nothing, not even a nonce: its body is never shown, so no form is used.
-    nonce = "" if request.method == "HEAD" else await _new_nonce(ctx, visit.claims)
+    nonce = "" if request.method == "HEAD" else await new_nonce(ctx, visit.claims)
     shown = _notice(kind, visit)
     values: dict[str, Any] = {"nonce": nonce, "notice": shown, "links": _links(request, visit)}
     if kind == WITHDRAW:
@@ -330,12 +293,13 @@ async def _submit(request: Request, kind: str, visit: Visit, form: FormData) -> 
     shown = _notice(kind, visit)
     posted_notice = str(form.get("notice", ""))
     plan, summary = _plan(kind, visit, form)
-    if posted_notice and posted_notice != shown.hash:
-        # Rule 3: the visitor read another wording; a proof must name the one they read.
-        return error_page(request, 409, "notice", visit.lang)
-    status, stored = await _claim(ctx, nonce, visit.claims, summary)
+    status, stored = await claim_nonce(ctx, nonce, visit.claims, summary)
     if status == 0:
         return error_page(request, 403, "nonce", visit.lang)
+    if status == 1 and posted_notice and posted_notice != shown.hash:
+        # Rule 3: the visitor read another wording; a proof must name the one they read.
+        await release_nonce(ctx, nonce, visit.claims)
+        return error_page(request, 409, "notice", visit.lang)
     if status == 1:
         method = _method(kind, form)
         try:
@@ -343,10 +307,10 @@ async def _submit(request: Request, kind: str, visit: Visit, form: FormData) -> 
             for event, purposes in plan:
                 await ctx.store.record(_event(request, visit, shown, event, purposes, method))
         except (RedisError, RelayError, OSError):
-            await _release(ctx, nonce, visit.claims)
+            await release_nonce(ctx, nonce, visit.claims)
             return error_page(request, 503, "unavailable", visit.lang)
         except ValueError:  # the store refused our own event: a bug, but keep it retryable
-            await _release(ctx, nonce, visit.claims)
+            await release_nonce(ctx, nonce, visit.claims)
             raise
         _count(kind, visit, plan)
     return _confirmation(request, kind, visit, stored)
