@@ -23,6 +23,9 @@ from typing import Any
 
 from relay.errors import SettingsError
 from relay.passwords import check_hash
+from relay.settings_controllers import ControllerSettings, check_controllers
+
+__all__ = ["ControllerSettings", "Settings", "load_settings", "parse_settings"]
 
 DEFAULT_CONFIG = "config.toml"
 
@@ -146,6 +149,7 @@ class Settings:
     audit: AuditSettings = field(default_factory=AuditSettings)
     dkim: DkimSettings = field(default_factory=DkimSettings)
     log: LogSettings = field(default_factory=LogSettings)
+    controllers: Mapping[str, ControllerSettings] = field(default_factory=dict)
     source: str = "<defaults>"  # the file these settings came from
 
     @property
@@ -240,6 +244,10 @@ class _Loader:
             return tuple(raw)
         if origin in (Mapping, dict) or (isinstance(origin, type) and issubclass(origin, Mapping)):
             args = typing.get_args(hint)
+            if args and dataclasses.is_dataclass(args[1]):  # [controllers.<id>] tables
+                if not isinstance(raw, dict):
+                    raise self.fail(dotted, "must be a table of tables")
+                return {k: self.convert(args[1], v, f"{dotted}.{k}") for k, v in raw.items()}
             if args and typing.get_origin(args[1]) in (Mapping, dict):
                 return self._table_of_tables(raw, dotted)
             if not isinstance(raw, dict) or not all(isinstance(v, str) for v in raw.values()):
@@ -297,6 +305,7 @@ def _check_smtp(smtp: SmtpSettings, loader: _Loader) -> None:
 def _check(settings: Settings, loader: _Loader) -> None:
     """Cross-field checks that a type alone cannot express."""
     _check_smtp(settings.smtp, loader)
+    check_controllers(settings.controllers, loader.fail)
     for dotted, value in (
         ("smtp.listen", settings.smtp.listen),
         ("web.listen", settings.web.listen),

@@ -9,6 +9,8 @@ Rule 2: with ``[redis] url = "embedded"`` the command uses the relay's running s
         through ``<data_dir>/server.port``) or starts one on the same data folder for the
         duration of the command (``relay.store.redis_conn.resolve``).
 Rule 3: events recorded here are ``actor = admin``; the method defaults to ``admin``.
+Rule 4: every verb reads or writes one controller's consent: ``--controller ID``, which may be
+        left out when there is one (``verify`` without it checks every controller's chains).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from relay.core.controllers import build_controllers
 from relay.core.recipients import normalise
 from relay.errors import RelayError
 from relay.model import ConsentEvent, ConsentState, EventType, Purpose
@@ -43,6 +46,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     # --config is accepted before or after the verb; SUPPRESS keeps the earlier value.
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS, help="settings")
+    common.add_argument(
+        "--controller", metavar="ID", help="the controller ([controllers.<id>]); optional if one"
+    )
 
     record = verbs.add_parser("record", parents=[common], help="append one consent event")
     record.add_argument("address", metavar="ADDR")
@@ -101,6 +107,7 @@ async def open_store(settings: Settings) -> AsyncIterator[RedisConsentStore]:
             settings.address_key,
             settings.consent,
             timeout=settings.redis.timeout,
+            controllers=build_controllers(settings.controllers),
         )
     finally:
         # Closing the pool is what Redis.aclose() does for a pooled client; the installed
@@ -149,12 +156,14 @@ def cmd_record(args: argparse.Namespace) -> int:
             source={"note": args.source} if args.source else {},
             notice={"version": args.notice_version or settings.consent.notice_version},
             evidence=_evidence(args.evidence),
+            controller=args.controller or "",
         )
         stored = await store.record(event)
         purposes = ", ".join(p.value for p in stored.purposes) or "-"
         print(
             f"recorded {stored.event.value} ({purposes}) for {stored.address} "
-            f"at {format_time(stored.occurred_at)}: event {stored.id}"
+            f"at {format_time(stored.occurred_at)} (controller {stored.controller}): "
+            f"event {stored.id}"
         )
         return 0
 
@@ -169,6 +178,7 @@ def state_json(state: ConsentState) -> dict[str, Any]:
     """A ``ConsentState`` as JSON-ready data (also what ``show --json`` prints)."""
     return {
         "recipient_key": state.recipient_key,
+        "controller": state.controller,
         "available": state.available,
         "purposes": {
             p.value: {
@@ -189,7 +199,7 @@ def state_json(state: ConsentState) -> dict[str, Any]:
 
 
 def _print_state(address: str, data: dict[str, Any]) -> None:
-    print(f"recipient {address}  (key {data['recipient_key']})")
+    print(f"recipient {address}  (key {data['recipient_key']}; controller {data['controller']})")
     print(f"  {'purpose':<26}{'state':<11}{'since':<29}event")
     for purpose in Purpose:
         entry = data["purposes"].get(purpose.value)
@@ -226,11 +236,12 @@ def _print_history(records: list[dict[str, Any]]) -> None:
 def cmd_show(args: argparse.Namespace) -> int:
     async def body(settings: Settings, store: RedisConsentStore) -> int:
         now = datetime.now(UTC)
-        state = (await store.states([args.address], now))[args.address]
+        state = (await store.states([args.address], now, args.controller))[args.address]
         if not state.available:
             raise RelayError("the consent store could not be read (see the log above)")
-        raw, _fields = await store.raw_records(state.recipient_key)
-        records = [json.loads(r) for r in raw]
+        raw, _fields = await store.raw_records(state.recipient_key, state.controller)
+        # A record from before controllers names none: it belongs to the one holding it.
+        records = [{"controller": state.controller, **json.loads(r)} for r in raw]
         data = state_json(state)
         if args.json:
             out = {"address": normalise(args.address), **data, "history": records}
@@ -253,6 +264,7 @@ def cmd_import(args: argparse.Namespace) -> int:
             path,
             on_bad=lambda message: tqdm.write(message, file=sys.stderr),
             progress=not args.no_progress,
+            controller=args.controller or "",
         )
         print(
             f"{path}: {report.rows} rows: {report.added} events added, "
@@ -265,7 +277,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     async def body(settings: Settings, store: RedisConsentStore) -> int:
-        report = await store.verify(args.address)
+        report = await store.verify(args.address, args.controller)
         for problem in report.problems:
             print(problem)
         verdict = "chains intact" if report.ok else f"{len(report.problems)} problem(s) found"

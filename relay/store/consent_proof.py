@@ -12,6 +12,8 @@ Rule 3: the record's hash is SHA-256 over its canonical JSON (sorted keys, no sp
         which includes ``prev``, the hash of the recipient's previous record: changing,
         inserting or deleting a record breaks the chain from that point on.
 Rule 4: the address appears only inside the record (for auditors), never in a Redis key.
+Rule 5: every record names its ``controller`` (an id); records written before controllers
+        existed have none and belong to the controller whose keys hold them.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ NEEDS_PURPOSE = DECISIVE | {EventType.REQUESTED}
 FUTURE_SKEW = timedelta(minutes=10)
 
 _FIELD_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+_CONTROLLER_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 # Tabs and line breaks may be part of a wording shown; other control characters are garbage.
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 MAX_VALUE = 2000
@@ -139,7 +142,14 @@ def validate_event(event: ConsentEvent, now: datetime) -> ConsentEvent:
         rules_digest=event.rules_digest,
         recorded_at=event.recorded_at,
         id=event.id,
+        controller=_controller_id(event.controller),
     )
+
+
+def _controller_id(value: str) -> str:
+    if value and not (isinstance(value, str) and _CONTROLLER_ID.match(value)):
+        raise ValueError(f"controller: not a controller id: {value!r}")
+    return value
 
 
 def new_event_id() -> str:
@@ -168,12 +178,18 @@ def proof_fields(event: ConsentEvent) -> dict[str, Any]:
             **event.evidence,
         },
         "rules_digest": event.rules_digest,
+        "controller": event.controller,
     }
 
 
 def fingerprint(event: ConsentEvent, ignore_source: tuple[str, ...] = ()) -> bytes:
-    """16 bytes identifying what an event says (for idempotent imports)."""
+    """16 bytes identifying what an event says (for idempotent imports).
+
+    The controller is left out: each controller has its own set of imported fingerprints, so
+    fingerprints of rows imported before controllers existed still match.
+    """
     fields = proof_fields(event)
+    fields.pop("controller")
     fields["source"] = {k: v for k, v in fields["source"].items() if k not in ignore_source}
     return hashlib.blake2b(canonical(fields), digest_size=16).digest()
 
@@ -212,6 +228,7 @@ def event_from_record(record: Mapping[str, Any]) -> ConsentEvent:
         rules_digest=record["rules_digest"],
         recorded_at=parse_time(record["recorded_at"], "recorded_at"),
         id=record["id"],
+        controller=str(record.get("controller", "")),
     )
 
 
@@ -220,7 +237,7 @@ def event_from_record(record: Mapping[str, Any]) -> ConsentEvent:
 
 _API_FIELDS = frozenset(
     {"address", "event", "purposes", "occurred_at", "actor", "method", "source", "notice",
-     "evidence", "rules_digest"}
+     "evidence", "rules_digest", "controller"}
 )  # fmt: skip
 _API_ACTORS = ("recipient", "api")
 
@@ -250,7 +267,8 @@ def validate_api_payload(payload: object, now: datetime) -> ConsentEvent:
     Body: ``{"address", "event", "purposes": [...], "occurred_at"?: ISO-8601 with offset
     (default now), "actor"?: "recipient"|"api" (default "api"), "method"?: (default "api"),
     "source"?: {...}, "notice"?: {"id", "version", "language", "hash"}, "evidence"?: {"ip",
-    "user_agent", "token_id"}}``. Unknown fields are refused, so that a typo is not lost proof.
+    "user_agent", "token_id"}, "controller"?: id (may be left out when there is one)}``.
+    Unknown fields are refused, so that a typo is not lost proof.
     """
     if not isinstance(payload, dict):
         raise ValueError("body: must be a JSON object")
@@ -281,5 +299,6 @@ def validate_api_payload(payload: object, now: datetime) -> ConsentEvent:
         notice=_map_field(payload, "notice"),
         evidence=_map_field(payload, "evidence"),
         rules_digest=_str_field(payload, "rules_digest", ""),
+        controller=_str_field(payload, "controller", ""),
     )
     return validate_event(event, now)
