@@ -149,6 +149,8 @@ async def start(
         settings.upstream.profile, ses_no_tracking_set=settings.upstream.ses_no_tracking_set
     ):
         log.warning("upstream profile %s: %s", settings.upstream.profile, warning)
+    for line in context.controllers.describe():
+        log.info("%s", line)  # which From domains get consent-based tracking, and for whom
     keys = Keys(settings.redis.prefix)
     client = async_client(redis_url, settings.redis)
     store = RedisConsentStore(
@@ -158,6 +160,7 @@ async def start(
         settings.consent,
         rules_digest=rules.digest,
         timeout=settings.redis.timeout,
+        controllers=context.controllers,
     )
     audit = AuditLog(
         client,
@@ -196,6 +199,7 @@ async def start(
         redis=client,
         store=store,
         signer=LinkSigner.from_settings(settings.secrets),
+        controllers=context.controllers,
     )
     # log_config=None: uvicorn's lines go through the relay's handler (masking, secrets).
     config = uvicorn.Config(

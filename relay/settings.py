@@ -23,6 +23,16 @@ from typing import Any
 
 from relay.errors import SettingsError
 from relay.passwords import check_hash
+from relay.settings_controllers import ControllerSettings, check_controllers
+from relay.settings_retention import RetentionSettings, check_retention
+
+__all__ = [
+    "ControllerSettings",
+    "RetentionSettings",
+    "Settings",
+    "load_settings",
+    "parse_settings",
+]
 
 DEFAULT_CONFIG = "config.toml"
 
@@ -122,14 +132,6 @@ class AuditSettings:
 
 
 @dataclass(frozen=True)
-class RetentionSettings:
-    # Days a recipient's day-of-last-open entry is kept after that open (13 months); 0 = ever.
-    last_open_days: int = 396
-    # Days a consent chain is kept after the relay stopped relying on it (5 years); 0 = ever.
-    consent_days: int = 1826
-
-
-@dataclass(frozen=True)
 class DkimSettings:
     mode: str = "off"  # "off", "resign" (our key for the From domain), "upstream" (it signs)
     replace_all: bool = False  # also remove intact signatures of other domains
@@ -156,6 +158,7 @@ class Settings:
     retention: RetentionSettings = field(default_factory=RetentionSettings)
     dkim: DkimSettings = field(default_factory=DkimSettings)
     log: LogSettings = field(default_factory=LogSettings)
+    controllers: Mapping[str, ControllerSettings] = field(default_factory=dict)
     source: str = "<defaults>"  # the file these settings came from
 
     @property
@@ -251,6 +254,10 @@ class _Loader:
             return tuple(raw)
         if origin in (Mapping, dict) or (isinstance(origin, type) and issubclass(origin, Mapping)):
             args = typing.get_args(hint)
+            if args and dataclasses.is_dataclass(args[1]):  # [controllers.<id>] tables
+                if not isinstance(raw, dict):
+                    raise self.fail(dotted, "must be a table of tables")
+                return {k: self.convert(args[1], v, f"{dotted}.{k}") for k, v in raw.items()}
             if args and typing.get_origin(args[1]) in (Mapping, dict):
                 return self._table_of_tables(raw, dotted)
             if not isinstance(raw, dict) or not all(isinstance(v, str) for v in raw.values()):
@@ -305,21 +312,11 @@ def _check_smtp(smtp: SmtpSettings, loader: _Loader) -> None:
         )
 
 
-def _check_retention(settings: Settings, loader: _Loader) -> None:
-    """Decision records cite the consent events they relied on: proofs must outlive them."""
-    days = settings.retention.consent_days
-    if days and days < settings.audit.retention_days:
-        raise loader.fail(
-            "retention.consent_days",
-            f"{days} is shorter than audit.retention_days ({settings.audit.retention_days}): "
-            "decision records would cite consent proofs already deleted",
-        )
-
-
 def _check(settings: Settings, loader: _Loader) -> None:
     """Cross-field checks that a type alone cannot express."""
     _check_smtp(settings.smtp, loader)
-    _check_retention(settings, loader)
+    check_retention(settings.retention, settings.audit.retention_days, loader.fail)
+    check_controllers(settings.controllers, loader.fail)
     for dotted, value in (
         ("smtp.listen", settings.smtp.listen),
         ("web.listen", settings.web.listen),

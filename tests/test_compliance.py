@@ -324,7 +324,7 @@ async def test_a_signed_part_with_a_tracker_is_not_delivered_without_a_basis(
     code, reply = await asend(relay.port, signed_newsletter(), [ALICE])
     assert code == 550, reply
     assert "5.7.1" in reply and "sendgrid-open (campaign_performance)" in reply
-    assert "signed-no-basis" in reply and "[R-130]" in reply
+    assert "signed-no-basis" in reply and "[R-140]" in reply
     assert sink.handler.received == []
     (record,) = await relay.audit("<signed@shop.example>")
     assert [(t.rule, t.action, t.basis, t.policy_rule) for t in record.trackers] == [
@@ -436,7 +436,7 @@ async def test_a_consent_request_with_click_tracking_links_is_refused_naming_the
     html = CONSENT_HTML.replace("{extra}", f'<a href="{click}">Our shop</a>')
     code, reply = await asend(relay.port, message(html, category="consent_request"), [ALICE])
     assert code == 554 and "5.7.1" in reply and "rules: sendgrid-click" in reply, reply
-    assert "[R-131]" in reply and sink.handler.received == []
+    assert "[R-141]" in reply and sink.handler.received == []
 
 
 async def test_a_consent_request_switches_off_the_esps_click_tracking_and_records_its_link(

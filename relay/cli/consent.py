@@ -10,8 +10,10 @@ Rule 2: with ``[redis] url = "embedded"`` the command uses the relay's running s
         duration of the command (``relay.store.redis_conn.resolve``).
 Rule 3: events recorded here are ``actor = admin`` and carry the rules digest. A ``granted``
         or ``informed`` event needs ``--method``, ``--source`` and ``--notice-version``
-        (proof before reliance, ``consent_proof`` Rule 5; exit 2 naming what is missing);
+        (proof before reliance, ``consent_proof`` Rule 6; exit 2 naming what is missing);
         other events default to method ``admin`` and the configured notice version.
+Rule 4: every verb reads or writes one controller's consent: ``--controller ID``, which may be
+        left out when there is one (``verify`` without it checks every controller's chains).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from typing import Any
 from tqdm import tqdm
 
 from relay.context import load_rule_set
+from relay.core.controllers import build_controllers
 from relay.core.recipients import normalise
 from relay.errors import RelayError
 from relay.model import ConsentEvent, ConsentState, EventType, Purpose
@@ -53,6 +56,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     # --config is accepted before or after the verb; SUPPRESS keeps the earlier value.
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS, help="settings")
+    common.add_argument(
+        "--controller", metavar="ID", help="the controller ([controllers.<id>]); optional if one"
+    )
 
     record = verbs.add_parser("record", parents=[common], help="append one consent event")
     record.add_argument("address", metavar="ADDR")
@@ -119,6 +125,7 @@ async def open_store(settings: Settings) -> AsyncIterator[RedisConsentStore]:
             settings.consent,
             rules_digest=digest,
             timeout=settings.redis.timeout,
+            controllers=build_controllers(settings.controllers),
         )
     finally:
         # Closing the pool is what Redis.aclose() does for a pooled client; the installed
@@ -155,7 +162,7 @@ def _evidence(pairs: list[str]) -> dict[str, str]:
     return out
 
 
-# The proof fields (consent_proof Rule 5) as this command's options.
+# The proof fields (consent_proof Rule 6) as this command's options.
 _PROOF_OPTIONS = {"method": "--method", "source": "--source", "notice.version": "--notice-version"}
 
 
@@ -171,6 +178,7 @@ def cmd_record(args: argparse.Namespace) -> int:
             source={"note": args.source} if args.source else {},
             notice={"version": args.notice_version or settings.consent.notice_version},
             evidence=_evidence(args.evidence),
+            controller=args.controller or "",
         )
         # Defaults fill in the other events' proof; a grant or a legacy notice must say it.
         defaulted = [
@@ -185,7 +193,8 @@ def cmd_record(args: argparse.Namespace) -> int:
         purposes = ", ".join(p.value for p in stored.purposes) or "-"
         print(
             f"recorded {stored.event.value} ({purposes}) for {stored.address} "
-            f"at {format_time(stored.occurred_at)}: event {stored.id}"
+            f"at {format_time(stored.occurred_at)} (controller {stored.controller}): "
+            f"event {stored.id}"
         )
         return 0
 
@@ -200,6 +209,7 @@ def state_json(state: ConsentState) -> dict[str, Any]:
     """A ``ConsentState`` as JSON-ready data (also what ``show --json`` prints)."""
     return {
         "recipient_key": state.recipient_key,
+        "controller": state.controller,
         "available": state.available,
         "purposes": {
             p.value: {
@@ -220,7 +230,7 @@ def state_json(state: ConsentState) -> dict[str, Any]:
 
 
 def _print_state(address: str, data: dict[str, Any]) -> None:
-    print(f"recipient {address}  (key {data['recipient_key']})")
+    print(f"recipient {address}  (key {data['recipient_key']}; controller {data['controller']})")
     print(f"  {'purpose':<26}{'state':<11}{'since':<29}event")
     for purpose in Purpose:
         entry = data["purposes"].get(purpose.value)
@@ -257,11 +267,12 @@ def _print_history(records: list[dict[str, Any]]) -> None:
 def cmd_show(args: argparse.Namespace) -> int:
     async def body(settings: Settings, store: RedisConsentStore) -> int:
         now = datetime.now(UTC)
-        state = (await store.states([args.address], now))[args.address]
+        state = (await store.states([args.address], now, args.controller))[args.address]
         if not state.available:
             raise RelayError("the consent store could not be read (see the log above)")
-        raw, _fields = await store.raw_records(state.recipient_key)
-        records = [json.loads(r) for r in raw]
+        raw, _fields = await store.raw_records(state.recipient_key, state.controller)
+        # A record from before controllers names none: it belongs to the one holding it.
+        records = [{"controller": state.controller, **json.loads(r)} for r in raw]
         data = state_json(state)
         if args.json:
             out = {"address": normalise(args.address), **data, "history": records}
@@ -284,6 +295,7 @@ def cmd_import(args: argparse.Namespace) -> int:
             path,
             on_bad=lambda message: tqdm.write(message, file=sys.stderr),
             progress=not args.no_progress,
+            controller=args.controller or "",
         )
         print(
             f"{path}: {report.rows} rows: {report.added} events added, "
@@ -296,7 +308,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     async def body(settings: Settings, store: RedisConsentStore) -> int:
-        report = await store.verify(args.address)
+        report = await store.verify(args.address, args.controller)
         for problem in report.problems:
             print(problem)
         verdict = "chains intact" if report.ok else f"{len(report.problems)} problem(s) found"

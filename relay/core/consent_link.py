@@ -53,6 +53,7 @@ CONSENT_LINK_RULE = "relay-consent-link"
 FILLED = "consent-link"
 REASK_WINDOW = "reask-window"
 REASK_UNKNOWN = "reask-unknown"
+NO_CONTROLLER = "no-controller"  # no configured controller covers the message (filtering)
 
 
 def click_trackers(category: Category, links: Sequence[Link]) -> tuple[Link, ...]:
@@ -93,12 +94,16 @@ def link_decisions(
     consent: ConsentState,
     policy: Policy,
     now: datetime,
+    *,
+    linkable: bool = True,
 ) -> tuple[tuple[Decision, ...], bool]:
     """(the decision for each consent link, whether the links are filled) for one recipient
-    (Rule 3)."""
+    (Rule 3); ``linkable`` False when no controller covers the message (no page can ask)."""
     if not links:
         return (), True
-    if category is Category.CONSENT_REQUEST:
+    if not linkable:
+        rule, fill = NO_CONTROLLER, False
+    elif category is Category.CONSENT_REQUEST:
         rule, fill = FILLED, True  # the window was checked at SMTP time
     elif not consent.available:
         rule, fill = REASK_UNKNOWN, False

@@ -12,6 +12,10 @@ Rule 3: this module does no I/O, so the conductor may run it in the event loop f
         messages and in a worker process for large ones; everything it returns is picklable.
 Rule 4: a consent state that could not be read counts as no consent (fail closed): the
         consent store returns ``available=False`` and the policy strips.
+Rule 5: a message belongs to one controller (``controllers.for_message``, from its From
+        domain); every link minted for it names that controller and the email's language.
+        A message no configured controller covers is decided as if its recipients had no
+        consent at all, and its page placeholders are emptied: no one could be consented to.
 """
 
 from __future__ import annotations
@@ -23,10 +27,11 @@ from email.utils import parseaddr
 from typing import Any
 
 from relay import replies
+from relay.core.controllers import Controller, Controllers
 from relay.core.decide import plan, reask_blocked_until
 from relay.core.dkim_sign import DkimKey, key_for, needs_resign, resign
 from relay.core.esp import controlled_headers, esp_controls
-from relay.core.footer import footer_edits, message_language
+from relay.core.footer import FooterFacts, declared_language, footer_edits, message_language
 from relay.core.links import LinkMinter, gateway_link_id
 from relay.core.parse import parse_message
 from relay.core.plan_finish import VIRTUAL_RULES, MessageRules
@@ -36,7 +41,9 @@ from relay.core.rewrite import edits_for, render
 from relay.detect.trackers import DetectionRules, detect
 from relay.errors import LockedMessage, MalformedMessage
 from relay.model import (
+    TRACKING_ACTIONS,
     Action,
+    Basis,
     Candidate,
     Category,
     ConsentState,
@@ -72,6 +79,7 @@ class FilterContext:
     dkim_keys: Mapping[str, DkimKey] = field(default_factory=dict)
     dkim_replace_all: bool = False
     report_links: bool = False  # report <a href> and click trackers (relay check), not acted on
+    controllers: Controllers = field(default_factory=Controllers)
 
 
 @dataclass(frozen=True)
@@ -89,6 +97,10 @@ class FilterResult:
     defects: tuple[str, ...]
     locked: bool
     rules_digest: str
+    controller: Controller | None = None  # None: no configured controller covers the message
+    # rkey -> address of every recipient whose copy carries a relay link (pages, gateway): the
+    # web side must find the address behind each of them (every minted link must work).
+    linked: Mapping[str, str] = field(default_factory=dict)
     # Recipients whose copy is not delivered, and why (a signed part's tracker without basis).
     withheld: Mapping[str, str] = field(default_factory=dict)
 
@@ -114,6 +126,7 @@ class _Renderer:
         strip_headers: tuple[Header, ...],
         message_ref: str,
         now: datetime,
+        controller: Controller | None,
     ) -> None:
         self.ctx = ctx
         self.message = message
@@ -123,6 +136,12 @@ class _Renderer:
         self.message_ref = message_ref
         self.now = now
         self.lang = message_language(message)
+        self.token_lang = declared_language(message) or ""
+        self.controller = controller
+        # Tokens name the controller; "" for the implicit one, so that links stay valid when
+        # controllers are configured later (the owner of the older consent answers for "").
+        self.token_controller = "" if controller is None or controller.implicit else controller.id
+        self.linked: dict[str, str] = {}
 
     def esp_headers(self, esp_may_track: bool) -> tuple[tuple[str, str], ...]:
         if self.ctx.esp_profile == "none" or esp_may_track:
@@ -152,37 +171,28 @@ class _Renderer:
             if decision.action not in (Action.GATEWAY, Action.MINIMISE):
                 continue
             link_id = gateway_link_id(self.message_ref, candidate.url)
+            ctl, rkey = self.token_controller, rplan.recipient_key
             if decision.action is Action.GATEWAY:
                 urls[candidate.id] = minter.gateway_url(
-                    rplan.recipient_key, link_id, candidate.purpose, self.now
+                    rkey, link_id, candidate.purpose, self.now, ctl
                 )
             else:
-                urls[candidate.id] = minter.minimise_url(rplan.recipient_key, link_id, self.now)
+                urls[candidate.id] = minter.minimise_url(rkey, link_id, self.now, ctl)
             links.append(GatewayLink(link_id, candidate.url, candidate.purpose, decision.action))
+            self.linked[rkey] = rplan.rcpt
         edits = edits_for(self.candidates, real, urls)
         if rplan.footer or self.placeholders:
-            page_urls = {
-                "withdraw_url": minter.withdraw_url(
-                    rplan.recipient_key, self.message_ref, self.now
-                ),
-                "preferences_url": minter.preferences_url(
-                    rplan.recipient_key, self.message_ref, self.now
-                ),
-                # Inside the re-ask window the placeholder is left empty (consent_link Rule 3).
-                "consent_url": minter.consent_url(rplan.recipient_key, self.message_ref, self.now)
-                if fill_consent
-                else "",
-            }
             wording = self.ctx.footer_wording.get(self.lang) or self.ctx.footer_wording.get(
                 "fr", {}
             )
             edits += footer_edits(
                 self.message,
                 self.placeholders,
-                page_urls,
+                self.page_urls(rplan, fill_consent),
                 inject=rplan.footer,
                 lang=self.lang,
                 wording=wording,
+                facts=self.facts(rplan),
             )
         controls = self.esp_headers(esp_may_track)
         remove = self.strip_headers
@@ -192,6 +202,34 @@ class _Renderer:
             remove += tuple(h for h in self.message.headers if h.name.lower() in names)
         data = render(self.message, edits, remove_headers=remove, add_headers=controls)
         return self.sign(data), tuple(links), controls
+
+    def page_urls(self, rplan: RecipientPlan, fill_consent: bool = True) -> dict[str, str]:
+        """This recipient's page links; empty ones when no controller covers the message, and
+        no consent link inside the re-ask window (consent_link Rule 3)."""
+        names = ("withdraw_url", "preferences_url", "consent_url")
+        if self.controller is None:
+            return dict.fromkeys(names, "")
+        self.linked[rplan.recipient_key] = rplan.rcpt
+        kinds = {"withdraw_url": "w", "preferences_url": "p", "consent_url": "c"}
+        urls = {
+            name: self.ctx.minter.page_url(
+                kinds[name], rplan.recipient_key, self.message_ref, self.now,
+                controller=self.token_controller, lang=self.token_lang,
+            )
+            for name in names
+        }  # fmt: skip
+        return urls if fill_consent else {**urls, "consent_url": ""}
+
+    def facts(self, rplan: RecipientPlan) -> FooterFacts:
+        """What the footer states: who, the purposes kept, and whether it is an objection."""
+        kept = [
+            d for d in rplan.decisions
+            if d.action in TRACKING_ACTIONS and d.basis in (Basis.CONSENT, Basis.LEGACY)
+        ]  # fmt: skip
+        purposes = tuple(dict.fromkeys(self.candidates[d.candidate_id].purpose for d in kept))
+        legacy = bool(kept) and all(d.basis is Basis.LEGACY for d in kept)
+        name = self.controller.name if self.controller is not None else ""
+        return FooterFacts(name, purposes, legacy)
 
     def sign(self, data: bytes) -> bytes:
         """A signature the relay's edits broke is removed, and replaced when we hold the key."""
@@ -218,8 +256,18 @@ def filter_message(
     envelope: Envelope,
     states: Mapping[str, ConsentState],
     now: datetime,
+    controller: str | None = None,
 ) -> FilterResult:
-    """Run the whole pure core for one message and every recipient of its envelope."""
+    """Run the whole pure core for one message and every recipient of its envelope.
+
+    ``controller`` forces the controller (``relay check --controller``); by default it is the
+    one covering the message's From domain, exactly as the conductor found it (Rule 5).
+    """
+    owner = (
+        ctx.controllers.resolve(controller)
+        if controller
+        else ctx.controllers.for_message(raw, envelope.mail_from)
+    )
     message = _parse(ctx, raw)
     # Imported here to keep the stage order readable at the top of the module.
     from relay.core.classify import classify
@@ -252,6 +300,8 @@ def filter_message(
     for rcpt in envelope.rcpt_tos:
         rkey = recipient_key(rcpt, ctx.address_key)
         state = states.get(rcpt) or _unavailable(rkey)
+        if owner is None:
+            state = ConsentState(rkey)  # no controller: nobody was consented to (Rule 5)
         if fail_closed:
             state = _unavailable(rkey)
         pack = pack_for(ctx.policy, sender_domain, _domain(rcpt))
@@ -261,14 +311,14 @@ def filter_message(
             if until is not None:
                 reask[rcpt] = until
         rplan = plan(rcpt, detection.candidates, category, state, ctx.policy, pack, now)
-        done = extras.finish(rplan, state, pack, now)
+        done = extras.finish(rplan, state, pack, now, linkable=owner is not None)
         plans.append(done.plan)
         esp_may_track[rcpt], fill_consent[rcpt] = done.esp_may_track, done.fill_consent
         if done.withheld:
             withheld[rcpt] = done.withheld
 
     renderer = _Renderer(
-        ctx, message, candidates, detection.placeholders, strip_headers, message_ref, now
+        ctx, message, candidates, detection.placeholders, strip_headers, message_ref, now, owner
     )
     delivered = [p for p in plans if p.rcpt not in withheld]
     groups = _group_and_render(
@@ -288,6 +338,8 @@ def filter_message(
         defects=message.defects,
         locked=extras.locked,
         rules_digest=ctx.policy.digest,
+        controller=owner,
+        linked=renderer.linked,
         withheld=withheld,
     )
 

@@ -110,12 +110,21 @@ class MessageRules:
         )
 
     def finish(
-        self, rplan: RecipientPlan, state: ConsentState, pack: str, now: datetime
+        self,
+        rplan: RecipientPlan,
+        state: ConsentState,
+        pack: str,
+        now: datetime,
+        *,
+        linkable: bool = True,
     ) -> Finished:
-        """The recipient's plan with Rules 1-3 applied."""
+        """The recipient's plan with Rules 1-3 applied (``linkable``: a controller covers the
+        message, so its page links can be minted)."""
         locked, withheld = lock_decisions(rplan, self.by_id, self.locked_ids)
         decisions = locked.decisions
-        link, fill = link_decisions(self.links, self.category, state, self.policy, now)
+        link, fill = link_decisions(
+            self.links, self.category, state, self.policy, now, linkable=linkable
+        )
         decisions += link
         may_track = True
         footer = locked.footer

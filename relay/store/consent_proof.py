@@ -12,7 +12,9 @@ Rule 3: the record's hash is SHA-256 over its canonical JSON (sorted keys, no sp
         which includes ``prev``, the hash of the recipient's previous record: changing,
         inserting or deleting a record breaks the chain from that point on.
 Rule 4: the address appears only inside the record (for auditors), never in a Redis key.
-Rule 5: proof before reliance. A ``granted`` event (the relay tracks on it) or an ``informed``
+Rule 5: every record names its ``controller`` (an id); records written before controllers
+        existed have none and belong to the controller whose keys hold them.
+Rule 6: proof before reliance. A ``granted`` event (the relay tracks on it) or an ``informed``
         event (the legacy regime tracks on it) must carry the conditions the recommendation
         asks the controller to prove (section 6: "a record of each person's consent, as well
         as the conditions under which that consent was obtained"; Article 7.1 GDPR): how it
@@ -49,6 +51,7 @@ NEEDS_PURPOSE = DECISIVE | {EventType.REQUESTED}
 FUTURE_SKEW = timedelta(minutes=10)
 
 _FIELD_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+_CONTROLLER_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 # Tabs and line breaks may be part of a wording shown; other control characters are garbage.
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 MAX_VALUE = 2000
@@ -148,10 +151,17 @@ def validate_event(event: ConsentEvent, now: datetime) -> ConsentEvent:
         rules_digest=event.rules_digest,
         recorded_at=event.recorded_at,
         id=event.id,
+        controller=_controller_id(event.controller),
     )
 
 
-# Events the relay relies on to track: they must prove their conditions (Rule 5).
+def _controller_id(value: str) -> str:
+    if value and not (isinstance(value, str) and _CONTROLLER_ID.match(value)):
+        raise ValueError(f"controller: not a controller id: {value!r}")
+    return value
+
+
+# Events the relay relies on to track: they must prove their conditions (Rule 6).
 PROOF_EVENTS = frozenset({EventType.GRANTED, EventType.INFORMED})
 PROOF_FIELDS = ("method", "source", "notice.version")
 # Source fields an input path writes itself: they say where the record came from, not where
@@ -160,7 +170,7 @@ BOOKKEEPING_SOURCE = frozenset({"import_file", "import_line"})
 
 
 def missing_proof(event: ConsentEvent, *, defaulted: Collection[str] = ()) -> list[str]:
-    """The ``PROOF_FIELDS`` a ``granted``/``informed`` event lacks (Rule 5). ``defaulted``:
+    """The ``PROOF_FIELDS`` a ``granted``/``informed`` event lacks (Rule 6). ``defaulted``:
     the fields the input path filled in itself, which prove nothing."""
     if event.event not in PROOF_EVENTS:
         return []
@@ -178,7 +188,7 @@ def check_proof(
     defaulted: Collection[str] = (),
     names: Mapping[str, str] | None = None,
 ) -> None:
-    """Raise ``ValueError`` naming every missing proof field (Rule 5), in the input's words
+    """Raise ``ValueError`` naming every missing proof field (Rule 6), in the input's words
     (``names`` maps ``PROOF_FIELDS`` to the input's own names, e.g. ``--notice-version``)."""
     missing = missing_proof(event, defaulted=defaulted)
     if not missing:
@@ -218,12 +228,18 @@ def proof_fields(event: ConsentEvent) -> dict[str, Any]:
             **event.evidence,
         },
         "rules_digest": event.rules_digest,
+        "controller": event.controller,
     }
 
 
 def fingerprint(event: ConsentEvent, ignore_source: tuple[str, ...] = ()) -> bytes:
-    """16 bytes identifying what an event says (for idempotent imports)."""
+    """16 bytes identifying what an event says (for idempotent imports).
+
+    The controller is left out: each controller has its own set of imported fingerprints, so
+    fingerprints of rows imported before controllers existed still match.
+    """
     fields = proof_fields(event)
+    fields.pop("controller")
     fields["source"] = {k: v for k, v in fields["source"].items() if k not in ignore_source}
     return hashlib.blake2b(canonical(fields), digest_size=16).digest()
 
@@ -262,6 +278,7 @@ def event_from_record(record: Mapping[str, Any]) -> ConsentEvent:
         rules_digest=record["rules_digest"],
         recorded_at=parse_time(record["recorded_at"], "recorded_at"),
         id=record["id"],
+        controller=str(record.get("controller", "")),
     )
 
 
@@ -270,7 +287,7 @@ def event_from_record(record: Mapping[str, Any]) -> ConsentEvent:
 
 _API_FIELDS = frozenset(
     {"address", "event", "purposes", "occurred_at", "actor", "method", "source", "notice",
-     "evidence", "rules_digest"}
+     "evidence", "rules_digest", "controller"}
 )  # fmt: skip
 _API_ACTORS = ("recipient", "api")
 
@@ -300,9 +317,10 @@ def validate_api_payload(payload: object, now: datetime) -> ConsentEvent:
     Body: ``{"address", "event", "purposes": [...], "occurred_at"?: ISO-8601 with offset
     (default now), "actor"?: "recipient"|"api" (default "api"), "method"?: (default "api"),
     "source"?: {...}, "notice"?: {"id", "version", "language", "hash"}, "evidence"?: {"ip",
-    "user_agent", "token_id"}}``. Unknown fields are refused, so that a typo is not lost proof.
+    "user_agent", "token_id"}, "controller"?: id (may be left out when there is one)}``.
+    Unknown fields are refused, so that a typo is not lost proof.
     A ``granted`` or ``informed`` event must give ``method``, ``source`` and
-    ``notice.version`` (module Rule 5).
+    ``notice.version`` (module Rule 6).
     """
     if not isinstance(payload, dict):
         raise ValueError("body: must be a JSON object")
@@ -333,6 +351,7 @@ def validate_api_payload(payload: object, now: datetime) -> ConsentEvent:
         notice=_map_field(payload, "notice"),
         evidence=_map_field(payload, "evidence"),
         rules_digest=_str_field(payload, "rules_digest", ""),
+        controller=_str_field(payload, "controller", ""),
     )
     valid = validate_event(event, now)
     check_proof(valid, defaulted=() if "method" in payload else ("method",))

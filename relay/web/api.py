@@ -10,7 +10,7 @@ Rule 1: the bearer token is compared in constant time with every configured toke
 Rule 2: the body is validated by ``relay.store.consent.validate_api_payload``: nothing half-valid is
         stored, and the error names the field. Proof before reliance: a ``granted`` or
         ``informed`` event without ``method``, ``source`` or ``notice.version`` is a 400
-        naming the missing fields (``consent_proof`` Rule 5).
+        naming the missing fields (``consent_proof`` Rule 6).
 """
 
 from __future__ import annotations

@@ -304,7 +304,7 @@ def test_oversized_form_is_a_page_not_a_crash(web: WebServer) -> None:
     assert web.history() == []
 
 
-def test_withdrawal_under_the_legacy_regime_is_also_an_objection(web: WebServer) -> None:
+def test_a_legacy_recipient_objects_rather_than_withdraws(web: WebServer) -> None:
     from relay.model import ConsentEvent
 
     rkey = web.remember()
@@ -321,6 +321,13 @@ def test_withdrawal_under_the_legacy_regime_is_also_an_objection(web: WebServer)
     url = web.minter.withdraw_url(rkey, "<m1@x>", now())
     page = http("GET", url, headers={"Accept-Language": "en"})
     assert "to measure and optimise campaign performance" in page.text  # shown as tracked
-    assert form_post(url, {"nonce": nonce_of(page.text)}).status == 200
-    assert [e.event for e in web.history()][-2:] == [EventType.WITHDRAWN, EventType.OBJECTED]
+    # They never consented: the page offers to object, and never speaks of withdrawing.
+    assert (
+        "Object to the tracking of your emails" in page.text and "I object to tracking" in page.text
+    )
+    assert "withdraw" not in page.text.lower().replace("/w/", "")
+    done = form_post(url, {"nonce": nonce_of(page.text), "lang": "en"})
+    assert done.status == 200 and "Your objection is recorded" in done.text
+    assert [e.event for e in web.history()][-1:] == [EventType.OBJECTED]
+    assert web.history()[-1].notice["id"] == "relay-object"
     assert web.state().objected
