@@ -59,7 +59,7 @@ class SmtpSettings:
     data_timeout: float = 300.0  # seconds a client may take per command / for the DATA body
     shutdown_grace: float = 30.0  # seconds sessions in flight may take after SIGTERM
     malformed: str = "reject"  # "reject" (5xx) or "strip" (forward with every tracker removed)
-    signed: str = "pass"  # multipart/signed or encrypted: "pass" unmodified, or "reject"
+    signed: str = "pass"  # signed or encrypted: "pass" to who has a basis, or "reject" all
     redis_down: str = "fail_closed"  # "fail_closed" (strip consent trackers) or "tempfail" (4xx)
     inline_max_bytes: int = 262_144  # messages up to this size are filtered in the event loop
     process_pool: int = 1  # worker processes per relay process for larger messages (0 = none)

@@ -244,3 +244,29 @@ def test_explain_says_no_consent_fetches_nothing(
     out = capsys.readouterr().out
     default = next(line for line in out.splitlines() if "R6 cnil-default" in line)
     assert "nothing is fetched" in default and "identifying parameters stripped" in default
+
+
+def test_explain_shows_the_decisions_built_into_the_relay(
+    folders: tuple[Path, Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Issue 10: every built-in decision appears with the id decision records carry.
+    shipped, local, config = folders
+    config.write_text(
+        f'[rules]\ndir = "{shipped}"\nlocal_dir = "{local}"\n'
+        '[upstream]\nprofile = "sendgrid"\n[smtp]\nsigned = "pass"\n',
+        encoding="utf-8",
+    )
+    assert run(["rules", "explain", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    built = out[out.index("Built into the relay") :]
+    for rule in ("signed-no-basis", "consent-link", "reask-window", "esp-open-tracking"):
+        assert f" {rule}: " in built, rule
+    assert "within 183 days" in built and "sendgrid ESP adds downstream" in built
+    assert "550 5.7.1" in built and "click-tracking link" in built
+    config.write_text(
+        f'[rules]\ndir = "{shipped}"\nlocal_dir = "{local}"\n'
+        '[upstream]\nprofile = "sendgrid"\nesp_tracking = "off"\n',
+        encoding="utf-8",
+    )
+    assert run(["rules", "explain", "--config", str(config)]) == 0
+    assert " esp-tracking-off: " in capsys.readouterr().out
