@@ -34,31 +34,33 @@ _CTE = re.compile(
 )
 
 
-def _line_length(data: bytes, start: int, end: int) -> int:
-    """Length of the line(s) holding ``data[start:end]``, the longest one, endings excluded."""
-    first = data.rfind(b"\n", 0, start) + 1
-    last = data.find(b"\n", end)
-    last = len(data) if last == -1 else last
-    longest = 0
-    for line in data[first:last].split(b"\n"):
-        longest = max(longest, len(line) - line.endswith(b"\r"))
-    return longest
+def _longest(data: bytes) -> int:
+    """The longest line of ``data``, line endings excluded."""
+    return max((len(line) - line.endswith(b"\r") for line in data.split(b"\n")), default=0)
 
 
 def too_long(body: bytes, splices: Sequence[Splice]) -> bool:
-    """Whether applying ``splices`` (sorted, body offsets) makes a touched line too long."""
-    pieces: list[bytes] = []
-    spans: list[tuple[int, int]] = []
-    pos = out_len = 0
-    for start, end, rep in splices:
-        pieces += [body[pos:start], rep]
-        out_len += start - pos
-        spans.append((out_len, out_len + len(rep)))
-        out_len += len(rep)
-        pos = end
-    pieces.append(body[pos:])
-    new = b"".join(pieces)
-    return any(_line_length(new, s, e) > MAX_LINE for s, e in spans)
+    """Whether applying ``splices`` (sorted, body offsets) makes a touched line too long.
+    Only the stretches of lines holding splices are rebuilt and measured (Rule 2)."""
+    i = 0
+    while i < len(splices):
+        start = body.rfind(b"\n", 0, splices[i][0]) + 1
+        j = i
+        stop = body.find(b"\n", splices[j][1])
+        end = len(body) if stop == -1 else stop
+        while j + 1 < len(splices) and splices[j + 1][0] <= end:
+            j += 1
+            stop = body.find(b"\n", splices[j][1])
+            end = max(end, len(body) if stop == -1 else stop)
+        pieces, pos = [], start
+        for s, e, rep in splices[i : j + 1]:
+            pieces += [body[pos:s], rep]
+            pos = e
+        pieces.append(body[pos:end])
+        if _longest(b"".join(pieces)) > MAX_LINE:
+            return True
+        i = j + 1
+    return False
 
 
 def requoted(

@@ -43,15 +43,17 @@ _ROOM = QP_MAX_LINE - 1  # characters before a soft break's "="
 def token_starts(line: bytes) -> list[int]:
     """Offsets in ``line`` of the token that produces each decoded byte, exactly as
     ``binascii.a2b_qp`` reads it (CPython's ``binascii_a2b_qp_impl``): a soft break and a
-    final "=" produce nothing, "==" produces "=", "=XX" one byte, a lone "=" itself."""
+    final "=" produce nothing, "==" produces "=", "=XX" one byte, a lone "=" itself. Runs
+    without "=" are added in one step (most of a line)."""
     starts: list[int] = []
     i, n = 0, len(line)
     while i < n:
-        if line[i] != _EQ:
-            starts.append(i)
-            i += 1
-            continue
-        j = i + 1
+        eq = line.find(b"=", i)
+        if eq == -1:
+            starts.extend(range(i, n))
+            break
+        starts.extend(range(i, eq))
+        j = eq + 1
         if j >= n:
             break  # a final "=" is dropped
         nxt = line[j]
@@ -61,13 +63,13 @@ def token_starts(line: bytes) -> list[int]:
                     j += 1
             i = j + 1 if j < n else j
         elif nxt == _EQ:
-            starts.append(i)
+            starts.append(eq)
             i = j + 1
         elif j + 1 < n and nxt in _HEX and line[j + 1] in _HEX:
-            starts.append(i)
+            starts.append(eq)
             i = j + 2
         else:
-            starts.append(i)  # a lone "=" is kept, the next byte is read on its own
+            starts.append(eq)  # a lone "=" is kept, the next byte is read on its own
             i = j
     return starts
 
@@ -143,6 +145,29 @@ class _Writer:
         self.out += token
         self.col += len(token)
 
+    def encoded(self, data: bytes) -> None:
+        """Already encoded ``data`` (no line break), cut into lines that fit, never inside an
+        "=XX" escape ("=" only ever starts one in encoded text)."""
+        pos = 0
+        while pos < len(data):
+            room = _ROOM - self.col
+            if room <= 0:
+                self.soft_break()
+                continue
+            if len(data) - pos <= room:
+                self.out += data[pos:]
+                self.col += len(data) - pos
+                return
+            cut = pos + room
+            if cut > pos and data[cut - 1] == _EQ:
+                cut -= 1
+            elif cut - 1 > pos and data[cut - 2] == _EQ:
+                cut -= 2
+            if cut > pos:
+                self.out += data[pos:cut]
+            pos = cut
+            self.soft_break()
+
     def text(self, data: bytes, *, hard_after: bool) -> None:
         """Encode ``data``; its line breaks are hard (Rule 3). ``hard_after``: a hard line
         break (or the body's end) follows, so trailing white space must be escaped."""
@@ -152,12 +177,11 @@ class _Writer:
                 self.out += piece
                 self.col = 0
                 continue
+            encoded = b"".join(map(QP_TOKENS.__getitem__, piece))
             last_hard = index < len(pieces) - 1 or hard_after
-            for pos, byte in enumerate(piece):
-                if last_hard and pos == len(piece) - 1 and byte in _WHITE:
-                    self.token(b"=%02X" % byte)
-                else:
-                    self.token(QP_TOKENS[byte])
+            if last_hard and encoded[-1:] in (b" ", b"\t"):
+                encoded = encoded[:-1] + b"=%02X" % encoded[-1]
+            self.encoded(encoded)
 
 
 def _column(body: bytes, at: int, base: tuple[int, int]) -> int:
