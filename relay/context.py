@@ -92,6 +92,7 @@ def build_context(settings: Settings, rules: RuleSet | None = None) -> FilterCon
         signed=settings.smtp.signed,
         esp_profile=settings.upstream.profile,
         ses_no_tracking_set=settings.upstream.ses_no_tracking_set,
+        esp_tracking=settings.upstream.esp_tracking,
         dkim_mode=settings.dkim.mode,
         dkim_keys=parse_key_table(settings.dkim.keys, read_key=_read_key_file),
         dkim_replace_all=settings.dkim.replace_all,

@@ -20,6 +20,7 @@ Rule 2: a recipient the upstream refused for good, while others were accepted, i
         to the envelope sender by a delivery status notification and the message is accepted.
 Rule 3: steps 5 and 6 run shielded from the client's connection: a client that disconnects
         or times out mid-way cannot leave a delivered group out of the ledger.
+Rule 4: a copy the core withheld is the relay's own 5xx, noticed like an upstream's (``dsn``).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from relay.core.filtering import FilterContext, FilterResult, filter_message
 from relay.core.recipients import mask
 from relay.model import Category, ConsentEvent, ConsentState, Envelope, EventType, Purpose
 from relay.ops import metrics
-from relay.outbound.dsn import build_dsn
+from relay.outbound.dsn import NOTICE_INTRO, build_dsn, first_refusal, withheld_replies
 from relay.outbound.forward import GroupOutcome, Upstream, UpstreamReply
 from relay.replies import Reply
 from relay.settings import Settings
@@ -226,14 +227,15 @@ class Pipeline:
         elapsed = (time.perf_counter() - started) * 1000
         metrics.UPSTREAM.observe(elapsed / 1000)
         _count_decisions(result, outcomes)
+        outcomes.append(GroupOutcome(withheld := withheld_replies(result.withheld)))
         upstream: dict[str, str] = {}
         final: dict[str, str] = {}
         for outcome in outcomes:
             for rcpt, reply in outcome.replies.items():
                 upstream[rcpt] = reply.text
-                if reply.accepted or reply.permanent:
-                    final[rcpt] = reply.text
-        settled = all(r in final or r.lower() in done for r in envelope.rcpt_tos)
+                if (reply.accepted or reply.permanent) and rcpt not in withheld:
+                    final[rcpt] = reply.text  # a withheld copy is decided again on a retry
+        settled = all(r in final or r in withheld or r.lower() in done for r in envelope.rcpt_tos)
         for rcpt in envelope.rcpt_tos:
             if rcpt not in upstream and rcpt.lower() in done:
                 upstream[rcpt] = f"(delivered earlier) {done[rcpt.lower()]}"
@@ -243,6 +245,8 @@ class Pipeline:
             self._after_delivery(envelope, result, upstream, relay_id, received),
         )
         answer = summarise(envelope.rcpt_tos, outcomes, done)
+        if withheld.keys() >= set(envelope.rcpt_tos) and not done:
+            answer = first_refusal(result.withheld)  # nobody gets it: the client is told why
         refused_now = [r for o in outcomes for r in o.refused()]
         if refused_now and answer.code == 250:
             await self._bounce(envelope, result, refused_now, upstream, relay_id)
@@ -342,6 +346,7 @@ class Pipeline:
             message_id=result.message_id,
             failures={r: upstream[r] for r in refused},
             relay_id=relay_id,
+            intro=NOTICE_INTRO if result.withheld else None,
         )
         outcome = await self.upstream.send("", [envelope.mail_from], dsn, [])
         if not outcome.accepted():
@@ -391,7 +396,5 @@ def summarise(
     if refused and not delivered:
         return replies.UPSTREAM_REJECTED.with_detail(last_refusal)
     if refused:
-        return replies.OK_QUEUED.with_detail(
-            f"{refused} recipient(s) refused upstream, notice sent"
-        )
+        return replies.OK_QUEUED.with_detail(f"{refused} recipient(s) refused, notice sent")
     return replies.OK_QUEUED

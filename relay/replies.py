@@ -65,6 +65,14 @@ XFORWARD_SYNTAX = Reply(
     "R-114",
 )
 XFORWARD_IN_TRANSACTION = Reply(503, "5.5.1", "XFORWARD: MAIL transaction in progress", "R-115")
+# Issue 10: a tracker without a basis never reaches a recipient; a consent request carries no
+# other tracking (recommendation 2.1, 4.2).
+SIGNED_NO_BASIS = Reply(
+    550, "5.7.1", "Not delivered: signed or encrypted content cannot be modified", "R-140"
+)
+CONSENT_REQUEST_TRACKED = Reply(
+    554, "5.7.1", "Consent request refused: only the consent link may be tracked", "R-141"
+)
 
 TEMP_UPSTREAM = Reply(451, "4.4.1", "Upstream temporarily unavailable, try again later", "R-201")
 TEMP_INTERNAL = Reply(451, "4.3.0", "Internal error, try again later", "R-202")

@@ -11,7 +11,8 @@ Rule 2: SIGHUP reloads the rule files only if they validate, then swaps them in 
         stop accepting, answer 421 to new transactions, let messages in flight finish up to
         ``[smtp] shutdown_grace`` seconds, then close.
 Rule 3: the audit journal written while Redis was down is replayed at start and every minute;
-        records older than ``[audit] retention_days`` are trimmed every hour.
+        records older than ``[audit] retention_days`` are trimmed every hour, and so are the
+        last-open days and consent proofs past ``[retention]`` (``store.retention``).
 Rule 4: start-up says what will not work before the first message finds out: Redis or the
         upstream unreachable, the example link key in use; each a one-line warning naming the
         key. The relay still starts (Redis down is fail-closed by design), except when a port
@@ -54,6 +55,7 @@ from relay.store.consent import RedisConsentStore
 from relay.store.ledger import Ledger
 from relay.store.redis_conn import async_client, resolve
 from relay.store.redis_keys import Keys
+from relay.store.retention import Retention
 from relay.web.app import create_app
 
 log = logging.getLogger("relay.service")
@@ -109,9 +111,10 @@ class Running:
             held.close()
 
 
-async def _audit_upkeep(audit: AuditLog) -> None:
-    """Replay the journal every minute (Rule 3) and apply the retention every hour."""
-    last_trim = 0.0
+async def _audit_upkeep(audit: AuditLog, retention: Retention | None = None) -> None:
+    """Replay the journal every minute (Rule 3) and apply the retention every hour, the first
+    time at start (the monotonic clock may be younger than an hour on a fresh machine)."""
+    last_trim = float("-inf")
     while True:
         try:
             replayed = await audit.replay_journal()
@@ -122,6 +125,10 @@ async def _audit_upkeep(audit: AuditLog) -> None:
                 last_trim = time.monotonic()
                 if trimmed:
                     log.info("retention: removed %d decision record(s)", trimmed)
+                if retention is not None:
+                    kept = await retention.apply(datetime.now(UTC))
+                    if kept.last_open or kept.consent_chains:
+                        log.info("retention: removed %s", kept)
         except Exception as exc:  # keep trying: the journal keeps the records meanwhile
             log.warning("audit upkeep failed: %s", exc)
         await asyncio.sleep(60)
@@ -200,7 +207,8 @@ async def start(
     )
     web = _QuietUvicorn(config)
     web_task = asyncio.create_task(web.serve(sockets=[web_sock]))
-    journal_task = asyncio.create_task(_audit_upkeep(audit))
+    retention = Retention(client, keys, settings.retention, settings.consent)
+    journal_task = asyncio.create_task(_audit_upkeep(audit, retention))
     log.info(
         "relay pid %d: SMTP on %s, web on %s, upstream %s",
         os.getpid(),

@@ -24,8 +24,15 @@ from typing import Any
 from relay.errors import SettingsError
 from relay.passwords import check_hash
 from relay.settings_controllers import ControllerSettings, check_controllers
+from relay.settings_retention import RetentionSettings, check_retention
 
-__all__ = ["ControllerSettings", "Settings", "load_settings", "parse_settings"]
+__all__ = [
+    "ControllerSettings",
+    "RetentionSettings",
+    "Settings",
+    "load_settings",
+    "parse_settings",
+]
 
 DEFAULT_CONFIG = "config.toml"
 
@@ -52,7 +59,7 @@ class SmtpSettings:
     data_timeout: float = 300.0  # seconds a client may take per command / for the DATA body
     shutdown_grace: float = 30.0  # seconds sessions in flight may take after SIGTERM
     malformed: str = "reject"  # "reject" (5xx) or "strip" (forward with every tracker removed)
-    signed: str = "pass"  # multipart/signed or encrypted: "pass" unmodified, or "reject"
+    signed: str = "pass"  # signed or encrypted: "pass" to who has a basis, or "reject" all
     redis_down: str = "fail_closed"  # "fail_closed" (strip consent trackers) or "tempfail" (4xx)
     inline_max_bytes: int = 262_144  # messages up to this size are filtered in the event loop
     process_pool: int = 1  # worker processes per relay process for larger messages (0 = none)
@@ -76,6 +83,7 @@ class UpstreamSettings:
     password: str = ""
     profile: str = "none"  # ESP: none, sendgrid, mailgun, mailjet, postmark, ses
     ses_no_tracking_set: str = ""  # SES configuration set without open/click tracking
+    esp_tracking: str = "consented"  # the ESP's own tracking: "consented" recipients, or "off"
 
 
 @dataclass(frozen=True)
@@ -147,6 +155,7 @@ class Settings:
     rules: RulesSettings = field(default_factory=RulesSettings)
     consent: ConsentSettings = field(default_factory=ConsentSettings)
     audit: AuditSettings = field(default_factory=AuditSettings)
+    retention: RetentionSettings = field(default_factory=RetentionSettings)
     dkim: DkimSettings = field(default_factory=DkimSettings)
     log: LogSettings = field(default_factory=LogSettings)
     controllers: Mapping[str, ControllerSettings] = field(default_factory=dict)
@@ -163,6 +172,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "smtp.redis_down": ("fail_closed", "tempfail"),
     "upstream.tls": ("none", "opportunistic", "required"),
     "upstream.profile": ("none", "sendgrid", "mailgun", "mailjet", "postmark", "ses"),
+    "upstream.esp_tracking": ("consented", "off"),
     "log.format": ("text", "json"),
     "dkim.mode": ("off", "resign", "upstream"),
     "log.level": ("DEBUG", "INFO", "WARNING", "ERROR"),
@@ -305,6 +315,7 @@ def _check_smtp(smtp: SmtpSettings, loader: _Loader) -> None:
 def _check(settings: Settings, loader: _Loader) -> None:
     """Cross-field checks that a type alone cannot express."""
     _check_smtp(settings.smtp, loader)
+    check_retention(settings.retention, settings.audit.retention_days, loader.fail)
     check_controllers(settings.controllers, loader.fail)
     for dotted, value in (
         ("smtp.listen", settings.smtp.listen),

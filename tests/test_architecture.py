@@ -29,6 +29,7 @@ VOCABULARY = frozenset(
         "relay.rulefiles",
         "relay.settings",
         "relay.settings_controllers",
+        "relay.settings_retention",
     }
 )
 # Standard-library and third-party modules a pure stage may use: computation only.

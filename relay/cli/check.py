@@ -112,6 +112,10 @@ def result_json(path: str, result: FilterResult) -> dict[str, object]:
                 "pack": result.packs.get(plan.rcpt, ""),
                 "footer_injected": plan.footer,
                 "trackers": trackers,
+                # Why this recipient's copy would not be delivered (a signed part), if so.
+                **(
+                    {"withheld": result.withheld[plan.rcpt]} if plan.rcpt in result.withheld else {}
+                ),
             }
         )
     return {
@@ -137,6 +141,8 @@ def _print_human(data: dict[str, object]) -> None:
     for rcpt in data["recipients"]:  # type: ignore[attr-defined]
         footer = "footer link added" if rcpt["footer_injected"] else "no footer link"
         print(f"  {rcpt['rcpt']}  [{rcpt['pack']}; {footer}]")
+        if "withheld" in rcpt:
+            print(f"    NOT DELIVERED: {rcpt['withheld']}")
         if not rcpt["trackers"]:
             print("    no tracker found")
         for t in rcpt["trackers"]:

@@ -8,7 +8,10 @@ Rule 1: every error a user can cause is one line naming what is wrong, never a t
 Rule 2: with ``[redis] url = "embedded"`` the command uses the relay's running server (found
         through ``<data_dir>/server.port``) or starts one on the same data folder for the
         duration of the command (``relay.store.redis_conn.resolve``).
-Rule 3: events recorded here are ``actor = admin``; the method defaults to ``admin``.
+Rule 3: events recorded here are ``actor = admin`` and carry the rules digest. A ``granted``
+        or ``informed`` event needs ``--method``, ``--source`` and ``--notice-version``
+        (proof before reliance, ``consent_proof`` Rule 6; exit 2 naming what is missing);
+        other events default to method ``admin`` and the configured notice version.
 Rule 4: every verb reads or writes one controller's consent: ``--controller ID``, which may be
         left out when there is one (``verify`` without it checks every controller's chains).
 """
@@ -27,6 +30,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from relay.context import load_rule_set
 from relay.core.controllers import build_controllers
 from relay.core.recipients import normalise
 from relay.errors import RelayError
@@ -34,7 +38,13 @@ from relay.model import ConsentEvent, ConsentState, EventType, Purpose
 from relay.settings import Settings, load_settings
 from relay.store.consent import RedisConsentStore
 from relay.store.consent_import import ImportFileError, import_csv
-from relay.store.consent_proof import METHODS, format_time, parse_time
+from relay.store.consent_proof import (
+    METHODS,
+    check_proof,
+    format_time,
+    parse_time,
+    validate_event,
+)
 from relay.store.redis_conn import async_client, resolve
 from relay.store.redis_keys import Keys
 
@@ -59,8 +69,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     record.add_argument("--at", metavar="ISO8601", help="when it happened (default: now)")
     record.add_argument("--source", metavar="S", help="where the consent came from (free text)")
     record.add_argument("--evidence", action="append", default=[], metavar="K=V")
-    record.add_argument("--method", default="admin", choices=METHODS)
-    record.add_argument("--notice-version", help="notice shown (default: [consent] setting)")
+    record.add_argument(
+        "--method", choices=METHODS, help="how it was given (required for granted/informed)"
+    )
+    record.add_argument(
+        "--notice-version",
+        help="notice shown (required for granted/informed; others: the [consent] setting)",
+    )
     record.set_defaults(func=cmd_record)
 
     show = verbs.add_parser("show", parents=[common], help="state per purpose and proofs")
@@ -95,6 +110,8 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 @asynccontextmanager
 async def open_store(settings: Settings) -> AsyncIterator[RedisConsentStore]:
+    # Events recorded here carry the digest of the rules in force, like the relay's own.
+    digest = load_rule_set(settings).digest
     url, server = resolve(settings.redis)
     client = async_client(url, settings.redis)
     try:
@@ -106,6 +123,7 @@ async def open_store(settings: Settings) -> AsyncIterator[RedisConsentStore]:
             Keys(settings.redis.prefix),
             settings.address_key,
             settings.consent,
+            rules_digest=digest,
             timeout=settings.redis.timeout,
             controllers=build_controllers(settings.controllers),
         )
@@ -144,6 +162,10 @@ def _evidence(pairs: list[str]) -> dict[str, str]:
     return out
 
 
+# The proof fields (consent_proof Rule 6) as this command's options.
+_PROOF_OPTIONS = {"method": "--method", "source": "--source", "notice.version": "--notice-version"}
+
+
 def cmd_record(args: argparse.Namespace) -> int:
     async def body(settings: Settings, store: RedisConsentStore) -> int:
         event = ConsentEvent(
@@ -152,11 +174,20 @@ def cmd_record(args: argparse.Namespace) -> int:
             address=args.address,
             occurred_at=parse_time(args.at, "--at") if args.at else datetime.now(UTC),
             actor="admin",
-            method=args.method,
+            method=args.method or "admin",
             source={"note": args.source} if args.source else {},
             notice={"version": args.notice_version or settings.consent.notice_version},
             evidence=_evidence(args.evidence),
             controller=args.controller or "",
+        )
+        # Defaults fill in the other events' proof; a grant or a legacy notice must say it.
+        defaulted = [
+            field
+            for field, given in (("method", args.method), ("notice.version", args.notice_version))
+            if not given
+        ]
+        check_proof(
+            validate_event(event, datetime.now(UTC)), defaulted=defaulted, names=_PROOF_OPTIONS
         )
         stored = await store.record(event)
         purposes = ", ".join(p.value for p in stored.purposes) or "-"

@@ -21,6 +21,9 @@ Columns (header names; order free; only the first three are required):
     source_<name>      any number of source fields, e.g. source_form_id, source_form_version,
                        source_page, source_message_ref
 Empty cells mean "not known". The store adds ``source.import_file`` and ``source.import_line``.
+A ``granted`` or ``informed`` row must give ``method``, a ``source_<name>`` and
+``notice_version`` (proof before reliance: ``consent_proof`` Rule 6); the import's own
+defaults prove nothing.
 
 Rule 1: idempotent: each row's fingerprint (what the event says, not where the row sits in
         the file) is stored with the event in the same script, so importing a file twice, or
@@ -44,7 +47,7 @@ from tqdm import tqdm
 
 from relay.model import ConsentEvent
 from relay.store.consent import Pending, RedisConsentStore
-from relay.store.consent_proof import fingerprint, parse_time, validate_event
+from relay.store.consent_proof import check_proof, fingerprint, parse_time, validate_event
 
 BATCH = 1000
 REQUIRED = ("address", "event", "occurred_at")
@@ -54,6 +57,8 @@ OPTIONAL = (
 )  # fmt: skip
 EVIDENCE = ("ip", "user_agent", "token_id")
 IMPORT_SOURCE = ("import_file", "import_line")
+# The proof fields of a granted/informed row (consent_proof Rule 6), as columns.
+_NAMES = {"method": "method", "source": "source_<name>", "notice.version": "notice_version"}
 
 
 class ImportFileError(ValueError):
@@ -170,6 +175,8 @@ async def import_csv(
                 if isinstance(cells, str):
                     raise ValueError(cells)
                 event = validate_event(row_event(cells, path.name, line, controller), now)
+                defaulted = () if cells.get("method") else ("method",)
+                check_proof(event, defaulted=defaulted, names=_NAMES)
                 fp = fingerprint(event, ignore_source=IMPORT_SOURCE)
                 item = store.prepare(event, now, fp, validated=True)  # or an unknown controller
             except ValueError as exc:

@@ -14,6 +14,15 @@ Rule 3: the record's hash is SHA-256 over its canonical JSON (sorted keys, no sp
 Rule 4: the address appears only inside the record (for auditors), never in a Redis key.
 Rule 5: every record names its ``controller`` (an id); records written before controllers
         existed have none and belong to the controller whose keys hold them.
+Rule 6: proof before reliance. A ``granted`` event (the relay tracks on it) or an ``informed``
+        event (the legacy regime tracks on it) must carry the conditions the recommendation
+        asks the controller to prove (section 6: "a record of each person's consent, as well
+        as the conditions under which that consent was obtained"; Article 7.1 GDPR): how it
+        was given (``method``), where (``source``: form, page, message, beyond the import's
+        own bookkeeping) and which information was shown (``notice.version``). ``check_proof``
+        names every missing field at once; each input path (CLI, API, CSV import, the pages)
+        calls it with its own names for the fields, and a default an input path fills in on
+        its own is not proof (the CLI's ``admin``, the API's ``api``, the import's ``import``).
 """
 
 from __future__ import annotations
@@ -23,7 +32,7 @@ import ipaddress
 import json
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -152,6 +161,47 @@ def _controller_id(value: str) -> str:
     return value
 
 
+# Events the relay relies on to track: they must prove their conditions (Rule 6).
+PROOF_EVENTS = frozenset({EventType.GRANTED, EventType.INFORMED})
+PROOF_FIELDS = ("method", "source", "notice.version")
+# Source fields an input path writes itself: they say where the record came from, not where
+# the recipient consented.
+BOOKKEEPING_SOURCE = frozenset({"import_file", "import_line"})
+
+
+def missing_proof(event: ConsentEvent, *, defaulted: Collection[str] = ()) -> list[str]:
+    """The ``PROOF_FIELDS`` a ``granted``/``informed`` event lacks (Rule 6). ``defaulted``:
+    the fields the input path filled in itself, which prove nothing."""
+    if event.event not in PROOF_EVENTS:
+        return []
+    given = {
+        "method": bool(event.method),
+        "source": any(v.strip() for k, v in event.source.items() if k not in BOOKKEEPING_SOURCE),
+        "notice.version": bool(event.notice.get("version", "").strip()),
+    }
+    return [f for f in PROOF_FIELDS if not given[f] or f in defaulted]
+
+
+def check_proof(
+    event: ConsentEvent,
+    *,
+    defaulted: Collection[str] = (),
+    names: Mapping[str, str] | None = None,
+) -> None:
+    """Raise ``ValueError`` naming every missing proof field (Rule 6), in the input's words
+    (``names`` maps ``PROOF_FIELDS`` to the input's own names, e.g. ``--notice-version``)."""
+    missing = missing_proof(event, defaulted=defaulted)
+    if not missing:
+        return
+    shown = [(names or {}).get(field, field) for field in missing]
+    kind = EventType(event.event).value
+    article = "an" if kind[0] in "aeiou" else "a"
+    raise ValueError(
+        f"{shown[0]}: missing: {article} {kind!r} event needs proof of the "
+        f"conditions of consent (recommendation section 6): give {', '.join(shown)}"
+    )
+
+
 def new_event_id() -> str:
     return uuid.uuid4().hex
 
@@ -269,6 +319,8 @@ def validate_api_payload(payload: object, now: datetime) -> ConsentEvent:
     "source"?: {...}, "notice"?: {"id", "version", "language", "hash"}, "evidence"?: {"ip",
     "user_agent", "token_id"}, "controller"?: id (may be left out when there is one)}``.
     Unknown fields are refused, so that a typo is not lost proof.
+    A ``granted`` or ``informed`` event must give ``method``, ``source`` and
+    ``notice.version`` (module Rule 6).
     """
     if not isinstance(payload, dict):
         raise ValueError("body: must be a JSON object")
@@ -301,4 +353,6 @@ def validate_api_payload(payload: object, now: datetime) -> ConsentEvent:
         rules_digest=_str_field(payload, "rules_digest", ""),
         controller=_str_field(payload, "controller", ""),
     )
-    return validate_event(event, now)
+    valid = validate_event(event, now)
+    check_proof(valid, defaulted=() if "method" in payload else ("method",))
+    return valid

@@ -55,6 +55,10 @@ class Keys:
         """Sorted set rkey -> day number (days since 1970-01-01) of the last open."""
         return f"{self.prefix}lastopen"
 
+    # Retention: the relay process holding this key runs the daily consent scan.
+    def retention_lock(self) -> str:
+        return f"{self.prefix}retention:lock"
+
     # Consent store scans (``relay consent verify`` without an address): match patterns whose
     # ``*`` is the recipient key.
     # Without a controller the pattern also matches other controllers' keys: the caller keeps

@@ -34,11 +34,15 @@ def relay(*argv: str) -> int:
         return int(exc.code or 0)
 
 
+# What a grant must prove (issue 10 item 4: proof before reliance).
+PROOF = ["--method", "checkbox", "--source", "signup form", "--notice-version", "1"]
+
+
 def test_every_consent_verb_names_its_controller(
     config: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     grant = ["consent", "record", "alice@example.org", "--event", "granted",
-             "--purpose", "campaign_performance", "--config", config]  # fmt: skip
+             "--purpose", "campaign_performance", "--config", config, *PROOF]  # fmt: skip
     assert relay(*grant) == 2
     assert "name one (shop, club)" in capsys.readouterr().err
     assert relay(*grant, "--controller", "gym") == 2
@@ -57,8 +61,9 @@ def test_every_consent_verb_names_its_controller(
     assert relay("consent", "show", "alice@example.org", "--config", config) == 2
 
     csv = tmp_path / "c.csv"
-    csv.write_text("address,event,occurred_at,purposes\n"
-                   "bob@example.org,granted,2026-05-01T09:00:00Z,fraud_detection\n")  # fmt: skip
+    csv.write_text("address,event,occurred_at,purposes,method,notice_version,source_form_id\n"
+                   "bob@example.org,granted,2026-05-01T09:00:00Z,fraud_detection,checkbox,1,"
+                   "signup\n")  # fmt: skip
     assert relay("consent", "import", str(csv), "--no-progress", "--controller", "club",
                  "--config", config) == 0  # fmt: skip
     assert "1 events added" in capsys.readouterr().out
@@ -75,7 +80,8 @@ def test_check_decides_for_the_controller_of_the_from_domain(
     config: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     record = ["consent", "record", "alice@example.org", "--event", "granted", "--purpose",
-              "campaign_performance", "--controller", "club", "--config", config]  # fmt: skip
+              "campaign_performance", "--controller", "club", "--config", config,
+              *PROOF]  # fmt: skip
     assert relay(*record) == 0
     eml = tmp_path / "m.eml"
     eml.write_bytes(message(HTML_WITH_PIXEL, category="newsletter"))  # From: news@shop.example

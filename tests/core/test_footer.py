@@ -156,3 +156,16 @@ def test_text_footer_fits_the_part_charset() -> None:
     (edit,) = footer_edits(message(part(0, "text/plain", "Hi\n")), [], URLS, inject=True,
                            lang="fr", wording=FR)  # fmt: skip
     assert "soumis à consentement" in edit.replacement
+
+
+def test_the_html_footer_never_lengthens_the_body_close_line() -> None:
+    # Issue 10 item 7: a 584-octet line ending in "</body>" became 1,195 octets with the
+    # footer on it, and the upstream refused it ("500 Line too long").
+    line = "<td>" + "x" * 576 + "</td></body>"
+    html = f"<html><body><table><tr>\n{line}\n</html>\n"
+    msg = message(part(0, "text/html", html, newline="\n"))
+    (edit,) = footer_edits(msg, [], URLS, inject=True, lang="en", wording={})
+    out = apply(html, [edit])
+    assert edit.replacement.startswith("\n<table") and edit.replacement.endswith("</table>\n")
+    assert line.replace("</body>", "") in out.splitlines()  # the sender's line, not longer
+    assert max(len(x) for x in out.splitlines()) < 998

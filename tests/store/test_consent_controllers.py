@@ -147,8 +147,8 @@ async def test_import_is_per_controller_and_old_imports_stay_idempotent(
 ) -> None:
     csv = tmp_path / "c.csv"
     csv.write_text(
-        "address,event,occurred_at,purposes\n"
-        "alice@example.org,granted,2026-05-01T09:00:00Z,campaign_performance\n"
+        "address,event,occurred_at,purposes,method,notice_version,source_form_id\n"
+        "alice@example.org,granted,2026-05-01T09:00:00Z,campaign_performance,checkbox,1,signup\n"
     )
     bad: list[str] = []
     before = await import_csv(store(client), csv, on_bad=bad.append, progress=False)

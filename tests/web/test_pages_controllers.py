@@ -200,7 +200,8 @@ def test_the_api_records_for_the_named_controller(web: WebServer) -> None:
     url = web.base + "/api/v1/consent"
     auth = {"Content-Type": "application/json", "Authorization": f"Bearer {API_TOKEN}"}
     body = {"address": "bob@example.org", "event": "granted", "purposes": ["fraud_detection"],
-            "method": "checkbox", "notice": {"version": "1"}}  # fmt: skip
+            "method": "checkbox", "notice": {"version": "1"},
+            "source": {"form_id": "signup"}}  # fmt: skip
     missing = http("POST", url, data=json.dumps(body).encode(), headers=auth)
     assert missing.status == 400 and "name one (shop, club)" in json.loads(missing.body)["error"]
     created = http(

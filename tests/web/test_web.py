@@ -259,7 +259,9 @@ def test_api_authentication_and_validation(web: WebServer) -> None:
         "address": "bob@example.org",
         "event": "granted",
         "purposes": ["campaign_performance"],
+        "method": "checkbox",
         "source": {"form_id": "signup", "form_version": "3"},
+        "notice": {"id": "tracking", "version": "2"},
     }
     data = json.dumps(body).encode()
     json_header = {"Content-Type": "application/json"}
@@ -271,6 +273,12 @@ def test_api_authentication_and_validation(web: WebServer) -> None:
     assert bad.status == 400 and "body" in json.loads(bad.body)["error"]
     missing = http("POST", url, data=json.dumps({**body, "address": None}).encode(), headers=auth)
     assert missing.status == 400 and json.loads(missing.body)["error"].startswith("address")
+    # Proof before reliance: a grant must say how, where and under which notice.
+    bare = {k: v for k, v in body.items() if k not in ("method", "source", "notice")}
+    unproved = http("POST", url, data=json.dumps(bare).encode(), headers=auth)
+    error = json.loads(unproved.body)["error"]
+    assert unproved.status == 400 and error.startswith("method: missing"), error
+    assert "give method, source, notice.version" in error
     wrong_purpose = json.dumps({**body, "purposes": ["spying"]}).encode()
     reply = http("POST", url, data=wrong_purpose, headers=auth)
     assert reply.status == 400 and "purposes" in json.loads(reply.body)["error"]
