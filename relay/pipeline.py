@@ -6,8 +6,10 @@ Order of work for one message (only this module knows it):
    each, concurrently);
 2. run the pure core (``filtering.filter_message``) in the event loop for small messages,
    in a worker process for large ones, so that one big message never stalls other sessions;
-3. refuse a consent request to a recipient inside the re-ask window (5xx saying until when);
-4. store the gateway links and the recipients' addresses the web pages need;
+3. refuse a consent request to a recipient inside the re-ask window (5xx saying until when),
+   or from a domain no configured controller covers;
+4. store the gateway links and the addresses of every recipient whose copy carries a relay
+   link (a link that cannot be stored defers the message: every minted link must work);
 5. send every group not already delivered to the upstream, concurrently;
 6. record final upstream answers in the ledger, then the decision records in the audit log,
    and only then answer the client.
@@ -18,6 +20,7 @@ Rule 2: a recipient the upstream refused for good, while others were accepted, i
         to the envelope sender by a delivery status notification and the message is accepted.
 Rule 3: steps 5 and 6 run shielded from the client's connection: a client that disconnects
         or times out mid-way cannot leave a delivered group out of the ledger.
+Rule 4: a copy the core withheld is the relay's own 5xx, noticed like an upstream's (``dsn``).
 """
 
 from __future__ import annotations
@@ -34,11 +37,12 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from relay import replies
+from relay.core.controllers import from_domain
 from relay.core.filtering import FilterContext, FilterResult, filter_message
 from relay.core.recipients import mask
 from relay.model import Category, ConsentEvent, ConsentState, Envelope, EventType, Purpose
 from relay.ops import metrics
-from relay.outbound.dsn import build_dsn
+from relay.outbound.dsn import NOTICE_INTRO, build_dsn, first_refusal, withheld_replies
 from relay.outbound.forward import GroupOutcome, Upstream, UpstreamReply
 from relay.replies import Reply
 from relay.settings import Settings
@@ -53,6 +57,7 @@ log = logging.getLogger("relay.pipeline")
 # Purposes a consent request asks about: every purpose that may need consent.
 REQUESTED_PURPOSES = tuple(p for p in Purpose if p is not Purpose.AUTHENTICATION_SECURITY)
 
+States = Mapping[str, ConsentState]
 _worker_context: FilterContext | None = None
 
 
@@ -153,11 +158,16 @@ class Pipeline:
         metrics.MESSAGES.labels(result).inc()
         return outcome
 
+    async def _states(self, raw: bytes, env: Envelope, now: datetime) -> States:
+        """The recipients' consent for the message's controller (none read without one)."""
+        owner = self.context.controllers.for_message(raw, env.mail_from)
+        return await self.store.states(env.rcpt_tos, now, owner.id) if owner else {}
+
     async def _process(self, raw: bytes, envelope: Envelope, relay_id: str) -> Outcome:
         received = datetime.now(UTC)
         key = message_key(envelope.mail_from, raw)
         done, states = await asyncio.gather(
-            self.ledger.done(key), self.store.states(envelope.rcpt_tos, received)
+            self.ledger.done(key), self._states(raw, envelope, received)
         )
         unavailable = sum(not s.available for s in states.values())
         metrics.CONSENT_LOOKUPS.labels("unavailable").inc(unavailable)
@@ -170,6 +180,9 @@ class Pipeline:
             # The re-ask window cannot be checked: asking again could harass a recipient who
             # refused, and refusing for good would punish a Redis outage. Retry later.
             return Outcome(replies.TEMP_REDIS, result, {})
+        if result.category is Category.CONSENT_REQUEST and result.controller is None:
+            domain = from_domain(raw) or envelope.mail_from.rpartition("@")[2]
+            return Outcome(replies.NO_CONTROLLER.with_detail(domain or "(none)"), result, {})
         if result.reask_blocked:
             until = max(result.reask_blocked.values()).date().isoformat()
             detail = f"{len(result.reask_blocked)} recipient(s) may not be asked before {until}"
@@ -202,7 +215,8 @@ class Pipeline:
         result: FilterResult,
         received: datetime,
     ) -> Outcome:
-        await self._store_links(result)
+        if not await self._store_links(result, relay_id):
+            return Outcome(replies.TEMP_LINKS, result, {})
         sends = []
         for group in result.groups:
             todo = [r for r in group.rcpts if r.lower() not in done]
@@ -213,14 +227,15 @@ class Pipeline:
         elapsed = (time.perf_counter() - started) * 1000
         metrics.UPSTREAM.observe(elapsed / 1000)
         _count_decisions(result, outcomes)
+        outcomes.append(GroupOutcome(withheld := withheld_replies(result.withheld)))
         upstream: dict[str, str] = {}
         final: dict[str, str] = {}
         for outcome in outcomes:
             for rcpt, reply in outcome.replies.items():
                 upstream[rcpt] = reply.text
-                if reply.accepted or reply.permanent:
-                    final[rcpt] = reply.text
-        settled = all(r in final or r.lower() in done for r in envelope.rcpt_tos)
+                if (reply.accepted or reply.permanent) and rcpt not in withheld:
+                    final[rcpt] = reply.text  # a withheld copy is decided again on a retry
+        settled = all(r in final or r in withheld or r.lower() in done for r in envelope.rcpt_tos)
         for rcpt in envelope.rcpt_tos:
             if rcpt not in upstream and rcpt.lower() in done:
                 upstream[rcpt] = f"(delivered earlier) {done[rcpt.lower()]}"
@@ -230,6 +245,8 @@ class Pipeline:
             self._after_delivery(envelope, result, upstream, relay_id, received),
         )
         answer = summarise(envelope.rcpt_tos, outcomes, done)
+        if withheld.keys() >= set(envelope.rcpt_tos) and not done:
+            answer = first_refusal(result.withheld)  # nobody gets it: the client is told why
         refused_now = [r for o in outcomes for r in o.refused()]
         if refused_now and answer.code == 250:
             await self._bounce(envelope, result, refused_now, upstream, relay_id)
@@ -251,16 +268,19 @@ class Pipeline:
             envelope.mail_from, rcpts, data, options, xforward=envelope.xforward
         )
 
-    async def _store_links(self, result: FilterResult) -> None:
+    async def _store_links(self, result: FilterResult, relay_id: str) -> bool:
+        """Keep gateway targets and the address of every recipient whose copy carries a relay
+        link (placeholder, footer, pixel): False, and the message waits, if Redis did not."""
         links = [link for group in result.groups for link in group.gateway_links]
-        linked = {p.recipient_key: p.rcpt for p in result.plans if p.needs_links or p.footer}
         try:
             await store_gateway_links(self.redis, self.keys, links, ttl_days=400)
-            await remember_recipients(self.redis, self.keys, linked)
+            await remember_recipients(self.redis, self.keys, result.linked)
         except (RedisError, OSError, TimeoutError) as exc:
-            # Fail closed, not shut: a gateway link Redis did not keep answers the blank GIF,
-            # and minimise links never needed their target. The mail still goes out.
-            log.warning("could not store %d link(s): %s", len(links), exc)
+            # A page link whose recipient cannot be found would answer "unknown" for years.
+            log.warning("[%s] could not store the links of %d recipient(s): %s",
+                        relay_id, len(result.linked), exc)  # fmt: skip
+            return False
+        return True
 
     async def _after_delivery(
         self,
@@ -303,6 +323,7 @@ class Pipeline:
                 method="relay",
                 source={"message_ref": result.message_id},
                 rules_digest=result.rules_digest,
+                controller=result.controller.id if result.controller else "",
             )
             try:
                 await self.store.record(event)
@@ -325,6 +346,7 @@ class Pipeline:
             message_id=result.message_id,
             failures={r: upstream[r] for r in refused},
             relay_id=relay_id,
+            intro=NOTICE_INTRO if result.withheld else None,
         )
         outcome = await self.upstream.send("", [envelope.mail_from], dsn, [])
         if not outcome.accepted():
@@ -374,7 +396,5 @@ def summarise(
     if refused and not delivered:
         return replies.UPSTREAM_REJECTED.with_detail(last_refusal)
     if refused:
-        return replies.OK_QUEUED.with_detail(
-            f"{refused} recipient(s) refused upstream, notice sent"
-        )
+        return replies.OK_QUEUED.with_detail(f"{refused} recipient(s) refused, notice sent")
     return replies.OK_QUEUED

@@ -23,6 +23,19 @@ from typing import Any
 
 from relay.errors import SettingsError
 from relay.passwords import check_hash
+from relay.settings_controllers import ControllerSettings, check_controllers
+from relay.settings_retention import RetentionSettings, check_retention
+from relay.settings_web import AuditUiSettings, WebSettings, check_web
+
+__all__ = [
+    "AuditUiSettings",
+    "ControllerSettings",
+    "RetentionSettings",
+    "Settings",
+    "WebSettings",
+    "load_settings",
+    "parse_settings",
+]
 
 DEFAULT_CONFIG = "config.toml"
 
@@ -49,7 +62,7 @@ class SmtpSettings:
     data_timeout: float = 300.0  # seconds a client may take per command / for the DATA body
     shutdown_grace: float = 30.0  # seconds sessions in flight may take after SIGTERM
     malformed: str = "reject"  # "reject" (5xx) or "strip" (forward with every tracker removed)
-    signed: str = "pass"  # multipart/signed or encrypted: "pass" unmodified, or "reject"
+    signed: str = "pass"  # signed or encrypted: "pass" to who has a basis, or "reject" all
     redis_down: str = "fail_closed"  # "fail_closed" (strip consent trackers) or "tempfail" (4xx)
     inline_max_bytes: int = 262_144  # messages up to this size are filtered in the event loop
     process_pool: int = 1  # worker processes per relay process for larger messages (0 = none)
@@ -73,6 +86,7 @@ class UpstreamSettings:
     password: str = ""
     profile: str = "none"  # ESP: none, sendgrid, mailgun, mailjet, postmark, ses
     ses_no_tracking_set: str = ""  # SES configuration set without open/click tracking
+    esp_tracking: str = "consented"  # the ESP's own tracking: "consented" recipients, or "off"
 
 
 @dataclass(frozen=True)
@@ -82,24 +96,6 @@ class RedisSettings:
     data_dir: str = "./var/redis"  # embedded server: data and append-only file
     timeout: float = 2.0  # seconds for every Redis call
     prefix: str = "relay:"  # prefix of every key the relay writes
-
-
-@dataclass(frozen=True)
-class WebSettings:
-    listen: str = "127.0.0.1:8025"
-    public_url: str = "http://127.0.0.1:8025"
-    api_tokens: tuple[str, ...] = ()  # bearer tokens accepted by the consent API
-    max_connections: int = 512  # open HTTP connections per process; more get 503 (web/limits.py)
-    max_connections_per_client: int = 64  # per client IP address; 0 = no per-client cap
-    header_timeout: float = 10.0  # seconds to send a request's line and headers
-    body_timeout: float = 30.0  # seconds to send a request's body once the headers are in
-    max_body_size: int = 65_536  # bytes of a request body (413 above)
-
-
-@dataclass(frozen=True)
-class AuditUiSettings:
-    users: Mapping[str, str] = field(default_factory=dict)  # auditor -> "scrypt$..." hash
-    reveal_users: tuple[str, ...] = ("*",)  # who may see full addresses; "*" = every auditor
 
 
 @dataclass(frozen=True)
@@ -155,9 +151,11 @@ class Settings:
     rules: RulesSettings = field(default_factory=RulesSettings)
     consent: ConsentSettings = field(default_factory=ConsentSettings)
     audit: AuditSettings = field(default_factory=AuditSettings)
+    retention: RetentionSettings = field(default_factory=RetentionSettings)
     audit_ui: AuditUiSettings = field(default_factory=AuditUiSettings)
     dkim: DkimSettings = field(default_factory=DkimSettings)
     log: LogSettings = field(default_factory=LogSettings)
+    controllers: Mapping[str, ControllerSettings] = field(default_factory=dict)
     source: str = "<defaults>"  # the file these settings came from
 
     @property
@@ -171,6 +169,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "smtp.redis_down": ("fail_closed", "tempfail"),
     "upstream.tls": ("none", "opportunistic", "required"),
     "upstream.profile": ("none", "sendgrid", "mailgun", "mailjet", "postmark", "ses"),
+    "upstream.esp_tracking": ("consented", "off"),
     "log.format": ("text", "json"),
     "dkim.mode": ("off", "resign", "upstream"),
     "log.level": ("DEBUG", "INFO", "WARNING", "ERROR"),
@@ -249,6 +248,10 @@ class _Loader:
             return tuple(raw)
         if origin in (Mapping, dict) or (isinstance(origin, type) and issubclass(origin, Mapping)):
             args = typing.get_args(hint)
+            if args and dataclasses.is_dataclass(args[1]):  # [controllers.<id>] tables
+                if not isinstance(raw, dict):
+                    raise self.fail(dotted, "must be a table of tables")
+                return {k: self.convert(args[1], v, f"{dotted}.{k}") for k, v in raw.items()}
             if args and typing.get_origin(args[1]) in (Mapping, dict):
                 return _table_of_tables_check(self, raw, dotted)
             if not isinstance(raw, dict) or not all(isinstance(v, str) for v in raw.values()):
@@ -303,25 +306,12 @@ def _check_smtp(smtp: SmtpSettings, loader: _Loader) -> None:
         )
 
 
-def _check_web(settings: Settings, loader: _Loader) -> None:
-    """[web] limits above 0; [audit_ui] scrypt hashes, and reveal users that exist."""
-    for name in ("max_connections", "header_timeout", "body_timeout", "max_body_size"):
-        if not getattr(settings.web, name):
-            raise loader.fail(f"web.{name}", "must be greater than 0")
-    ui = settings.audit_ui
-    for user, value in ui.users.items():
-        try:
-            check_hash(value)
-        except ValueError as exc:
-            raise loader.fail(f"audit_ui.users.{user}", str(exc)) from None
-    for user in set(ui.reveal_users) - set(ui.users) - {"*"}:
-        raise loader.fail("audit_ui.reveal_users", f"{user!r} is not in audit_ui.users")
-
-
 def _check(settings: Settings, loader: _Loader) -> None:
     """Cross-field checks that a type alone cannot express."""
     _check_smtp(settings.smtp, loader)
-    _check_web(settings, loader)
+    check_retention(settings.retention, settings.audit.retention_days, loader.fail)
+    check_controllers(settings.controllers, loader.fail)
+    check_web(settings.web, settings.audit_ui, loader.fail)
     for dotted, value in (
         ("smtp.listen", settings.smtp.listen),
         ("web.listen", settings.web.listen),
@@ -387,6 +377,10 @@ def config_path(explicit: str | None, env: Mapping[str, str] | None = None) -> s
     if environ.get("RELAY_CONFIG"):
         return environ["RELAY_CONFIG"]
     return DEFAULT_CONFIG if Path(DEFAULT_CONFIG).exists() else None
+
+
+# The link key printed in config.example.toml: start-up warns when it is in use.
+EXAMPLE_LINK_KEY = "dev-only-change-me-8f3a1c9e2b7d4f60"
 
 
 def load_settings(explicit: str | None = None) -> Settings:

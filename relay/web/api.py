@@ -9,7 +9,9 @@ field; 401 without a valid token; 413 for a body over 64 KiB (or ``[web] max_bod
 Rule 1: the bearer token is compared in constant time with every configured token
         (``[web] api_tokens`` or ``$RELAY_API_TOKENS``); none configured means none accepted.
 Rule 2: the body is validated by ``relay.store.consent.validate_api_payload``: nothing half-valid is
-        stored, and the error names the field.
+        stored, and the error names the field. Proof before reliance: a ``granted`` or
+        ``informed`` event without ``method``, ``source`` or ``notice.version`` is a 400
+        naming the missing fields (``consent_proof`` Rule 6).
 Rule 3: the body is read with a size cap before it is parsed (never whole, then checked), and
         JSON nested deeper than ``MAX_DEPTH`` is refused with 400 before the parser could
         recurse: a hostile body costs at most ``MAX_BODY`` bytes and one linear pass.

@@ -178,6 +178,7 @@ def web_config(app: Any, settings: Settings) -> uvicorn.Config:
         log_level="warning",
         lifespan="off",
         access_log=False,
+        log_config=None,  # uvicorn's lines go through the relay's handler (masking, secrets)
         h11_max_incomplete_event_size=MAX_HEADER_BYTES,
         server_header=False,
     )

@@ -1,9 +1,9 @@
 """axe-core (from npm) run inside a Chromium page: the accessibility check of the web tests.
 
-Where axe-core is: ``$AXE_CORE_JS`` (a path to ``axe.min.js``), else the repository's
-git-ignored ``node_modules/axe-core/axe.min.js`` (``.ci/run`` installs it there with
-``npm install --no-save axe-core``). Without it the check is skipped, or failed under
-``RELAY_REQUIRE_TOOLS=1`` like every other tool. No test here.
+Where axe-core is: ``$AXE_CORE_JS`` (a path to ``axe.min.js``), else where ``.ci/run``
+installs it for every browser test (``npm install --prefix tests/web/js``, git-ignored).
+Without it the check is skipped, or failed under ``RELAY_REQUIRE_TOOLS=1`` like every other
+tool. No test here.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-DEFAULT = ROOT / "node_modules" / "axe-core" / "axe.min.js"
+DEFAULT = ROOT / "tests" / "web" / "js" / "node_modules" / "axe-core" / "axe.min.js"
 
 
 def axe_source() -> str:

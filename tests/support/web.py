@@ -24,10 +24,17 @@ import redis
 import redis.asyncio as aioredis
 import uvicorn
 
+from relay.core.controllers import build_controllers
 from relay.core.links import LinkMinter, LinkSigner
 from relay.core.recipients import recipient_key
 from relay.model import ConsentEvent, ConsentState, EventType, Purpose
-from relay.settings import AuditUiSettings, SecretsSettings, Settings, WebSettings
+from relay.settings import (
+    AuditUiSettings,
+    ControllerSettings,
+    SecretsSettings,
+    Settings,
+    WebSettings,
+)
 from relay.store.consent import RedisConsentStore
 from relay.store.embedded import free_port
 from relay.store.link_store import remember_recipient
@@ -41,7 +48,10 @@ T = TypeVar("T")
 
 
 def make_settings(
-    port: int, redis_url: str, audit_users: Mapping[str, str] | None = None
+    port: int,
+    redis_url: str,
+    controllers: Mapping[str, ControllerSettings] | None = None,
+    audit_users: Mapping[str, str] | None = None,
 ) -> Settings:
     settings = Settings(
         web=WebSettings(
@@ -52,6 +62,7 @@ def make_settings(
         secrets=SecretsSettings(
             link_key="current-link-key", link_key_id="k2", retired_link_keys={"k1": "old-key"}
         ),
+        controllers=dict(controllers or {}),
     )
     if audit_users:
         settings = dataclasses.replace(settings, audit_ui=AuditUiSettings(users=dict(audit_users)))
@@ -61,10 +72,16 @@ def make_settings(
 class WebServer:
     """The real application on uvicorn, on a free loopback port, in a background thread."""
 
-    def __init__(self, redis_url: str, audit_users: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        redis_url: str,
+        controllers: Mapping[str, ControllerSettings] | None = None,
+        audit_users: Mapping[str, str] | None = None,
+    ) -> None:
         self.port = free_port()
         self.redis_url = redis_url
-        self.settings = make_settings(self.port, redis_url, audit_users)
+        self.settings = make_settings(self.port, redis_url, controllers, audit_users)
+        self.controllers = build_controllers(self.settings.controllers)
         self.keys = Keys(self.settings.redis.prefix)
         self.signer = LinkSigner.from_settings(self.settings.secrets)
         self.minter = LinkMinter(self.settings.web.public_url, self.signer)
@@ -82,8 +99,9 @@ class WebServer:
     async def _main(self) -> None:
         client: aioredis.Redis = aioredis.Redis.from_url(self.redis_url, socket_timeout=2)
         store = RedisConsentStore(
-            client, self.keys, self.settings.address_key, self.settings.consent
-        )
+            client, self.keys, self.settings.address_key, self.settings.consent,
+            controllers=self.controllers,
+        )  # fmt: skip
         app = create_app(settings=self.settings, redis=client, store=store, signer=self.signer)
         # The relay's own transport (connection caps, header and body deadlines).
         config = web_config(app, self.settings)
@@ -116,8 +134,9 @@ class WebServer:
         async def main() -> T:
             client: aioredis.Redis = aioredis.Redis.from_url(self.redis_url)
             store = RedisConsentStore(
-                client, self.keys, self.settings.address_key, self.settings.consent
-            )
+                client, self.keys, self.settings.address_key, self.settings.consent,
+                controllers=self.controllers,
+            )  # fmt: skip
             try:
                 return await make(store, client)
             finally:
@@ -135,7 +154,9 @@ class WebServer:
         self.run(lambda _s, c: remember_recipient(c, self.keys, rkey, address))
         return rkey
 
-    def grant(self, purposes: tuple[Purpose, ...], address: str = ADDRESS) -> None:
+    def grant(
+        self, purposes: tuple[Purpose, ...], address: str = ADDRESS, controller: str = ""
+    ) -> None:
         event = ConsentEvent(
             event=EventType.GRANTED,
             purposes=purposes,
@@ -143,17 +164,19 @@ class WebServer:
             occurred_at=datetime.now(UTC),
             actor="api",
             method="api",
+            controller=controller,
         )
         self.run(lambda s, _c: s.record(event))
 
     def record(self, event: ConsentEvent) -> ConsentEvent:
         return self.run(lambda s, _c: s.record(event))
 
-    def state(self, address: str = ADDRESS) -> ConsentState:
-        return self.run(lambda s, _c: s.states([address], datetime.now(UTC)))[address]
+    def state(self, address: str = ADDRESS, controller: str | None = None) -> ConsentState:
+        now = datetime.now(UTC)
+        return self.run(lambda s, _c: s.states([address], now, controller))[address]
 
-    def history(self, address: str = ADDRESS) -> list[ConsentEvent]:
-        return self.run(lambda s, _c: s.history(address))
+    def history(self, address: str = ADDRESS, controller: str | None = None) -> list[ConsentEvent]:
+        return self.run(lambda s, _c: s.history(address, controller))
 
 
 @dataclasses.dataclass
