@@ -94,7 +94,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
     export = verbs.add_parser("export", parents=[common], help="every proof, JSON Lines or CSV")
     export.add_argument("--format", required=True, choices=("jsonl", "csv"))
-    export.add_argument("--controller", metavar="ID", help="only this controller's proofs")
     export.add_argument("--out", metavar="FILE", help="write here (default: standard output)")
     export.add_argument("--no-progress", action="store_true", help="no progress bar")
     export.set_defaults(func=cmd_export)
@@ -331,11 +330,14 @@ def cmd_export(args: argparse.Namespace) -> int:
     from relay.store.consent_export import export_consent
 
     async def body(settings: Settings, store: RedisConsentStore) -> int:
+        # Without --controller: every controller's proofs, one after the other.
+        chosen = [store.controller(args.controller)] if args.controller else None
+        owners = chosen or list(store.controllers.by_id.values())
         bar = tqdm(unit=" recipients", file=sys.stderr, disable=args.no_progress)
         with bar, output_file(args.out) as out:
             recipients, events = await export_consent(
                 store.client, store.keys, settings.address_key, args.format, out,
-                args.controller, on_progress=bar.update,
+                [(c.id, c.scope) for c in owners], on_progress=bar.update,
             )  # fmt: skip
         print(
             f"relay consent: exported {events} event(s) of {recipients} recipient(s)",

@@ -17,8 +17,9 @@ Rule 2: a JSON line carries the stored record whole under ``proof``: an auditor 
 Rule 3: CSV columns are ``CSV_COLUMNS``, fixed and appended to only; mappings (``source``,
         evidence beyond ip/user_agent/token_id) are compact JSON objects so that no value is
         ambiguous; purposes are separated by ``;`` as in ``relay consent import``.
-Rule 4: ``controller`` reads the event's ``controller`` field; an event without one belongs to
-        the implicit single controller, whose id here is "".
+Rule 4: controllers are exported one after the other, each from its own keys (``redis_keys``
+        Rule 3); an event recorded before controllers existed names none and is given the
+        controller whose keys hold it, as ``relay consent show`` does.
 """
 
 from __future__ import annotations
@@ -61,7 +62,9 @@ def chain_status(problems: Sequence[ChainProblem], index: int) -> str:
     return f"broken: {ranked[0]}" if ranked else "verified"
 
 
-def csv_row(rkey: str, seq: int, chain: str, proof: Mapping[str, Any]) -> list[str]:
+def csv_row(
+    rkey: str, seq: int, chain: str, proof: Mapping[str, Any], owner: str = ""
+) -> list[str]:
     notice = proof.get("notice") or {}
     evidence = proof.get("evidence") or {}
     other = {k: v for k, v in evidence.items() if k not in EVIDENCE and v}
@@ -72,7 +75,7 @@ def csv_row(rkey: str, seq: int, chain: str, proof: Mapping[str, Any]) -> list[s
         str(proof.get("id", "")),
         str(proof.get("event", "")),
         ";".join(proof.get("purposes") or []),
-        str(proof.get("controller", "")),
+        str(proof.get("controller") or owner),
         str(proof.get("address", "")),
         str(proof.get("occurred_at", "")),
         str(proof.get("recorded_at", "")),
@@ -88,13 +91,16 @@ def csv_row(rkey: str, seq: int, chain: str, proof: Mapping[str, Any]) -> list[s
     ]
 
 
-async def recipient_keys(client: aioredis.Redis, keys: Keys) -> list[str]:
-    """Every recipient with stored events, each once, sorted (Rule 1)."""
-    pattern = keys.consent_events_match()
+async def recipient_keys(client: aioredis.Redis, keys: Keys, scope: str = "") -> list[str]:
+    """Every recipient with stored events under one scope, each once, sorted (Rule 1)."""
+    pattern = keys.consent_events_match(scope)
     start = len(pattern) - 1
     found: set[str] = set()
     async for key in client.scan_iter(match=pattern, count=1000):
-        found.add(_text(key)[start:])
+        rest = _text(key)[start:]
+        # The unscoped pattern also matches scoped keys ("<controller>:<rkey>"): skip those.
+        if len(rest) == 32 and all(c in "0123456789abcdef" for c in rest):
+            found.add(rest)
     return sorted(found)
 
 
@@ -104,34 +110,37 @@ async def export_consent(
     address_key: bytes,
     fmt: str,
     out: IO[str],
-    controller: str | None = None,
+    owners: Sequence[tuple[str, str]] = (("", ""),),
     on_progress: Callable[[int], None] = lambda _n: None,
 ) -> tuple[int, int]:
-    """Write every proof (of ``controller`` when given); (recipients read, events written)."""
+    """Write every proof of the ``(controller id, key scope)`` pairs, in that order (Rule 4);
+    (recipients read, events written)."""
     if fmt not in FORMATS:
         raise ValueError(f"--format must be one of {', '.join(FORMATS)}")
     writer = csv.writer(out, lineterminator="\r\n") if fmt == "csv" else None
     if writer is not None:
         writer.writerow(CSV_COLUMNS)
+    recipients = written = 0
     try:
-        rkeys = await recipient_keys(client, keys)
-        written = 0
-        for begin in range(0, len(rkeys), BATCH):
-            batch = rkeys[begin : begin + BATCH]
-            pipe = client.pipeline(transaction=True)
-            for rkey in batch:
-                pipe.lrange(keys.consent_events(rkey), 0, -1)
-                pipe.hgetall(keys.consent_state(rkey))
-            replies = await pipe.execute()
-            for rkey, raw, state in zip(batch, replies[::2], replies[1::2], strict=True):
-                fields = {_text(k): _text(v) for k, v in state.items()}
-                report = check_chain(rkey, raw, fields, address_key)
-                for seq, item in enumerate(raw):
-                    written += _write(writer, out, rkey, seq, report.problems, item, controller)
-            on_progress(len(batch))
+        for owner, scope in owners:
+            rkeys = await recipient_keys(client, keys, scope)
+            recipients += len(rkeys)
+            for begin in range(0, len(rkeys), BATCH):
+                batch = rkeys[begin : begin + BATCH]
+                pipe = client.pipeline(transaction=True)
+                for rkey in batch:
+                    pipe.lrange(keys.consent_events(rkey, scope), 0, -1)
+                    pipe.hgetall(keys.consent_state(rkey, scope))
+                replies = await pipe.execute()
+                for rkey, raw, state in zip(batch, replies[::2], replies[1::2], strict=True):
+                    fields = {_text(k): _text(v) for k, v in state.items()}
+                    report = check_chain(rkey, raw, fields, address_key)
+                    for seq, item in enumerate(raw):
+                        written += _write(writer, out, rkey, seq, report.problems, item, owner)
+                on_progress(len(batch))
     except (RedisError, OSError, TimeoutError) as exc:
         raise StoreUnavailable(f"consent store: cannot read the proofs: {exc}") from exc
-    return len(rkeys), written
+    return recipients, written
 
 
 def _write(
@@ -141,7 +150,7 @@ def _write(
     seq: int,
     problems: Sequence[ChainProblem],
     item: bytes,
-    controller: str | None,
+    owner: str,
 ) -> int:
     try:
         proof = json.loads(item)
@@ -150,15 +159,14 @@ def _write(
     if not isinstance(proof, dict):
         # A damaged record is exported as what it is, never dropped (check_chain names it).
         proof = {"damaged_record": item.decode("utf-8", "replace")}
-    if controller is not None and str(proof.get("controller", "")) != controller:
-        return 0
     chain = chain_status(problems, seq)
     if writer is None:
-        line = {"recipient_key": rkey, "seq": seq, "chain": chain, "proof": proof}
+        line = {"recipient_key": rkey, "seq": seq, "chain": chain, "controller":
+                proof.get("controller") or owner, "proof": proof}  # fmt: skip
         out.write(json.dumps(line, sort_keys=True, separators=(",", ":"), ensure_ascii=False))
         out.write("\n")
     else:
-        writer.writerow(csv_row(rkey, seq, chain, proof))
+        writer.writerow(csv_row(rkey, seq, chain, proof, owner))
     return 1
 
 

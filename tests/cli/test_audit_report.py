@@ -150,15 +150,15 @@ async def test_consent_export_gives_every_proof_with_its_chain(
     assert json.loads(informed["source"]) == {"file": "crm-export-2025.csv"}
     assert all(r["chain"] == "verified" for r in named)
 
-    # A controller: events without one belong to the implicit controller ("").
+    # One controller's proofs; without --controller every controller's.
+    assert {r["controller"] for r in named} == {"default"}  # the implicit controller
+    assert await cli("consent", "export", "--format", "jsonl", "--controller", "default",
+                     "--no-progress", "--out", str(tmp_path / "one.jsonl"),
+                     "--config", config) == 0  # fmt: skip
+    assert len((tmp_path / "one.jsonl").read_text().splitlines()) == 4
     assert await cli("consent", "export", "--format", "jsonl", "--controller", "other-shop",
-                     "--no-progress", "--out", str(tmp_path / "none.jsonl"),
-                     "--config", config) == 0  # fmt: skip
-    assert (tmp_path / "none.jsonl").read_text() == ""
-    assert await cli("consent", "export", "--format", "jsonl", "--controller", "",
-                     "--no-progress", "--out", str(tmp_path / "all.jsonl"),
-                     "--config", config) == 0  # fmt: skip
-    assert len((tmp_path / "all.jsonl").read_text().splitlines()) == 4
+                     "--no-progress", "--config", config) == 2  # fmt: skip
+    assert "unknown controller 'other-shop' (known: default)" in capsys.readouterr().err
     assert await cli("consent", "export", "--format", "jsonl", "--out",
                      str(tmp_path / "missing" / "x.jsonl"), "--config", config) == 2  # fmt: skip
     assert "No such file or directory" in capsys.readouterr().err

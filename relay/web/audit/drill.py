@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.requests import Request
@@ -26,7 +27,8 @@ from relay.core.recipients import recipient_key
 from relay.store.audit import message_key
 from relay.store.audit_counts import controller_of, sender_domain
 from relay.store.audit_legend import reason, tracked_without_consent
-from relay.store.consent_verify import check_chain
+from relay.store.audit_record import DecisionRecord
+from relay.store.consent_verify import VerifyReport, check_chain
 from relay.web.audit.timeline import effects, entries
 from relay.web.audit.workspace import HEADERS, Workspace
 
@@ -44,17 +46,39 @@ def _reveal(workspace: Workspace, request: Request, user: str, rkey: str) -> boo
     return False
 
 
-async def _chain(workspace: Workspace, rkey: str) -> tuple[list[dict[str, Any]], Any]:
-    raw, state = await workspace.consent.raw_records(rkey)
-    report = check_chain(rkey, raw, state, workspace.address_key)
-    events: list[dict[str, Any]] = []
-    for item in raw:
-        try:
-            data = json.loads(item)
-        except (ValueError, UnicodeDecodeError):
-            data = None
-        events.append(data if isinstance(data, dict) else {"event": "?", "id": ""})
-    return events, report
+@dataclass(frozen=True)
+class Chain:
+    """One controller's consent chain for the recipient, verified now (Rule 2)."""
+
+    controller: str
+    events: list[dict[str, Any]]
+    report: VerifyReport
+
+
+async def _chains(workspace: Workspace, rkey: str) -> list[Chain]:
+    """Every controller's chain for the recipient (each controller keeps its own)."""
+    chains = []
+    for owner in workspace.consent.controllers.by_id.values():
+        raw, state = await workspace.consent.raw_records(rkey, owner.id)
+        if not raw and not state:
+            continue
+        events: list[dict[str, Any]] = []
+        for item in raw:
+            try:
+                data = json.loads(item)
+            except (ValueError, UnicodeDecodeError):
+                data = None
+            # An event recorded before controllers names none: it is the holder's.
+            base = {"controller": owner.id}
+            events.append({**base, **data} if isinstance(data, dict) else {**base, "event": "?"})
+        report = check_chain(rkey, raw, state, workspace.address_key)
+        chains.append(Chain(owner.id, events, report))
+    return chains
+
+
+def _mail_of(owner: str, single: bool, records: list[DecisionRecord]) -> list[DecisionRecord]:
+    """The decisions that read this controller's consent (all of them when there is one)."""
+    return [r for r in records if controller_of(r) == owner or (single and not controller_of(r))]
 
 
 async def message(request: Request, user: str) -> Response:
@@ -102,13 +126,15 @@ async def recipient(request: Request, user: str) -> Response:
     rkey = request.path_params["rkey"]
     if len(rkey) != 32 or not set(rkey) <= HEX:
         return workspace.error(request, user, 404, "Not a recipient key.")
-    events, report = await _chain(workspace, rkey)
+    chains = await _chains(workspace, rkey)
     records = await workspace.reader.recipient(rkey, None, None, MAX_RECIPIENT_RECORDS)
+    events = [e for chain in chains for e in chain.events]
     if not events and not records:
         return workspace.error(request, user, 404, "Nothing is recorded for this recipient.")
     records.sort(key=lambda r: r.decided_at)
     address = next((str(e["address"]) for e in events if e.get("address")), "")
     address = address or (records[0].rcpt if records else "")
+    single = len(chains) <= 1
     return workspace.render(
         request,
         user,
@@ -117,10 +143,12 @@ async def recipient(request: Request, user: str) -> Response:
         address=address,
         shown=address if _reveal(workspace, request, user, rkey) else None,
         may_reveal=workspace.may_reveal(user),
+        chains=chains,
         events=events,
-        report=report,
         timeline=entries(events, records),
-        effects=effects(events, records),
+        effects=[
+            e for c in chains for e in effects(c.events, _mail_of(c.controller, single, records))
+        ],
         truncated=len(records) >= MAX_RECIPIENT_RECORDS,
     )
 
@@ -130,11 +158,16 @@ async def proof(request: Request, user: str) -> Response:
     rkey, event_id = request.path_params["rkey"], request.path_params["event_id"]
     if len(rkey) != 32 or not set(rkey) <= HEX:
         return workspace.error(request, user, 404, "Not a recipient key.")
-    events, report = await _chain(workspace, rkey)
-    found = [(i, e) for i, e in enumerate(events) if e.get("id") == event_id]
+    found = [
+        (chain, i, e)
+        for chain in await _chains(workspace, rkey)
+        for i, e in enumerate(chain.events)
+        if e.get("id") == event_id
+    ]
     if not found:
         return workspace.error(request, user, 404, "No such consent event for this recipient.")
-    index, event = found[0]
+    chain, index, event = found[0]
+    report, events = chain.report, chain.events
     own = [p for p in report.problems if p.index == index]
     state = [p for p in report.problems if p.index < 0]
     return workspace.render(

@@ -41,6 +41,7 @@ from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import Response
 
+from relay.core.controllers import build_controllers
 from relay.core.recipients import mask
 from relay.errors import RelayError
 from relay.passwords import UserTable
@@ -110,7 +111,12 @@ class Workspace:
         )
         self.reader = AuditReader(self.log)
         self.consent = RedisConsentStore(
-            redis, keys, settings.address_key, settings.consent, timeout=settings.redis.timeout
+            redis,
+            keys,
+            settings.address_key,
+            settings.consent,
+            timeout=settings.redis.timeout,
+            controllers=build_controllers(settings.controllers),
         )
         self.address_key = settings.address_key
         self._cache_key = os.urandom(32)
