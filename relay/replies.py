@@ -44,7 +44,7 @@ BAD_MIME = Reply(554, "5.6.0", "Malformed message refused", "R-104")
 SIGNED_REFUSED = Reply(554, "5.6.0", "Signed or encrypted message cannot be filtered", "R-105")
 BAD_ADDRESS = Reply(553, "5.1.3", "Bad address syntax", "R-106")
 BARE_LF = Reply(
-    554, "5.6.0", "Bare LF or CR in message data is not allowed (RFC 5321 2.3.8)", "R-107"
+    554, "5.6.0", "Dot line with a bare CR or LF refused (SMTP smuggling, RFC 5321 2.3.8)", "R-107"
 )
 NO_RECIPIENTS = Reply(554, "5.5.1", "No valid recipients", "R-108")
 UPSTREAM_REJECTED = Reply(554, "5.0.0", "Upstream refused every recipient", "R-109")
@@ -61,6 +61,9 @@ XFORWARD_SYNTAX = Reply(
     "R-114",
 )
 XFORWARD_IN_TRANSACTION = Reply(503, "5.5.1", "XFORWARD: MAIL transaction in progress", "R-115")
+NUL_IN_DATA = Reply(
+    554, "5.6.0", "NUL octet in message data is not allowed (RFC 5322 2.3, RFC 6152)", "R-117"
+)
 
 TEMP_UPSTREAM = Reply(451, "4.4.1", "Upstream temporarily unavailable, try again later", "R-201")
 TEMP_INTERNAL = Reply(451, "4.3.0", "Internal error, try again later", "R-202")

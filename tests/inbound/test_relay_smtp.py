@@ -10,81 +10,20 @@ import asyncio
 import json
 import smtplib
 import subprocess
-from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
+from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
 
 import pytest
 import redis
-import redis.asyncio as aioredis
 
-from relay.model import ConsentEvent, EventType, Purpose
-from relay.service import Running
-from relay.settings import Settings
-from relay.store.consent import RedisConsentStore
 from relay.store.embedded import EmbeddedRedis
 from relay.store.redis_keys import Keys
 from tests.conftest import require_tool
 from tests.support.harness import HTML_WITH_PIXEL, PIXEL, asend, make_settings, message, start_relay
+from tests.support.relay import Relay, RelayFactory
 from tests.support.smtp_sink import Sink
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture
-async def sink() -> AsyncIterator[Sink]:
-    s = await Sink().start()
-    yield s
-    await s.stop()
-
-
-class Relay:
-    def __init__(self, running: Running, settings: Settings, redis_url: str) -> None:
-        self.running = running
-        self.settings = settings
-        self.redis_url = redis_url
-
-    @property
-    def port(self) -> int:
-        return self.running.smtp_port
-
-    async def grant(self, address: str, *purposes: Purpose) -> None:
-        client = aioredis.Redis.from_url(self.redis_url)
-        store = RedisConsentStore(
-            client, Keys(self.settings.redis.prefix), self.settings.address_key,
-            self.settings.consent,
-        )  # fmt: skip
-        await store.record(
-            ConsentEvent(
-                event=EventType.GRANTED,
-                purposes=purposes or (Purpose.CAMPAIGN_PERFORMANCE,),
-                address=address,
-                occurred_at=datetime.now(UTC),
-                actor="admin",
-                method="admin",
-            )
-        )
-        await client.aclose()
-
-
-class RelayFactory(Protocol):
-    async def __call__(self, redis_url: str = ..., **sections: dict[str, object]) -> Relay: ...
-
-
-@pytest.fixture
-async def relay_factory(tmp_path: Path, redis_url: str, sink: Sink) -> AsyncIterator[RelayFactory]:
-    started: list[Running] = []
-
-    async def make(redis_url: str = redis_url, **sections: dict[str, object]) -> Relay:
-        settings = make_settings(tmp_path, redis_url, sink.url, **sections)
-        running = await start_relay(settings, redis_url)
-        started.append(running)
-        return Relay(running, settings, redis_url)
-
-    yield make
-    for running in started:
-        await running.stop()
 
 
 async def test_recipients_split_by_consent_and_share_identical_output(
