@@ -61,6 +61,17 @@ XFORWARD_SYNTAX = Reply(
     "R-114",
 )
 XFORWARD_IN_TRANSACTION = Reply(503, "5.5.1", "XFORWARD: MAIL transaction in progress", "R-115")
+OK_DUPLICATE_RCPT = Reply(250, "2.1.5", "Recipient OK (already given: delivered once)", "R-005")
+BAD_SENDER = Reply(553, "5.1.7", "Bad sender address syntax", "R-118")
+NON_ASCII_ADDRESS = Reply(
+    553, "5.6.7", "Non-ASCII address without SMTPUTF8 (RFC 6531 3.4)", "R-119"
+)
+BAD_PARAMETER = Reply(501, "5.5.4", "Bad parameter", "R-120")
+UNKNOWN_PARAMETER = Reply(555, "5.5.4", "Parameter not recognised or not implemented", "R-121")
+MAIL_SYNTAX = Reply(501, "5.5.2", "Syntax: MAIL FROM:<address> [parameters]", "R-122")
+RCPT_SYNTAX = Reply(501, "5.5.2", "Syntax: RCPT TO:<address> [parameters]", "R-123")
+NESTED_MAIL = Reply(503, "5.5.1", "Nested MAIL command", "R-124")
+NEED_MAIL = Reply(503, "5.5.1", "Need MAIL command first", "R-125")
 NUL_IN_DATA = Reply(
     554, "5.6.0", "NUL octet in message data is not allowed (RFC 5322 2.3, RFC 6152)", "R-117"
 )

@@ -47,6 +47,7 @@ from relay import replies
 from relay.errors import RelayError
 from relay.inbound.ratelimit import RateLimiter
 from relay.inbound.smtpd import (
+    RelayEnvelope,
     RelaySession,
     client_address,
     ip_of,
@@ -56,12 +57,14 @@ from relay.model import Envelope
 from relay.passwords import UserTable
 from relay.pipeline import Outcome
 from relay.settings import Settings
+from relay.smtp import address as addresses
 from relay.smtp import xforward
 from relay.smtp.canonical import NUL, canonical
 
 log = logging.getLogger("relay.inbound.receive")
 
 NULL_SENDER = "<>"
+MAX_RECIPIENTS = 1000
 # Seconds a connection may take to send its PROXY header (aiosmtpd warns below 3).
 PROXY_TIMEOUT = 10.0
 
@@ -133,6 +136,8 @@ class RelayHandler:
         # aiosmtpd reads commands in order from one stream and the DATA reader leaves what
         # follows the message in it, so pipelined commands (RFC 2920) are served; say so.
         lines.insert(len(lines) - 1, "250-PIPELINING")
+        # DSN (RFC 3461): NOTIFY, ORCPT, RET and ENVID are kept as written for the upstream.
+        lines.insert(len(lines) - 1, "250-DSN")
         if self.settings.smtp.xforward and self.network_allowed(session):
             lines.insert(len(lines) - 1, f"250-{xforward.ANNOUNCEMENT}")
         return lines
@@ -176,9 +181,16 @@ class RelayHandler:
         if not self.client_allowed(session):
             log.warning("relay attempt refused from %s", client_address(session))
             return replies.RELAY_DENIED.text
-        if "@" not in address or any(c in address for c in " <>\r\n"):
-            return replies.BAD_ADDRESS.text
-        if len(envelope.rcpt_tos) >= 1000:
+        # The address was checked against RFC 5321/6531 by the protocol (smtpd.py Rule 6).
+        if isinstance(envelope, RelayEnvelope):
+            key = addresses.fold(address)
+            if key in envelope.rcpt_keys:
+                return replies.OK_DUPLICATE_RCPT.text  # one copy per mailbox (issue 13.3)
+            if len(envelope.rcpt_tos) >= MAX_RECIPIENTS:
+                return replies.TOO_MANY_RECIPIENTS.text
+            envelope.rcpt_keys.add(key)
+            envelope.rcpt_params.append(tuple(rcpt_options))
+        elif len(envelope.rcpt_tos) >= MAX_RECIPIENTS:
             return replies.TOO_MANY_RECIPIENTS.text
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
@@ -214,6 +226,7 @@ class RelayHandler:
                 mail_from="" if envelope.mail_from == NULL_SENDER else (envelope.mail_from or ""),
                 rcpt_tos=tuple(envelope.rcpt_tos),
                 mail_options=tuple(envelope.mail_options),
+                rcpt_options=_rcpt_options(envelope),
                 client_ip=str(peer),
                 helo=session.host_name or "",
                 auth_user=_auth_user(session),
@@ -257,6 +270,13 @@ class RelayHandler:
         error_id = uuid.uuid4().hex[:12]
         log.error("session error %s: %r", error_id, error)
         return replies.TEMP_INTERNAL.with_detail(f"id {error_id}").text
+
+
+def _rcpt_options(envelope: SmtpEnvelope) -> tuple[tuple[str, ...], ...]:
+    """Each recipient's parameters as written, aligned with ``rcpt_tos``; () when none."""
+    if isinstance(envelope, RelayEnvelope) and any(envelope.rcpt_params):
+        return tuple(envelope.rcpt_params)
+    return ()
 
 
 def _auth_user(session: Session) -> str | None:

@@ -14,6 +14,11 @@ Rule 4: XFORWARD attributes belong to one transaction: the end of DATA, RSET, HE
         command is refused with 503.
 Rule 5: a certificate or key that cannot be read or used stops start-up with a
         ``SettingsError`` naming the key.
+Rule 6: MAIL and RCPT are parsed here, not by aiosmtpd (``smtp.address``, ``smtp.params``):
+        the address the handler decides on is the one written between the brackets, and the
+        parameters reach the envelope as written (aiosmtpd upper-cases them and refuses DSN's).
+        A bad address is 553 (5.1.7 sender, 5.1.3 recipient), a non-ASCII one without
+        SMTPUTF8 553 5.6.7, a bad parameter 501 5.5.4, an unknown one 555 5.5.4.
 """
 
 from __future__ import annotations
@@ -25,14 +30,14 @@ import ssl
 from pathlib import Path
 from typing import Any, Protocol
 
-from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword, Session
+from aiosmtpd.smtp import MISSING, SMTP, AuthResult, LoginPassword, Session
 from aiosmtpd.smtp import Envelope as SmtpEnvelope
 
 from relay import replies
 from relay.errors import SettingsError
 from relay.inbound.data import read_data
 from relay.settings import Settings
-from relay.smtp import xforward
+from relay.smtp import address, params, xforward
 
 log = logging.getLogger("relay.inbound.receive")
 
@@ -72,6 +77,16 @@ def ip_of(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     return address
 
 
+class RelayEnvelope(SmtpEnvelope):
+    """aiosmtpd's envelope plus each recipient's parameters as written, aligned with
+    ``rcpt_tos``, and the folded recipients (duplicates are delivered once)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rcpt_params: list[tuple[str, ...]] = []
+        self.rcpt_keys: set[str] = set()
+
+
 class RelaySession(Session):
     """aiosmtpd's session plus the XFORWARD attributes of the current transaction."""
 
@@ -101,6 +116,71 @@ class RelaySMTP(SMTP):
 
     def _create_session(self) -> Session:
         return RelaySession(self.loop)
+
+    def _create_envelope(self) -> SmtpEnvelope:
+        return RelayEnvelope()
+
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        """Rule 6: ``MAIL FROM:<path> [parameters]``; the hook gets the parameters as written."""
+        if await self.check_helo_needed() or await self.check_auth_needed("MAIL"):
+            return
+        assert self.envelope is not None and self.session is not None
+        text = self._strip_command_keyword("FROM:", arg or "")
+        if not text:
+            await self.push(replies.MAIL_SYNTAX.text)
+            return
+        if self.envelope.mail_from:
+            await self.push(replies.NESTED_MAIL.text)
+            return
+        try:
+            parsed = address.parse(text, null_allowed=True)
+            if parsed.params and not self.session.extended_smtp:
+                raise params.ParamError("parameters need EHLO")
+            mail = params.mail(parsed.params)
+        except address.AddressError as exc:
+            await self.push(_refusal(exc, replies.BAD_SENDER).text)
+            return
+        except params.ParamError as exc:
+            await self.push(_param_refusal(exc).text)
+            return
+        if parsed.utf8 and not mail.smtputf8:
+            await self.push(replies.NON_ASCII_ADDRESS.text)
+            return
+        if mail.size and self.data_size_limit and mail.size > self.data_size_limit:
+            await self.push(replies.TOO_BIG.text)
+            return
+        self.envelope.smtp_utf8 = mail.smtputf8
+        status = await self._call_handler_hook("MAIL", parsed.address, list(mail.written))
+        await self.push(replies.OK_SENDER.text if status is MISSING else status)
+
+    async def smtp_RCPT(self, arg: str | None) -> None:
+        """Rule 6: ``RCPT TO:<path> [parameters]``; NOTIFY and ORCPT are accepted (DSN)."""
+        if await self.check_helo_needed() or await self.check_auth_needed("RCPT"):
+            return
+        assert self.envelope is not None and self.session is not None
+        if not self.envelope.mail_from:
+            await self.push(replies.NEED_MAIL.text)
+            return
+        text = self._strip_command_keyword("TO:", arg or "")
+        if not text:
+            await self.push(replies.RCPT_SYNTAX.text)
+            return
+        try:
+            parsed = address.parse(text, null_allowed=False)
+            if parsed.params and not self.session.extended_smtp:
+                raise params.ParamError("parameters need EHLO")
+            rcpt = params.rcpt(parsed.params, smtputf8=bool(self.envelope.smtp_utf8))
+        except address.AddressError as exc:
+            await self.push(_refusal(exc, replies.BAD_ADDRESS).text)
+            return
+        except params.ParamError as exc:
+            await self.push(_param_refusal(exc).text)
+            return
+        if parsed.utf8 and not self.envelope.smtp_utf8:
+            await self.push(replies.NON_ASCII_ADDRESS.text)
+            return
+        status = await self._call_handler_hook("RCPT", parsed.address, list(rcpt.written))
+        await self.push(replies.OK_RCPT.text if status is MISSING else status)
 
     def _set_post_data_state(self) -> None:
         # Called after DATA and (through _set_rset_state) on RSET, HELO and EHLO: the end of a
@@ -188,6 +268,18 @@ class RelaySMTP(SMTP):
     def _session(self) -> Session:
         assert self.session is not None
         return self.session
+
+
+def _refusal(exc: address.AddressError, reply: replies.Reply) -> replies.Reply:
+    if exc.kind == "parameter":
+        return replies.BAD_PARAMETER.with_detail(str(exc))
+    return reply.with_detail(str(exc))
+
+
+def _param_refusal(exc: params.ParamError) -> replies.Reply:
+    return (replies.UNKNOWN_PARAMETER if exc.unknown else replies.BAD_PARAMETER).with_detail(
+        str(exc)
+    )
 
 
 def server_tls_context(settings: Settings) -> ssl.SSLContext | None:

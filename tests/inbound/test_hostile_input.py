@@ -73,3 +73,95 @@ async def test_a_nul_in_the_data_is_refused_and_nothing_is_sent(
     replies = await asyncio.to_thread(transaction, relay.port, data)
     assert replies[-2].startswith(b"554 5.6.0") and b"NUL" in replies[-2], replies
     assert sink.handler.received == []
+
+
+SIMPLE = _headers() + b"\r\nbody\r\n"
+
+
+@pytest.mark.parametrize(
+    ("mail", "rcpt", "expected"),
+    [
+        (b'<"a\rRCPT TO:<injected@evil.example>"@shop.example>', b"<b@example.org>", b"553 5.1.7"),
+        (b"<app@shop.example>", b"<(x)injected@evil.example>", b"553 5.1.3"),
+        (b"<app@shop.example>", b"<a\0b@example.org>", b"553 5.1.3"),
+        (b"<app@shop.example>", b"<a\x0bb@example.org>", b"553 5.1.3"),
+        (b"<app\xff@shop.example>", b"<b@example.org>", b"553 5.1.7"),
+        (b"<app@shop.example>", b"<j\xc3\xb6e@example.org>", b"553 5.6.7"),  # no SMTPUTF8
+        (b"<app@shop.example> XFOO=1", b"<b@example.org>", b"555 5.5.4"),
+        (b"<app@shop.example>", b"<b@example.org> NOTIFY=SOMETIMES", b"501 5.5.4"),
+    ],
+)  # fmt: skip
+async def test_addresses_outside_the_grammar_are_refused_and_nothing_is_sent(
+    raw_relay_factory: RelayFactory, raw_sink: RawSink, mail: bytes, rcpt: bytes, expected: bytes
+) -> None:
+    relay = await raw_relay_factory()
+    replies = await asyncio.to_thread(transaction, relay.port, SIMPLE, mail=mail, rcpts=[rcpt])
+    assert any(r.startswith(expected) for r in replies), replies
+    assert raw_sink.transactions == []
+
+
+@pytest.mark.parametrize(
+    ("written", "sent"),
+    [
+        (b'<"john doe"@example.org>', b'"john doe"@example.org'),
+        (b"<@hop.example:bob@example.org>", b"bob@example.org"),
+        (b"<bob@[192.0.2.7]>", b"bob@[192.0.2.7]"),
+        (b'<"(x)a"@example.org>', b'"(x)a"@example.org'),
+        (b'<"<a>,b"@example.org>', b'"<a>,b"@example.org'),
+        (b"<Bob.Smith+news@Example.org>", b"Bob.Smith+news@Example.org"),
+    ],
+)
+async def test_the_address_decided_is_the_address_sent(
+    raw_relay_factory: RelayFactory, raw_sink: RawSink, written: bytes, sent: bytes
+) -> None:
+    relay = await raw_relay_factory()
+    replies = await asyncio.to_thread(transaction, relay.port, SIMPLE, rcpts=[written])
+    assert replies[-2].startswith(b"250"), replies
+    [copy] = raw_sink.transactions
+    assert copy.rcpt_addresses() == [sent]
+
+
+async def test_duplicate_recipients_get_one_copy(
+    raw_relay_factory: RelayFactory, raw_sink: RawSink
+) -> None:
+    """1,000 RCPTs naming two mailboxes (the domain in any case): two copies, not 1,000."""
+    relay = await raw_relay_factory()
+    rcpts = [b"<alice@example.org>", b"<alice@EXAMPLE.org>", b"<bob@Example.Org>"] * 333
+    data = _headers() + b"\r\n<p>{{relay:withdraw_url}}</p>\r\n"  # one rendering per recipient
+    replies = await asyncio.to_thread(
+        transaction, relay.port, data, rcpts=[*rcpts, b"<x@y.example>"]
+    )
+    assert replies[-2].startswith(b"250"), replies[-3:]
+    assert sum(r.startswith(b"250 2.1.5 Recipient OK (already") for r in replies) == 997
+    delivered = [a for t in raw_sink.transactions for a in t.rcpt_addresses()]
+    assert sorted(delivered) == [b"alice@example.org", b"bob@Example.Org", b"x@y.example"]
+
+
+async def test_dsn_parameters_are_accepted_and_kept_as_written(
+    relay_factory: RelayFactory, sink: Sink
+) -> None:
+    relay = await relay_factory()
+    server = relay.running.smtp
+    seen: list[object] = []
+    process = server.handler.process
+
+    async def spy(raw: bytes, envelope: object, relay_id: str) -> object:
+        seen.append(envelope)
+        return await process(raw, envelope, relay_id)  # type: ignore[arg-type]
+
+    server.handler.process = spy  # type: ignore[assignment]
+    replies = await asyncio.to_thread(
+        transaction, relay.port, SIMPLE,
+        mail=b"<app@shop.example> RET=HDRS ENVID=QQ314159+2Bab",
+        rcpts=[b"<a@example.org> NOTIFY=NEVER", b"<b@example.org>",
+               b"<c@example.org> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;C+40example.org"],
+    )  # fmt: skip
+    assert b"250-DSN" in replies[0]
+    assert replies[-2].startswith(b"250"), replies
+    [envelope] = seen
+    assert envelope.mail_options == ("RET=HDRS", "ENVID=QQ314159+2Bab")  # type: ignore[attr-defined]
+    assert envelope.rcpt_options == (  # type: ignore[attr-defined]
+        ("NOTIFY=NEVER",),
+        (),
+        ("NOTIFY=SUCCESS,FAILURE", "ORCPT=rfc822;C+40example.org"),
+    )

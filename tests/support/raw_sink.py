@@ -28,8 +28,24 @@ class RawTransaction:
     data: bytes = b""  # ``wire`` dot-unstuffed, with the CRLF of its last line
 
     def rcpt_addresses(self) -> list[bytes]:
-        """The bytes between the angle brackets of each RCPT line."""
-        return [line.split(b"<", 1)[1].split(b">", 1)[0] for line in self.rcpts]
+        """The bytes between the angle brackets of each RCPT line (quotes respected)."""
+        return [_path(line) for line in self.rcpts]
+
+
+def _path(line: bytes) -> bytes:
+    start = line.index(b"<") + 1
+    quoted = escaped = False
+    for index in range(start, len(line)):
+        ch = line[index : index + 1]
+        if escaped:
+            escaped = False
+        elif ch == b"\\":
+            escaped = True
+        elif ch == b'"':
+            quoted = not quoted
+        elif ch == b">" and not quoted:
+            return line[start:index]
+    return line[start:]
 
 
 class RawSink:
