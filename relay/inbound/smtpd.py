@@ -14,6 +14,11 @@ Rule 4: XFORWARD attributes belong to one transaction: the end of DATA, RSET, HE
         command is refused with 503.
 Rule 5: a certificate or key that cannot be read or used stops start-up with a
         ``SettingsError`` naming the key.
+Rule 7: a client that half-closes (TCP FIN) after pipelining its last commands, as Exim does
+        with ``...<CRLF>.<CRLF>QUIT<CRLF>`` on every first attempt, gets those commands
+        served and answered before the relay closes (RFC 5321 4.1.1.10); aiosmtpd cancelled
+        the session instead, losing the message. The end of input after the last command is
+        an ordinary disconnect, logged at INFO, never an ERROR.
 Rule 6: MAIL and RCPT are parsed here, not by aiosmtpd (``smtp.address``, ``smtp.params``):
         the address the handler decides on is the one written between the brackets, and the
         parameters reach the envelope as written (aiosmtpd upper-cases them and refuses DSN's).
@@ -116,6 +121,31 @@ class RelaySMTP(SMTP):
 
     def _create_session(self) -> Session:
         return RelaySession(self.loop)
+
+    def eof_received(self) -> bool | None:
+        """Rule 7: the reader sees the end of input after the commands already received;
+        the write side stays open for their replies (plain TCP; TLS cannot half-close)."""
+        asyncio.StreamReaderProtocol.eof_received(self)
+        return self.transport is not None and self.transport.get_extra_info("sslcontext") is None
+
+    async def handle_exception(self, error: Exception) -> str:
+        """Rule 7: the end of input between commands closes the session quietly; any other
+        error goes to the handler (a named 4xx)."""
+        if isinstance(error, asyncio.IncompleteReadError) and self._reader.at_eof():
+            log.info("client %s closed its side; closing", client_address(self._session()))
+            self._writer.close()
+            # connection_lost cancels this task once the replies are flushed; until then
+            # nothing may be read or answered (the loop would spin on the closed reader).
+            await self._writer.wait_closed()
+            raise asyncio.CancelledError
+        return await super().handle_exception(error)
+
+    async def push(self, status: Any) -> None:
+        # aiosmtpd pushes whatever ``handle_exception`` returned, also when it was
+        # interrupted (None); and a reply to a connection already closing goes nowhere.
+        if status is None or self.transport is None or self.transport.is_closing():
+            return
+        await super().push(status)
 
     def _create_envelope(self) -> SmtpEnvelope:
         return RelayEnvelope()
