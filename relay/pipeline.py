@@ -38,7 +38,7 @@ from relay.core.filtering import FilterContext, FilterResult, filter_message
 from relay.core.recipients import mask
 from relay.model import Category, ConsentEvent, ConsentState, Envelope, EventType, Purpose
 from relay.ops import metrics
-from relay.outbound.dsn import build_dsn
+from relay.outbound.dsn import failure_notice
 from relay.outbound.forward import GroupOutcome, Upstream, UpstreamReply
 from relay.replies import Reply
 from relay.settings import Settings
@@ -232,7 +232,7 @@ class Pipeline:
         answer = summarise(envelope.rcpt_tos, outcomes, done)
         refused_now = [r for o in outcomes for r in o.refused()]
         if refused_now and answer.code == 250:
-            await self._bounce(envelope, result, refused_now, upstream, relay_id)
+            await self._bounce(raw, envelope, result, refused_now, upstream, relay_id)
         log.info(
             "[%s] %d recipient(s), %d group(s), category=%s, upstream %.1f ms -> %s",
             relay_id,
@@ -311,22 +311,26 @@ class Pipeline:
 
     async def _bounce(
         self,
+        raw: bytes,
         envelope: Envelope,
         result: FilterResult,
         refused: Sequence[str],
         upstream: Mapping[str, str],
         relay_id: str,
     ) -> None:
-        if not envelope.mail_from:
-            return  # never bounce a bounce
-        dsn = build_dsn(
+        # NOTIFY, ORCPT, ENVID and RET as the sender asked (dsn.py); None: no notice wanted.
+        dsn = failure_notice(
+            envelope,
+            {r: upstream[r] for r in refused},
             reporting_mta=self.settings.smtp.hostname or "consent-relay",
-            original_sender=envelope.mail_from,
             message_id=result.message_id,
-            failures={r: upstream[r] for r in refused},
             relay_id=relay_id,
+            original=raw,
         )
-        outcome = await self.upstream.send("", [envelope.mail_from], dsn, [])
+        if dsn is None:
+            return
+        options = ["BODY=8BITMIME"] if not dsn.isascii() else []
+        outcome = await self.upstream.send("", [envelope.mail_from], dsn, options)
         if not outcome.accepted():
             log.error("[%s] could not send the failure notice: %s", relay_id, outcome.replies)
 
