@@ -42,14 +42,13 @@ async def test_notify_never_gets_no_notice_from_the_relay(
 async def test_the_notice_names_orcpt_and_envid(relay_factory: RelayFactory, sink: Sink) -> None:
     relay = await relay_factory()
     sink.handler.faults.rcpt_replies["bob@example.org"] = "550 5.1.1 no such user"
+    bob = ["NOTIFY=FAILURE", "ORCPT=rfc822;Bob+40Example.org"]
     reply = await asyncio.to_thread(
-        _send, relay.port,
-        {"alice@example.org": [], "bob@example.org": ["NOTIFY=FAILURE", "ORCPT=rfc822;Bob+40Example.org"]},
-        ["ENVID=Ab+2Bc", "RET=HDRS"],
-    )  # fmt: skip
+        _send, relay.port, {"alice@example.org": [], "bob@example.org": bob}, ["ENVID=Ab+2Bc"]
+    )
     assert reply.startswith("250")
     [bounce] = [r for r in sink.handler.received if r.mail_from == ""]
     assert bounce.rcpt_tos == ["app@shop.example"]
     assert b"Original-Envelope-Id: Ab+c" in bounce.data
     assert b"Original-Recipient: rfc822; Bob@Example.org" in bounce.data
-    assert b"text/rfc822-headers" in bounce.data
+    assert b"text/rfc822-headers" in bounce.data  # RET not given: the header block only
