@@ -39,14 +39,15 @@ from relay.core.recipients import mask
 from relay.model import Category, ConsentEvent, ConsentState, Envelope, EventType, Purpose
 from relay.ops import metrics
 from relay.outbound.dsn import failure_notice
-from relay.outbound.forward import GroupOutcome, Upstream, UpstreamReply
+from relay.outbound.forward import GroupOutcome, Upstream
 from relay.replies import Reply
 from relay.settings import Settings
 from relay.store.audit import AuditLog
 from relay.store.consent import ConsentStore
-from relay.store.ledger import Ledger, message_key
+from relay.store.ledger import IN_FLIGHT, Ledger, message_key, rcpt_key
 from relay.store.link_store import remember_recipients, store_gateway_links
 from relay.store.redis_keys import Keys
+from relay.summary import count_decisions, summarise
 
 log = logging.getLogger("relay.pipeline")
 
@@ -65,10 +66,15 @@ def _init_worker(settings: Settings) -> None:
 
 
 def _filter_in_worker(
-    raw: bytes, envelope: Envelope, states: Mapping[str, ConsentState], now: datetime
+    raw: bytes,
+    envelope: Envelope,
+    states: Mapping[str, ConsentState],
+    now: datetime,
+    skip: frozenset[str],
+    budget: int,
 ) -> FilterResult:
     assert _worker_context is not None, "worker not initialised"
-    return filter_message(_worker_context, raw, envelope, states, now)
+    return filter_message(_worker_context, raw, envelope, states, now, skip=skip, budget=budget)
 
 
 @dataclass
@@ -130,21 +136,31 @@ class Pipeline:
         await self.upstream.close()
 
     async def _filter(
-        self, raw: bytes, envelope: Envelope, states: Mapping[str, ConsentState], now: datetime
+        self,
+        raw: bytes,
+        envelope: Envelope,
+        states: Mapping[str, ConsentState],
+        now: datetime,
+        skip: frozenset[str] = frozenset(),
     ) -> FilterResult:
+        budget = self.settings.smtp.max_render_bytes
         if self._pool is None or len(raw) <= self.settings.smtp.inline_max_bytes:
-            return filter_message(self.context, raw, envelope, states, now)
+            return filter_message(
+                self.context, raw, envelope, states, now, skip=skip, budget=budget
+            )
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(
-                self._pool, _filter_in_worker, raw, envelope, states, now
+                self._pool, _filter_in_worker, raw, envelope, states, now, skip, budget
             )
         except concurrent.futures.process.BrokenProcessPool:
             # A worker died (killed, out of memory): nothing was sent yet, so rebuild the pool
             # and filter this message here rather than fail it.
             log.error("filter worker died; restarting the pool")
             self._pool = self._new_pool()
-            return filter_message(self.context, raw, envelope, states, now)
+            return filter_message(
+                self.context, raw, envelope, states, now, skip=skip, budget=budget
+            )
 
     async def process(self, raw: bytes, envelope: Envelope, relay_id: str) -> Outcome:
         outcome = await self._process(raw, envelope, relay_id)
@@ -164,8 +180,9 @@ class Pipeline:
         metrics.CONSENT_LOOKUPS.labels("ok").inc(len(states) - unavailable)
         if self.settings.smtp.redis_down == "tempfail" and unavailable:
             return Outcome(replies.TEMP_REDIS, None, {})
+        earlier = frozenset(r for r in envelope.rcpt_tos if rcpt_key(r) in done)
         with metrics.PROCESSING.time():
-            result = await self._filter(raw, envelope, states, received)
+            result = await self._filter(raw, envelope, states, received, earlier)
         if result.category is Category.CONSENT_REQUEST and unavailable:
             # The re-ask window cannot be checked: asking again could harass a recipient who
             # refused, and refusing for good would punish a Redis outage. Retry later.
@@ -176,7 +193,7 @@ class Pipeline:
             return Outcome(replies.REASK_REFUSED.with_detail(detail), result, {})
         # Steps 4-6 must complete even if the client goes away (Rule 3).
         task = asyncio.ensure_future(
-            self._deliver(raw, envelope, relay_id, key, done, result, received)
+            self._deliver(raw, envelope, relay_id, key, done, result, received, states)
         )
         self._deliveries.add(task)
         metrics.IN_FLIGHT.inc()
@@ -201,18 +218,21 @@ class Pipeline:
         done: Mapping[str, str],
         result: FilterResult,
         received: datetime,
+        states: Mapping[str, ConsentState],
     ) -> Outcome:
-        await self._store_links(result)
-        sends = []
-        for group in result.groups:
-            todo = [r for r in group.rcpts if r.lower() not in done]
-            if todo:
-                sends.append(self._send(envelope, todo, group.data))
+        assumed = [r for r in envelope.rcpt_tos if done.get(rcpt_key(r)) == IN_FLIGHT]
+        if assumed:
+            log.warning(
+                "[%s] %d recipient(s) were in flight when the relay last stopped: counted as"
+                " delivered, not sent again (RFC 1047 window)",
+                relay_id,
+                len(assumed),
+            )
         started = time.perf_counter()
-        outcomes: list[GroupOutcome] = list(await asyncio.gather(*sends))
+        outcomes = await self._send_batches(raw, envelope, key, done, result, received, states)
         elapsed = (time.perf_counter() - started) * 1000
         metrics.UPSTREAM.observe(elapsed / 1000)
-        _count_decisions(result, outcomes)
+        count_decisions(result, outcomes)
         upstream: dict[str, str] = {}
         final: dict[str, str] = {}
         for outcome in outcomes:
@@ -220,16 +240,17 @@ class Pipeline:
                 upstream[rcpt] = reply.text
                 if reply.accepted or reply.permanent:
                     final[rcpt] = reply.text
-        settled = all(r in final or r.lower() in done for r in envelope.rcpt_tos)
+        settled = all(r in final or rcpt_key(r) in done for r in envelope.rcpt_tos)
         for rcpt in envelope.rcpt_tos:
-            if rcpt not in upstream and rcpt.lower() in done:
-                upstream[rcpt] = f"(delivered earlier) {done[rcpt.lower()]}"
+            if rcpt not in upstream and rcpt_key(rcpt) in done:
+                upstream[rcpt] = f"(delivered earlier) {done[rcpt_key(rcpt)]}"
+        deferred = [r for o in outcomes for r in o.deferred()]
         # Both must be written before the client is answered; neither waits for the other.
         await asyncio.gather(
-            self.ledger.record(key, final, settled=settled),
+            self.ledger.record(key, final, settled=settled, cleared=deferred),
             self._after_delivery(envelope, result, upstream, relay_id, received),
         )
-        answer = summarise(envelope.rcpt_tos, outcomes, done)
+        answer = summarise(envelope.rcpt_tos, outcomes, {rcpt_key(r) for r in done}, rcpt_key)
         refused_now = [r for o in outcomes for r in o.refused()]
         if refused_now and answer.code == 250:
             await self._bounce(raw, envelope, result, refused_now, upstream, relay_id)
@@ -245,10 +266,43 @@ class Pipeline:
         settled_key = key if settled and answer.code == 250 else None
         return Outcome(answer, result, upstream, settled_key)
 
-    async def _send(self, envelope: Envelope, rcpts: Sequence[str], data: bytes) -> GroupOutcome:
+    async def _send_batches(
+        self,
+        raw: bytes,
+        envelope: Envelope,
+        key: str,
+        done: Mapping[str, str],
+        result: FilterResult,
+        received: datetime,
+        states: Mapping[str, ConsentState],
+    ) -> list[GroupOutcome]:
+        """Send the rendered groups; while groups are left unrendered (the per-message render
+        budget, filtering Rule 5) and nothing was deferred, render and send the next batch."""
+        outcomes: list[GroupOutcome] = []
+        while True:
+            await self._store_links(result)
+            sends = []
+            for group in result.groups:
+                todo = [r for r in group.rcpts if rcpt_key(r) not in done]
+                if todo:
+                    sends.append(self._send(envelope, todo, group.data, key))
+            outcomes += await asyncio.gather(*sends)
+            if not result.unrendered or any(o.deferred() for o in outcomes):
+                return outcomes  # recipients left unanswered are deferred: the client retries
+            answered = {r for o in outcomes for r in o.replies}
+            skip = frozenset(r for r in envelope.rcpt_tos if r in answered or rcpt_key(r) in done)
+            result = await self._filter(raw, envelope, states, received, skip)
+
+    async def _send(
+        self, envelope: Envelope, rcpts: Sequence[str], data: bytes, key: str
+    ) -> GroupOutcome:
         options = [o for o in envelope.mail_options if o.upper().startswith(("BODY=", "SMTPUTF8"))]
+
+        async def commit(accepted: Sequence[str]) -> None:
+            await self.ledger.in_flight(key, accepted)  # ledger Rule 6 (RFC 1047)
+
         return await self.upstream.send(
-            envelope.mail_from, rcpts, data, options, xforward=envelope.xforward
+            envelope.mail_from, rcpts, data, options, xforward=envelope.xforward, commit=commit
         )
 
     async def _store_links(self, result: FilterResult) -> None:
@@ -333,52 +387,3 @@ class Pipeline:
         outcome = await self.upstream.send("", [envelope.mail_from], dsn, options)
         if not outcome.accepted():
             log.error("[%s] could not send the failure notice: %s", relay_id, outcome.replies)
-
-
-def _count_decisions(result: FilterResult, outcomes: Sequence[GroupOutcome]) -> None:
-    for outcome in outcomes:
-        for reply in outcome.replies.values():
-            metrics.UPSTREAM_REPLIES.labels(metrics.reply_class(reply.code)).inc()
-    for rplan in result.plans:
-        if rplan.footer:
-            metrics.FOOTERS.inc()
-        for decision in rplan.decisions:
-            purpose = result.candidates[decision.candidate_id].purpose.value
-            metrics.TRACKERS.labels(decision.action.value, purpose).inc()
-
-
-def summarise(
-    rcpts: Sequence[str], outcomes: Sequence[GroupOutcome], done: Mapping[str, str]
-) -> Reply:
-    """Map every recipient's upstream answer to the one reply the client gets (Rules 1, 2)."""
-    replies_by_rcpt: dict[str, UpstreamReply] = {}
-    for outcome in outcomes:
-        replies_by_rcpt.update(outcome.replies)
-    delivered = deferred = refused = 0
-    last_refusal = last_deferral = ""
-    for rcpt in rcpts:
-        reply = replies_by_rcpt.get(rcpt)
-        if reply is None:
-            if rcpt.lower() in done:
-                delivered += 1
-            else:
-                deferred += 1
-            continue
-        if reply.accepted:
-            delivered += 1
-        elif reply.permanent:
-            refused += 1
-            last_refusal = reply.text
-        else:
-            deferred += 1
-            last_deferral = reply.text
-    if deferred:
-        answer = replies.TEMP_PARTIAL if delivered or refused else replies.TEMP_UPSTREAM
-        return answer.with_detail(f"upstream said: {last_deferral}") if last_deferral else answer
-    if refused and not delivered:
-        return replies.UPSTREAM_REJECTED.with_detail(last_refusal)
-    if refused:
-        return replies.OK_QUEUED.with_detail(
-            f"{refused} recipient(s) refused upstream, notice sent"
-        )
-    return replies.OK_QUEUED

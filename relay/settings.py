@@ -45,6 +45,7 @@ class SmtpSettings:
     listen: str = "127.0.0.1:2525"
     hostname: str = ""  # name in the greeting; empty = the machine's FQDN
     max_message_size: int = 36_700_160  # bytes (35 MiB), announced with SIZE; 552 above
+    max_render_bytes: int = 134_217_728  # per-recipient renderings of one message held at once
     allowed_clients: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
     data_timeout: float = 300.0  # seconds a client may take per command / for the DATA body
     shutdown_grace: float = 30.0  # seconds sessions in flight may take after SIGTERM

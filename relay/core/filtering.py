@@ -12,11 +12,16 @@ Rule 3: this module does no I/O, so the conductor may run it in the event loop f
         messages and in a worker process for large ones; everything it returns is picklable.
 Rule 4: a consent state that could not be read counts as no consent (fail closed): the
         consent store returns ``available=False`` and the policy strips.
+Rule 5: the memory of one message is bounded: groups whose recipients are all in ``skip``
+        (delivered by an earlier attempt or batch) are not rendered, and rendering stops
+        once the next group could take the renderings past ``budget`` bytes; the groups
+        left are listed in ``unrendered`` for the conductor's next batch (always at least
+        one group is rendered, so every batch makes progress).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import parseaddr
@@ -92,6 +97,8 @@ class FilterResult:
     defects: tuple[str, ...]
     locked: bool
     rules_digest: str
+    # Recipient groups not rendered in this call (Rule 5): render them in a later batch.
+    unrendered: tuple[tuple[str, ...], ...] = ()
 
 
 def _domain(address: str) -> str:
@@ -243,8 +250,12 @@ def filter_message(
     envelope: Envelope,
     states: Mapping[str, ConsentState],
     now: datetime,
+    *,
+    skip: Collection[str] = frozenset(),
+    budget: int = 0,
 ) -> FilterResult:
-    """Run the whole pure core for one message and every recipient of its envelope."""
+    """Run the whole pure core for one message and every recipient of its envelope; render
+    the groups not all in ``skip``, within ``budget`` bytes when it is set (Rule 5)."""
     message = _parse(ctx, raw)
     # Imported here to keep the stage order readable at the top of the module.
     from relay.core.classify import classify
@@ -288,7 +299,8 @@ def filter_message(
     renderer = _Renderer(
         ctx, message, candidates, detection.placeholders, strip_headers, message_ref, now
     )
-    groups = _group_and_render(renderer, plans, bool(detection.placeholders), esp_may_track)
+    batch = _Batch(skip, budget, len(raw))
+    groups = _group_and_render(renderer, plans, bool(detection.placeholders), esp_may_track, batch)
     return FilterResult(
         message_id=message_id,
         from_header=(message.header("From") or "").strip(),
@@ -303,7 +315,30 @@ def filter_message(
         defects=message.defects,
         locked=bool(locked_parts),
         rules_digest=ctx.policy.digest,
+        unrendered=tuple(batch.left),
     )
+
+
+class _Batch:
+    """Which groups this call renders (Rule 5)."""
+
+    def __init__(self, skip: Collection[str], budget: int, estimate: int) -> None:
+        self.skip = skip
+        self.budget = budget
+        self.estimate = estimate  # a rendering is about as large as the message
+        self.used = 0
+        self.left: list[tuple[str, ...]] = []
+
+    def take(self, rcpts: tuple[str, ...]) -> bool:
+        if all(r in self.skip for r in rcpts):
+            return False
+        if self.left or (self.budget and self.used and self.used + self.estimate > self.budget):
+            self.left.append(rcpts)
+            return False
+        return True
+
+    def rendered(self, data: bytes) -> None:
+        self.used += len(data)
 
 
 def _group_and_render(
@@ -311,6 +346,7 @@ def _group_and_render(
     plans: Sequence[RecipientPlan],
     placeholders: bool,
     esp_may_track: Mapping[str, bool],
+    batch: _Batch,
 ) -> tuple[RenderedGroup, ...]:
     shared: dict[tuple[Any, ...], list[str]] = {}
     shared_plan: dict[tuple[Any, ...], RecipientPlan] = {}
@@ -318,13 +354,17 @@ def _group_and_render(
     for rplan in plans:
         esp = esp_may_track.get(rplan.rcpt, True)
         if rplan.needs_links or rplan.footer or placeholders:
-            data, links, controls = renderer.render(rplan, esp)
-            groups.append(RenderedGroup((rplan.rcpt,), data, links, controls))
+            if batch.take((rplan.rcpt,)):
+                data, links, controls = renderer.render(rplan, esp)
+                batch.rendered(data)
+                groups.append(RenderedGroup((rplan.rcpt,), data, links, controls))
             continue
         key = (esp, *((d.candidate_id, d.action) for d in rplan.decisions))
         shared.setdefault(key, []).append(rplan.rcpt)
         shared_plan.setdefault(key, rplan)
     for key, rcpts in shared.items():
-        data, links, controls = renderer.render(shared_plan[key], bool(key[0]))
-        groups.append(RenderedGroup(tuple(rcpts), data, links, controls))
+        if batch.take(tuple(rcpts)):
+            data, links, controls = renderer.render(shared_plan[key], bool(key[0]))
+            batch.rendered(data)
+            groups.append(RenderedGroup(tuple(rcpts), data, links, controls))
     return tuple(groups)

@@ -27,7 +27,7 @@ import os
 import ssl
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -76,6 +76,9 @@ class GroupOutcome:
 
 
 XForward = Sequence[tuple[str, str]]
+# Called with the recipients the upstream accepted, just before the end of the data is sent:
+# the conductor writes them "in flight" in the delivery ledger (RFC 1047's window).
+Commit = Callable[[Sequence[str]], Awaitable[None]]
 
 
 class Upstream(Protocol):
@@ -87,6 +90,7 @@ class Upstream(Protocol):
         options: Sequence[str],
         *,
         xforward: XForward = (),
+        commit: Commit | None = None,
     ) -> GroupOutcome: ...
 
     async def close(self) -> None: ...
@@ -111,7 +115,10 @@ class FileUpstream:
         options: Sequence[str],
         *,
         xforward: XForward = (),
+        commit: Commit | None = None,
     ) -> GroupOutcome:
+        if commit is not None:
+            await commit(rcpts)
         name = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:12]}"
         envelope: dict[str, object] = {
             "mail_from": mail_from,
@@ -198,6 +205,7 @@ class SmtpUpstream:
         options: Sequence[str],
         *,
         xforward: XForward = (),
+        commit: Commit | None = None,
     ) -> GroupOutcome:
         async with self._slots:
             for attempt in (1, 2):
@@ -208,7 +216,7 @@ class SmtpUpstream:
                     return _all(rcpts, UpstreamReply(451, f"4.4.1 upstream unreachable: {exc}"))
                 try:
                     return await self._transaction(
-                        client, mail_from, rcpts, data, options, xforward
+                        client, mail_from, rcpts, data, options, xforward, commit
                     )
                 except _StaleConnection:
                     client.close()
@@ -224,6 +232,7 @@ class SmtpUpstream:
         data: bytes,
         options: Sequence[str],
         xforward: XForward = (),
+        commit: Commit | None = None,
     ) -> GroupOutcome:
         outcome = GroupOutcome()
         body_sent = False
@@ -252,6 +261,7 @@ class SmtpUpstream:
                 await _reset(client)
                 self._release(client)
                 return outcome
+            await (commit or _no_commit)(accepted)
             body_sent = True
             try:
                 reply = await client.data(data)
@@ -287,6 +297,10 @@ class SmtpUpstream:
                 await asyncio.wait_for(client.quit(), timeout=2)
             except (aiosmtplib.SMTPException, OSError, TimeoutError):
                 client.close()
+
+
+async def _no_commit(rcpts: Sequence[str]) -> None:
+    return None
 
 
 class _StaleConnection(Exception):
