@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -36,7 +37,13 @@ from redis.exceptions import RedisError
 from relay import replies
 from relay.core.filtering import FilterContext, FilterResult, filter_message
 from relay.core.recipients import mask
-from relay.model import Category, ConsentEvent, ConsentState, Envelope, EventType, Purpose
+from relay.model import (
+    Category,
+    ConsentState,
+    Envelope,
+    RecipientPlan,
+    RenderedGroup,
+)
 from relay.ops import metrics
 from relay.outbound.dsn import failure_notice
 from relay.outbound.forward import GroupOutcome, Upstream
@@ -47,12 +54,10 @@ from relay.store.consent import ConsentStore
 from relay.store.ledger import IN_FLIGHT, Ledger, message_key, rcpt_key
 from relay.store.link_store import remember_recipients, store_gateway_links
 from relay.store.redis_keys import Keys
-from relay.summary import count_decisions, summarise
+from relay.summary import count_decisions, requested_events, summarise
 
 log = logging.getLogger("relay.pipeline")
 
-# Purposes a consent request asks about: every purpose that may need consent.
-REQUESTED_PURPOSES = tuple(p for p in Purpose if p is not Purpose.AUTHENTICATION_SECURITY)
 
 _worker_context: FilterContext | None = None
 
@@ -191,9 +196,13 @@ class Pipeline:
             until = max(result.reask_blocked.values()).date().isoformat()
             detail = f"{len(result.reask_blocked)} recipient(s) may not be asked before {until}"
             return Outcome(replies.REASK_REFUSED.with_detail(detail), result, {})
+        # The renderings are owned by ``batch``, which the sender empties as it goes
+        # (filtering Rule 5: the memory of one message stays bounded).
+        batch = list(result.groups)
+        result = dataclasses.replace(result, groups=())
         # Steps 4-6 must complete even if the client goes away (Rule 3).
         task = asyncio.ensure_future(
-            self._deliver(raw, envelope, relay_id, key, done, result, received, states)
+            self._deliver(raw, envelope, relay_id, key, done, result, batch, received, states)
         )
         self._deliveries.add(task)
         metrics.IN_FLIGHT.inc()
@@ -217,6 +226,7 @@ class Pipeline:
         key: str,
         done: Mapping[str, str],
         result: FilterResult,
+        batch: list[RenderedGroup],
         received: datetime,
         states: Mapping[str, ConsentState],
     ) -> Outcome:
@@ -229,7 +239,9 @@ class Pipeline:
                 len(assumed),
             )
         started = time.perf_counter()
-        outcomes = await self._send_batches(raw, envelope, key, done, result, received, states)
+        outcomes = await self._send_batches(
+            raw, envelope, key, done, result, batch, received, states
+        )
         elapsed = (time.perf_counter() - started) * 1000
         metrics.UPSTREAM.observe(elapsed / 1000)
         count_decisions(result, outcomes)
@@ -258,7 +270,7 @@ class Pipeline:
             "[%s] %d recipient(s), %d group(s), category=%s, upstream %.1f ms -> %s",
             relay_id,
             len(envelope.rcpt_tos),
-            len(result.groups),
+            len(outcomes),
             result.category,
             elapsed,
             answer.id,
@@ -273,25 +285,33 @@ class Pipeline:
         key: str,
         done: Mapping[str, str],
         result: FilterResult,
+        batch: list[RenderedGroup],
         received: datetime,
         states: Mapping[str, ConsentState],
     ) -> list[GroupOutcome]:
         """Send the rendered groups; while groups are left unrendered (the per-message render
-        budget, filtering Rule 5) and nothing was deferred, render and send the next batch."""
+        budget, filtering Rule 5) and nothing was deferred, render and send the next batch.
+        Each rendering is dropped once sent: only one batch is ever held."""
         outcomes: list[GroupOutcome] = []
+        unrendered = result.unrendered
         while True:
-            await self._store_links(result)
+            await self._store_links(batch, result.plans)
             sends = []
-            for group in result.groups:
+            for group in batch:
                 todo = [r for r in group.rcpts if rcpt_key(r) not in done]
                 if todo:
                     sends.append(self._send(envelope, todo, group.data, key))
+            batch.clear()
             outcomes += await asyncio.gather(*sends)
-            if not result.unrendered or any(o.deferred() for o in outcomes):
+            sends.clear()
+            if not unrendered or any(o.deferred() for o in outcomes):
                 return outcomes  # recipients left unanswered are deferred: the client retries
             answered = {r for o in outcomes for r in o.replies}
             skip = frozenset(r for r in envelope.rcpt_tos if r in answered or rcpt_key(r) in done)
-            result = await self._filter(raw, envelope, states, received, skip)
+            following = await self._filter(raw, envelope, states, received, skip)
+            batch.extend(following.groups)
+            unrendered = following.unrendered
+            del following
 
     async def _send(
         self, envelope: Envelope, rcpts: Sequence[str], data: bytes, key: str
@@ -305,9 +325,14 @@ class Pipeline:
             envelope.mail_from, rcpts, data, options, xforward=envelope.xforward, commit=commit
         )
 
-    async def _store_links(self, result: FilterResult) -> None:
-        links = [link for group in result.groups for link in group.gateway_links]
-        linked = {p.recipient_key: p.rcpt for p in result.plans if p.needs_links or p.footer}
+    async def _store_links(
+        self, groups: Sequence[RenderedGroup], plans: Sequence[RecipientPlan]
+    ) -> None:
+        links = [link for group in groups for link in group.gateway_links]
+        sent = {r for group in groups for r in group.rcpts}
+        linked = {
+            p.recipient_key: p.rcpt for p in plans if p.rcpt in sent and (p.needs_links or p.footer)
+        }
         try:
             await store_gateway_links(self.redis, self.keys, links, ttl_days=400)
             await remember_recipients(self.redis, self.keys, linked)
@@ -338,30 +363,14 @@ class Pipeline:
             await self._record_requested(envelope, result, upstream, received)
 
     async def _record_requested(
-        self,
-        envelope: Envelope,
-        result: FilterResult,
-        upstream: Mapping[str, str],
-        when: datetime,
+        self, envelope: Envelope, result: FilterResult, upstream: Mapping[str, str], when: datetime
     ) -> None:
         """The relay records ``requested`` itself when it relays a consent request (SPEC 1)."""
-        for rcpt in envelope.rcpt_tos:
-            if not upstream.get(rcpt, "").startswith("2"):
-                continue
-            event = ConsentEvent(
-                event=EventType.REQUESTED,
-                purposes=REQUESTED_PURPOSES,
-                address=rcpt,
-                occurred_at=when,
-                actor="system",
-                method="relay",
-                source={"message_ref": result.message_id},
-                rules_digest=result.rules_digest,
-            )
+        for event in requested_events(envelope, result, upstream, when):
             try:
                 await self.store.record(event)
             except Exception as exc:  # the mail went out; losing this event must not fail it
-                log.error("could not record 'requested' for %s: %s", mask(rcpt), exc)
+                log.error("could not record 'requested' for %s: %s", mask(event.address), exc)
 
     async def _bounce(
         self,

@@ -1,4 +1,5 @@
-"""Every recipient's upstream answer -> the one SMTP reply the client gets (pipeline Rules 1, 2).
+"""After the upstream answered: the one SMTP reply the client gets (pipeline Rules 1, 2), the
+metrics of the decisions, and the ``requested`` consent events a consent request leaves.
 
 Rule 1: 250 only when every recipient was accepted upstream, now or by an earlier attempt
         (``done``, keyed by ``key``); any deferral, or a recipient left unanswered, is a 4xx.
@@ -8,10 +9,12 @@ Rule 2: some refused for good and others accepted: 250 saying how many were refu
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
+from datetime import datetime
 
 from relay import replies
 from relay.core.filtering import FilterResult
+from relay.model import ConsentEvent, Envelope, EventType, Purpose
 from relay.ops import metrics
 from relay.outbound.forward import GroupOutcome, UpstreamReply
 from relay.replies import Reply
@@ -67,3 +70,27 @@ def count_decisions(result: FilterResult, outcomes: Sequence[GroupOutcome]) -> N
         for decision in rplan.decisions:
             purpose = result.candidates[decision.candidate_id].purpose.value
             metrics.TRACKERS.labels(decision.action.value, purpose).inc()
+
+
+# Purposes a consent request asks about: every purpose that may need consent.
+REQUESTED_PURPOSES = tuple(p for p in Purpose if p is not Purpose.AUTHENTICATION_SECURITY)
+
+
+def requested_events(
+    envelope: Envelope, result: FilterResult, upstream: Mapping[str, str], when: datetime
+) -> list[ConsentEvent]:
+    """One ``requested`` event per recipient the upstream accepted a consent request for."""
+    return [
+        ConsentEvent(
+            event=EventType.REQUESTED,
+            purposes=REQUESTED_PURPOSES,
+            address=rcpt,
+            occurred_at=when,
+            actor="system",
+            method="relay",
+            source={"message_ref": result.message_id},
+            rules_digest=result.rules_digest,
+        )
+        for rcpt in envelope.rcpt_tos
+        if upstream.get(rcpt, "").startswith("2")
+    ]

@@ -439,3 +439,14 @@ async def test_a_250_lost_with_the_connection_is_not_delivered_twice(
     code, _ = await asend(relay.port, data, ["a@example.org"])
     assert code == 250
     assert len(sink.handler.copies_for("a@example.org")) == 1
+
+
+async def test_a_fan_out_past_the_render_budget_is_sent_in_batches_once_each(
+    relay_factory: RelayFactory, sink: Sink
+) -> None:
+    data = message("<p>{{relay:preferences_url}}</p>" + "<p>filler</p>\r\n" * 200)
+    relay = await relay_factory(smtp={"max_render_bytes": 2 * len(data)})
+    rcpts = [f"r{n}@example.org" for n in range(7)]
+    code, _ = await asend(relay.port, data, rcpts)
+    assert code == 250
+    assert sorted(r for copy in sink.handler.received for r in copy.rcpt_tos) == sorted(rcpts)

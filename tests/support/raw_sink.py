@@ -49,8 +49,12 @@ def _path(line: bytes) -> bytes:
 
 
 class RawSink:
-    def __init__(self, extensions: tuple[str, ...] = DEFAULT_EXTENSIONS) -> None:
+    def __init__(
+        self, extensions: tuple[str, ...] = DEFAULT_EXTENSIONS, *, keep: bool = True
+    ) -> None:
         self.extensions = extensions
+        self.keep = keep  # False: record each transaction's size only (benchmarks)
+        self.received_bytes = 0
         self.port = free_port()
         self.transactions: list[RawTransaction] = []
         self.lines: list[bytes] = []  # every command line received, in order
@@ -65,7 +69,8 @@ class RawSink:
         return [t for t in self.transactions if rcpt.encode() in t.rcpt_addresses()]
 
     async def start(self) -> RawSink:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+        # The whole DATA is one readuntil: the stream limit must exceed any test message.
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", self.port, limit=1 << 28)
         return self
 
     async def stop(self) -> None:
@@ -112,6 +117,9 @@ class RawSink:
                 writer.write(b"354 go ahead\r\n")
                 await writer.drain()
                 wire = await reader.readuntil(b"\r\n.\r\n")
+                self.received_bytes += len(wire)
+                if not self.keep:
+                    wire = b"\r\n.\r\n"
                 current.wire = wire[:-5]
                 body = b"\r\n" + current.wire + b"\r\n"
                 current.data = body.replace(b"\r\n.", b"\r\n")[2:]
