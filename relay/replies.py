@@ -84,6 +84,9 @@ TEMP_PARTIAL = Reply(
     451, "4.4.1", "Some recipients delivered, others deferred: retry, no duplicates", "R-205"
 )
 TIMEOUT = Reply(421, "4.4.2", "Timeout, closing connection", "R-206")
+TOO_MANY_CONNECTIONS = Reply(
+    421, "4.7.0", "Too many connections (from your address), try again later", "R-208"
+)
 RATE_LIMITED = Reply(
     451, "4.7.0", "Too many messages from your address, slow down and try again later", "R-207"
 )

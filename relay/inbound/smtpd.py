@@ -41,6 +41,7 @@ from aiosmtpd.smtp import Envelope as SmtpEnvelope
 from relay import replies
 from relay.errors import SettingsError
 from relay.inbound.data import read_data
+from relay.inbound.limits import ConnectionLimits
 from relay.settings import Settings
 from relay.smtp import address, params, xforward
 
@@ -114,10 +115,37 @@ def _capture_login(
 class RelaySMTP(SMTP):
     """aiosmtpd's protocol plus XFORWARD, per-transaction XFORWARD state and threaded AUTH."""
 
-    def __init__(self, handler: Policy, **kwargs: Any) -> None:
+    def __init__(
+        self, handler: Policy, *, limits: ConnectionLimits | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(handler, authenticator=_capture_login, **kwargs)
         self.relay_handler = handler
         self.pending_login: LoginPassword | None = None
+        self.limits = limits
+        self._admitted: str | None = None  # the client counted in ``limits``
+        self._refused = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """``limits.py`` Rule 1: over a cap, 421 before the greeting, then close."""
+        if self.transport is None and self.limits is not None:  # not again after STARTTLS
+            peer = transport.get_extra_info("peername")
+            client = str(peer[0]) if isinstance(peer, tuple) and peer else ""
+            if not self.limits.admit(client):
+                self._refused = True
+                assert isinstance(transport, asyncio.WriteTransport)
+                transport.write(replies.TOO_MANY_CONNECTIONS.text.encode() + b"\r\n")
+                transport.close()
+                return
+            self._admitted = client
+        super().connection_made(transport)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if self._refused:
+            return  # aiosmtpd never started a session for it
+        if self._admitted is not None and self.limits is not None:
+            self.limits.release(self._admitted)
+            self._admitted = None
+        super().connection_lost(error)
 
     def _create_session(self) -> Session:
         return RelaySession(self.loop)
@@ -125,6 +153,8 @@ class RelaySMTP(SMTP):
     def eof_received(self) -> bool | None:
         """Rule 7: the reader sees the end of input after the commands already received;
         the write side stays open for their replies (plain TCP; TLS cannot half-close)."""
+        if self._refused:
+            return False
         asyncio.StreamReaderProtocol.eof_received(self)
         return self.transport is not None and self.transport.get_extra_info("sslcontext") is None
 
