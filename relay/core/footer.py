@@ -130,7 +130,9 @@ def _html_insert(part: Part, url: str, wording: Mapping[str, str], lang: str) ->
     text = part.text or ""
     closes = list(_BODY_CLOSE.finditer(text))
     # The last </body>: an earlier one may sit inside a comment or a quoted HTML example.
-    at = closes[-1].start() if closes else len(text)
+    # Without one, before the part's last line ending: a message must keep ending in CRLF
+    # (the upstream would otherwise get a line break the filter never wrote).
+    at = closes[-1].start() if closes else len(text.rstrip("\r\n"))
     return Edit(part.index, Span(at, at), html_footer(url, wording, lang))
 
 
