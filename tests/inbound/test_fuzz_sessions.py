@@ -67,12 +67,15 @@ LEAF_TEXT = b"Content-Type: text/plain\r\n\r\nplain text\r\n"
 
 
 @st.composite
-def mime(draw: Any, depth: int = 0) -> bytes:
+def mime(draw: Any, depth: int = 0, limit: int = -1) -> bytes:
     """A part: a leaf, or a multipart of 1-6 parts, nested up to 24 deep (past the parser's 20)."""
-    if depth >= draw(st.integers(0, 24)) or draw(st.integers(0, 3)) == 0:
-        return draw(st.sampled_from([LEAF_HTML, LEAF_TEXT]))
+    if limit < 0:
+        limit = draw(st.sampled_from([0, 1, 2, 3, 22, 24]))
+    if depth >= limit or (0 < depth < 3 and draw(st.integers(0, 3)) == 0):
+        leaf: bytes = draw(st.sampled_from([LEAF_HTML, LEAF_TEXT]))
+        return leaf
     boundary = f"b{depth}x".encode()
-    parts = draw(st.lists(mime(depth + 1), min_size=1, max_size=6))
+    parts = draw(st.lists(mime(depth + 1, limit), min_size=1, max_size=6 if depth < 3 else 1))
     body = b"".join(b"--" + boundary + b"\r\n" + p for p in parts) + b"--" + boundary + b"--\r\n"
     return b'Content-Type: multipart/mixed; boundary="' + boundary + b'"\r\n\r\n' + body
 
