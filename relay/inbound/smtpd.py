@@ -19,7 +19,7 @@ Rule 7: a client that half-closes (TCP FIN) after pipelining its last commands, 
         served and answered before the relay closes (RFC 5321 4.1.1.10); aiosmtpd cancelled
         the session instead, losing the message. The end of input after the last command is
         an ordinary disconnect, logged at INFO, never an ERROR.
-Rule 6: MAIL and RCPT are parsed here, not by aiosmtpd (``smtp.address``, ``smtp.params``):
+Rule 6: MAIL and RCPT are parsed here, not by aiosmtpd (``smtp.address``, ``smtp.param_syntax``):
         the address the handler decides on is the one written between the brackets, and the
         parameters reach the envelope as written (aiosmtpd upper-cases them and refuses DSN's).
         A bad address is 553 (5.1.7 sender, 5.1.3 recipient), a non-ASCII one without
@@ -43,7 +43,7 @@ from relay.errors import SettingsError
 from relay.inbound.data import read_data
 from relay.inbound.limits import ConnectionLimits
 from relay.settings import Settings
-from relay.smtp import address, params, xforward
+from relay.smtp import address, param_syntax, xforward
 
 log = logging.getLogger("relay.inbound.receive")
 
@@ -195,12 +195,12 @@ class RelaySMTP(SMTP):
         try:
             parsed = address.parse(text, null_allowed=True)
             if parsed.params and not self.session.extended_smtp:
-                raise params.ParamError("parameters need EHLO")
-            mail = params.mail(parsed.params)
+                raise param_syntax.ParamError("parameters need EHLO")
+            mail = param_syntax.mail(parsed.params)
         except address.AddressError as exc:
             await self.push(_refusal(exc, replies.BAD_SENDER).text)
             return
-        except params.ParamError as exc:
+        except param_syntax.ParamError as exc:
             await self.push(_param_refusal(exc).text)
             return
         if parsed.utf8 and not mail.smtputf8:
@@ -228,12 +228,12 @@ class RelaySMTP(SMTP):
         try:
             parsed = address.parse(text, null_allowed=False)
             if parsed.params and not self.session.extended_smtp:
-                raise params.ParamError("parameters need EHLO")
-            rcpt = params.rcpt(parsed.params, smtputf8=bool(self.envelope.smtp_utf8))
+                raise param_syntax.ParamError("parameters need EHLO")
+            rcpt = param_syntax.rcpt(parsed.params, smtputf8=bool(self.envelope.smtp_utf8))
         except address.AddressError as exc:
             await self.push(_refusal(exc, replies.BAD_ADDRESS).text)
             return
-        except params.ParamError as exc:
+        except param_syntax.ParamError as exc:
             await self.push(_param_refusal(exc).text)
             return
         if parsed.utf8 and not self.envelope.smtp_utf8:
@@ -336,7 +336,7 @@ def _refusal(exc: address.AddressError, reply: replies.Reply) -> replies.Reply:
     return reply.with_detail(str(exc))
 
 
-def _param_refusal(exc: params.ParamError) -> replies.Reply:
+def _param_refusal(exc: param_syntax.ParamError) -> replies.Reply:
     return (replies.UNKNOWN_PARAMETER if exc.unknown else replies.BAD_PARAMETER).with_detail(
         str(exc)
     )

@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from email.utils import format_datetime
 
 from relay.model import Envelope
-from relay.smtp import params
+from relay.smtp import param_syntax
 
 
 def failure_notice(
@@ -66,18 +66,20 @@ def failure_notice(
     )
 
 
-def _rcpt_params(written: Sequence[str]) -> params.RcptParams:
+def _rcpt_params(written: Sequence[str]) -> param_syntax.RcptParams:
     try:
-        return params.rcpt(tuple(written), smtputf8=True)
-    except params.ParamError:
-        return params.RcptParams(tuple(written))  # checked at RCPT; never refuse a notice here
+        return param_syntax.rcpt(tuple(written), smtputf8=True)
+    except param_syntax.ParamError:
+        return param_syntax.RcptParams(
+            tuple(written)
+        )  # checked at RCPT; never refuse a notice here
 
 
-def _mail_params(written: Sequence[str]) -> params.MailParams:
+def _mail_params(written: Sequence[str]) -> param_syntax.MailParams:
     try:
-        return params.mail(tuple(written))
-    except params.ParamError:
-        return params.MailParams(tuple(written))
+        return param_syntax.mail(tuple(written))
+    except param_syntax.ParamError:
+        return param_syntax.MailParams(tuple(written))
 
 
 def header_block(message: bytes) -> bytes:

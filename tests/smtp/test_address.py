@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from relay.smtp import params
+from relay.smtp import param_syntax
 from relay.smtp.address import AddressError, Argument, fold, parse
 
 
@@ -98,7 +98,9 @@ def test_no_input_crashes_and_no_accepted_address_holds_a_control(text: str) -> 
 
 
 def test_mail_parameters_are_checked_and_kept_as_written() -> None:
-    mail = params.mail(("body=8bitmime", "ENVID=QQ+2B314159", "ret=hdrs", "SIZE=10", "AUTH=<>"))
+    mail = param_syntax.mail(
+        ("body=8bitmime", "ENVID=QQ+2B314159", "ret=hdrs", "SIZE=10", "AUTH=<>")
+    )
     assert mail.written == ("body=8bitmime", "ENVID=QQ+2B314159", "ret=hdrs", "SIZE=10")
     assert (mail.envid, mail.ret, mail.size) == ("QQ+314159", "HDRS", 10)
     for bad in (
@@ -108,19 +110,19 @@ def test_mail_parameters_are_checked_and_kept_as_written() -> None:
         ("SIZE=x",),
         ("SIZE=1", "size=2"),
     ):
-        with pytest.raises(params.ParamError) as info:
-            params.mail(bad)
+        with pytest.raises(param_syntax.ParamError) as info:
+            param_syntax.mail(bad)
         assert not info.value.unknown
-    with pytest.raises(params.ParamError) as info:
-        params.mail(("XFOO=1",))
+    with pytest.raises(param_syntax.ParamError) as info:
+        param_syntax.mail(("XFOO=1",))
     assert info.value.unknown
 
 
 def test_rcpt_parameters_notify_and_orcpt() -> None:
-    rcpt = params.rcpt(("NOTIFY=success,FAILURE", "ORCPT=rfc822;Bob+40example.org"))
+    rcpt = param_syntax.rcpt(("NOTIFY=success,FAILURE", "ORCPT=rfc822;Bob+40example.org"))
     assert rcpt.notify == frozenset({"SUCCESS", "FAILURE"})
     assert rcpt.orcpt == ("rfc822", "Bob@example.org")
-    assert params.rcpt(("NOTIFY=NEVER",)).notify == frozenset({"NEVER"})
+    assert param_syntax.rcpt(("NOTIFY=NEVER",)).notify == frozenset({"NEVER"})
     for bad in (("NOTIFY=NEVER,SUCCESS",), ("NOTIFY=",), ("ORCPT=bob@x",), ("ORCPT=rfc822;a b",)):
-        with pytest.raises(params.ParamError):
-            params.rcpt(bad)
+        with pytest.raises(param_syntax.ParamError):
+            param_syntax.rcpt(bad)
