@@ -58,6 +58,7 @@ class Exim:
         self.port = port
         for sub in ("spool", "log"):
             (self.dir / sub).mkdir(parents=True, exist_ok=True)
+            os.chown(self.dir / sub, EXIM_UID, EXIM_UID)  # Exim writes them as its own user
         (self.dir / "exim.conf").write_text(CONFIG.format(dir=self.dir, port=port))
         passwd = Path("/etc/passwd").read_text()
         group = Path("/etc/group").read_text()
