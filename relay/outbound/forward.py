@@ -34,6 +34,7 @@ from typing import Protocol
 from urllib.parse import unquote, urlsplit
 
 import aiosmtplib
+from aiosmtplib.protocol import PERIOD_REGEX
 
 from relay.settings import UpstreamSettings
 from relay.smtp import xforward as xfwd
@@ -76,8 +77,8 @@ class GroupOutcome:
 
 
 XForward = Sequence[tuple[str, str]]
-# Called with the recipients the upstream accepted, just before the end of the data is sent:
-# the conductor writes them "in flight" in the delivery ledger (RFC 1047's window).
+# Called with the recipients the upstream accepted, as the end of the data goes out (before its
+# reply is read): the conductor writes them "in flight" in the delivery ledger (RFC 1047).
 Commit = Callable[[Sequence[str]], Awaitable[None]]
 
 
@@ -261,10 +262,9 @@ class SmtpUpstream:
                 await _reset(client)
                 self._release(client)
                 return outcome
-            await (commit or _no_commit)(accepted)
             body_sent = True
             try:
-                reply = await client.data(data)
+                reply = await _data(client, data, accepted, commit or _no_commit)
                 final = UpstreamReply(reply.code, reply.message)
             except aiosmtplib.SMTPDataError as exc:
                 final = UpstreamReply(exc.code, exc.message)
@@ -301,6 +301,36 @@ class SmtpUpstream:
 
 async def _no_commit(rcpts: Sequence[str]) -> None:
     return None
+
+
+async def _data(
+    client: aiosmtplib.SMTP, data: bytes, accepted: Sequence[str], commit: Commit
+) -> aiosmtplib.SMTPResponse:
+    """aiosmtplib's DATA, with ``commit`` (the ledger's in-flight entry) written while the
+    upstream decides on the end of the data: a relay killed after the entry was written
+    sends no second copy on the retry. The entry is written after the end line, not before:
+    a kill between the two then risks a duplicate (the upstream has it all), never a loss."""
+    protocol = client.protocol
+    if protocol is None or protocol._command_lock is None:
+        raise aiosmtplib.SMTPServerDisconnected("Connection lost")
+    # The bytes are the message as filtered (CRLF only, smtp/canonical.py): dot-stuffing is the
+    # one change; a last line without its CRLF gets one (the end line needs it).
+    body = PERIOD_REGEX.sub(b"..", data)
+    if not body.endswith(b"\r\n"):
+        body += b"\r\n"
+    async with protocol._command_lock:
+        protocol._response_pending = True
+        protocol.write(b"DATA\r\n")
+        start = await protocol.read_response(timeout=client.timeout)
+        if start.code != 354:
+            raise aiosmtplib.SMTPDataError(start.code, start.message)
+        protocol._response_pending = True
+        protocol.write(body + b".\r\n")
+        await commit(accepted)
+        reply = await protocol.read_response(timeout=client.timeout)
+    if reply.code != 250:
+        raise aiosmtplib.SMTPDataError(reply.code, reply.message)
+    return reply
 
 
 class _StaleConnection(Exception):

@@ -22,12 +22,12 @@ Rule 3: when Redis cannot be reached the ledger keeps the pairs in process memor
         a retry to the same relay process is still deduplicated; the log says so.
 Rule 5: recipients are keyed as RCPT folds them (``smtp.address.fold``: the local part as
         written, the domain in any case), so two distinct local parts never share an entry.
-Rule 6: RFC 1047's window: just before the upstream is sent the end of the data, the accepted
-        recipients are written as *in flight*; the upstream's final answer replaces that entry
-        (a deferral removes it). An entry still in flight on a retry means the relay stopped
-        (kill -9, power loss) between the end of the data and the ledger write: the upstream
-        most probably accepted it, so it counts as delivered and the conductor says so in the
-        log and the audit record (``IN_FLIGHT`` prefix) rather than send a second copy.
+Rule 6: RFC 1047's window: as the end of the data goes to the upstream (while it decides), the
+        accepted recipients are written as *in flight*; the upstream's final answer replaces
+        that entry (a deferral removes it). An entry still in flight on a retry means the
+        relay stopped (kill -9, power loss) between the end of the data and the ledger write:
+        the upstream most probably accepted it, so it counts as delivered and the conductor
+        says so in the log and the audit record (``IN_FLIGHT``) rather than send a second copy.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ log = logging.getLogger("relay.store.ledger")
 
 DEFAULT_TTL = 7 * 24 * 3600
 SETTLED_TTL = 3600
-# The value of an entry written before the end of the data was sent (Rule 6).
+# The value of an entry written as the end of the data went out, before its reply (Rule 6).
 IN_FLIGHT = "(in flight when the relay stopped: counted as delivered, RFC 1047)"
 
 
