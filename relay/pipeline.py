@@ -6,8 +6,10 @@ Order of work for one message (only this module knows it):
    each, concurrently);
 2. run the pure core (``filtering.filter_message``) in the event loop for small messages,
    in a worker process for large ones, so that one big message never stalls other sessions;
-3. refuse a consent request to a recipient inside the re-ask window (5xx saying until when);
-4. store the gateway links and the recipients' addresses the web pages need;
+3. refuse a consent request to a recipient inside the re-ask window (5xx saying until when),
+   or from a domain no configured controller covers;
+4. store the gateway links and the addresses of every recipient whose copy carries a relay
+   link (a link that cannot be stored defers the message: every minted link must work);
 5. send every group not already delivered to the upstream, concurrently;
 6. record final upstream answers in the ledger, then the decision records in the audit log,
    and only then answer the client.
@@ -18,12 +20,12 @@ Rule 2: a recipient the upstream refused for good, while others were accepted, i
         to the envelope sender by a delivery status notification and the message is accepted.
 Rule 3: steps 5 and 6 run shielded from the client's connection: a client that disconnects
         or times out mid-way cannot leave a delivered group out of the ledger.
+Rule 4: a copy the core withheld is the relay's own 5xx, noticed like an upstream's (``dsn``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import dataclasses
 import logging
 import time
@@ -35,17 +37,18 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from relay import replies
-from relay.core.filtering import FilterContext, FilterResult, filter_message
+from relay.core.controllers import from_domain
+from relay.core.filtering import FilterContext, FilterResult
 from relay.core.recipients import mask
+from relay.filter_pool import FilterRunner
 from relay.model import (
     Category,
     ConsentState,
     Envelope,
-    RecipientPlan,
     RenderedGroup,
 )
 from relay.ops import metrics
-from relay.outbound.dsn import failure_notice
+from relay.outbound.dsn import NOTICE_INTRO, failure_notice, first_refusal, withheld_replies
 from relay.outbound.forward import GroupOutcome, Upstream
 from relay.replies import Reply
 from relay.settings import Settings
@@ -59,27 +62,7 @@ from relay.summary import count_decisions, requested_events, summarise
 log = logging.getLogger("relay.pipeline")
 
 
-_worker_context: FilterContext | None = None
-
-
-def _init_worker(settings: Settings) -> None:
-    """Process-pool initializer: each worker loads the rules itself (nothing pickled per call)."""
-    global _worker_context
-    from relay.context import build_context
-
-    _worker_context = build_context(settings)
-
-
-def _filter_in_worker(
-    raw: bytes,
-    envelope: Envelope,
-    states: Mapping[str, ConsentState],
-    now: datetime,
-    skip: frozenset[str],
-    budget: int,
-) -> FilterResult:
-    assert _worker_context is not None, "worker not initialised"
-    return filter_message(_worker_context, raw, envelope, states, now, skip=skip, budget=budget)
+States = Mapping[str, ConsentState]
 
 
 @dataclass
@@ -113,59 +96,17 @@ class Pipeline:
         self.audit = audit
         self.ledger = ledger
         self.upstream = upstream
-        self._pool: concurrent.futures.ProcessPoolExecutor | None = None
+        self.runner = FilterRunner(settings, context)
         self._deliveries: set[asyncio.Task[Outcome]] = set()
-        if settings.smtp.process_pool > 0:
-            self._pool = self._new_pool()
-
-    def _new_pool(self) -> concurrent.futures.ProcessPoolExecutor:
-        import multiprocessing
-
-        return concurrent.futures.ProcessPoolExecutor(
-            max_workers=self.settings.smtp.process_pool,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=_init_worker,
-            initargs=(self.settings,),
-        )
 
     def reload(self, context: FilterContext) -> None:
         """Swap in validated rules: new messages use them, messages in flight finish as begun."""
         self.context = context
-        if self._pool is not None:
-            old, self._pool = self._pool, self._new_pool()
-            old.shutdown(wait=False)
+        self.runner.reload(context)
 
     async def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
+        self.runner.close()
         await self.upstream.close()
-
-    async def _filter(
-        self,
-        raw: bytes,
-        envelope: Envelope,
-        states: Mapping[str, ConsentState],
-        now: datetime,
-        skip: frozenset[str] = frozenset(),
-    ) -> FilterResult:
-        budget = self.settings.smtp.max_render_bytes
-        if self._pool is None or len(raw) <= self.settings.smtp.inline_max_bytes:
-            return filter_message(
-                self.context, raw, envelope, states, now, skip=skip, budget=budget
-            )
-        loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(
-                self._pool, _filter_in_worker, raw, envelope, states, now, skip, budget
-            )
-        except concurrent.futures.process.BrokenProcessPool:
-            # A worker died (killed, out of memory): nothing was sent yet, so rebuild the pool
-            # and filter this message here rather than fail it.
-            log.error("filter worker died; restarting the pool")
-            self._pool = self._new_pool()
-            return filter_message(
-                self.context, raw, envelope, states, now, skip=skip, budget=budget
-            )
 
     async def process(self, raw: bytes, envelope: Envelope, relay_id: str) -> Outcome:
         outcome = await self._process(raw, envelope, relay_id)
@@ -174,11 +115,16 @@ class Pipeline:
         metrics.MESSAGES.labels(result).inc()
         return outcome
 
+    async def _states(self, raw: bytes, env: Envelope, now: datetime) -> States:
+        """The recipients' consent for the message's controller (none read without one)."""
+        owner = self.context.controllers.for_message(raw, env.mail_from)
+        return await self.store.states(env.rcpt_tos, now, owner.id) if owner else {}
+
     async def _process(self, raw: bytes, envelope: Envelope, relay_id: str) -> Outcome:
         received = datetime.now(UTC)
         key = message_key(envelope.mail_from, raw)
         done, states = await asyncio.gather(
-            self.ledger.done(key), self.store.states(envelope.rcpt_tos, received)
+            self.ledger.done(key), self._states(raw, envelope, received)
         )
         unavailable = sum(not s.available for s in states.values())
         metrics.CONSENT_LOOKUPS.labels("unavailable").inc(unavailable)
@@ -187,11 +133,14 @@ class Pipeline:
             return Outcome(replies.TEMP_REDIS, None, {})
         earlier = frozenset(r for r in envelope.rcpt_tos if rcpt_key(r) in done)
         with metrics.PROCESSING.time():
-            result = await self._filter(raw, envelope, states, received, earlier)
+            result = await self.runner.run(raw, envelope, states, received, earlier)
         if result.category is Category.CONSENT_REQUEST and unavailable:
             # The re-ask window cannot be checked: asking again could harass a recipient who
             # refused, and refusing for good would punish a Redis outage. Retry later.
             return Outcome(replies.TEMP_REDIS, result, {})
+        if result.category is Category.CONSENT_REQUEST and result.controller is None:
+            domain = from_domain(raw) or envelope.mail_from.rpartition("@")[2]
+            return Outcome(replies.NO_CONTROLLER.with_detail(domain or "(none)"), result, {})
         if result.reask_blocked:
             until = max(result.reask_blocked.values()).date().isoformat()
             detail = f"{len(result.reask_blocked)} recipient(s) may not be asked before {until}"
@@ -239,20 +188,24 @@ class Pipeline:
                 len(assumed),
             )
         started = time.perf_counter()
-        outcomes = await self._send_batches(
-            raw, envelope, key, done, result, batch, received, states
+        sent = await self._send_batches(
+            raw, envelope, key, done, result, batch, received, states, relay_id
         )
+        if sent is None:
+            return Outcome(replies.TEMP_LINKS, result, {})
+        outcomes = sent
         elapsed = (time.perf_counter() - started) * 1000
         metrics.UPSTREAM.observe(elapsed / 1000)
         count_decisions(result, outcomes)
+        outcomes.append(GroupOutcome(withheld := withheld_replies(result.withheld)))
         upstream: dict[str, str] = {}
         final: dict[str, str] = {}
         for outcome in outcomes:
             for rcpt, reply in outcome.replies.items():
                 upstream[rcpt] = reply.text
-                if reply.accepted or reply.permanent:
-                    final[rcpt] = reply.text
-        settled = all(r in final or rcpt_key(r) in done for r in envelope.rcpt_tos)
+                if (reply.accepted or reply.permanent) and rcpt not in withheld:
+                    final[rcpt] = reply.text  # a withheld copy is decided again on a retry
+        settled = all(r in final or r in withheld or rcpt_key(r) in done for r in envelope.rcpt_tos)
         for rcpt in envelope.rcpt_tos:
             if rcpt not in upstream and rcpt_key(rcpt) in done:
                 upstream[rcpt] = f"(delivered earlier) {done[rcpt_key(rcpt)]}"
@@ -263,6 +216,8 @@ class Pipeline:
             self._after_delivery(envelope, result, upstream, relay_id, received),
         )
         answer = summarise(envelope.rcpt_tos, outcomes, {rcpt_key(r) for r in done}, rcpt_key)
+        if withheld.keys() >= set(envelope.rcpt_tos) and not done:
+            answer = first_refusal(result.withheld)  # nobody gets it: the client is told why
         refused_now = [r for o in outcomes for r in o.refused()]
         if refused_now and answer.code == 250:
             await self._bounce(raw, envelope, result, refused_now, upstream, relay_id)
@@ -288,14 +243,17 @@ class Pipeline:
         batch: list[RenderedGroup],
         received: datetime,
         states: Mapping[str, ConsentState],
-    ) -> list[GroupOutcome]:
+        relay_id: str,
+    ) -> list[GroupOutcome] | None:
         """Send the rendered groups; while groups are left unrendered (the per-message render
-        budget, filtering Rule 5) and nothing was deferred, render and send the next batch.
-        Each rendering is dropped once sent: only one batch is ever held."""
+        budget, filtering Rule 6) and nothing was deferred, render and send the next batch.
+        Each rendering is dropped once sent: only one batch is ever held. None: the first
+        batch's links could not be stored, so nothing was sent (step 4)."""
         outcomes: list[GroupOutcome] = []
-        unrendered = result.unrendered
+        unrendered, linked = result.unrendered, result.linked
         while True:
-            await self._store_links(batch, result.plans)
+            if not await self._store_links(batch, linked, relay_id):
+                return outcomes or None  # a later batch: its recipients are deferred
             sends = []
             for group in batch:
                 todo = [r for r in group.rcpts if rcpt_key(r) not in done]
@@ -308,9 +266,9 @@ class Pipeline:
                 return outcomes  # recipients left unanswered are deferred: the client retries
             answered = {r for o in outcomes for r in o.replies}
             skip = frozenset(r for r in envelope.rcpt_tos if r in answered or rcpt_key(r) in done)
-            following = await self._filter(raw, envelope, states, received, skip)
+            following = await self.runner.run(raw, envelope, states, received, skip)
             batch.extend(following.groups)
-            unrendered = following.unrendered
+            unrendered, linked = following.unrendered, following.linked
             del following
 
     async def _send(
@@ -326,20 +284,20 @@ class Pipeline:
         )
 
     async def _store_links(
-        self, groups: Sequence[RenderedGroup], plans: Sequence[RecipientPlan]
-    ) -> None:
+        self, groups: Sequence[RenderedGroup], linked: Mapping[str, str], relay_id: str
+    ) -> bool:
+        """Keep gateway targets and the address of every recipient whose copy carries a relay
+        link (placeholder, footer, pixel): False, and the message waits, if Redis did not."""
         links = [link for group in groups for link in group.gateway_links]
-        sent = {r for group in groups for r in group.rcpts}
-        linked = {
-            p.recipient_key: p.rcpt for p in plans if p.rcpt in sent and (p.needs_links or p.footer)
-        }
         try:
             await store_gateway_links(self.redis, self.keys, links, ttl_days=400)
             await remember_recipients(self.redis, self.keys, linked)
         except (RedisError, OSError, TimeoutError) as exc:
-            # Fail closed, not shut: a gateway link Redis did not keep answers the blank GIF,
-            # and minimise links never needed their target. The mail still goes out.
-            log.warning("could not store %d link(s): %s", len(links), exc)
+            # A page link whose recipient cannot be found would answer "unknown" for years.
+            log.warning("[%s] could not store the links of %d recipient(s): %s",
+                        relay_id, len(linked), exc)  # fmt: skip
+            return False
+        return True
 
     async def _after_delivery(
         self,
@@ -389,6 +347,7 @@ class Pipeline:
             message_id=result.message_id,
             relay_id=relay_id,
             original=raw,
+            intro=NOTICE_INTRO if result.withheld else None,
         )
         if dsn is None:
             return

@@ -51,6 +51,10 @@ UPSTREAM_REJECTED = Reply(554, "5.0.0", "Upstream refused every recipient", "R-1
 REASK_REFUSED = Reply(
     550, "5.7.1", "Consent request refused: recipient may not be asked again", "R-110"
 )
+NO_CONTROLLER = Reply(
+    550, "5.7.1", "Consent request refused: no controller is configured for its From domain",
+    "R-130",
+)  # fmt: skip
 BAD_CATEGORY = Reply(554, "5.6.0", "Unknown X-Relay-Category", "R-111")
 TOO_MANY_RECIPIENTS = Reply(452, "4.5.3", "Too many recipients", "R-112")
 XFORWARD_DENIED = Reply(550, "5.7.0", "XFORWARD: insufficient authorization", "R-113")
@@ -75,10 +79,21 @@ NEED_MAIL = Reply(503, "5.5.1", "Need MAIL command first", "R-125")
 NUL_IN_DATA = Reply(
     554, "5.6.0", "NUL octet in message data is not allowed (RFC 5322 2.3, RFC 6152)", "R-117"
 )
+# Issue 10: a tracker without a basis never reaches a recipient; a consent request carries no
+# other tracking (recommendation 2.1, 4.2).
+SIGNED_NO_BASIS = Reply(
+    550, "5.7.1", "Not delivered: signed or encrypted content cannot be modified", "R-140"
+)
+CONSENT_REQUEST_TRACKED = Reply(
+    554, "5.7.1", "Consent request refused: only the consent link may be tracked", "R-141"
+)
 
 TEMP_UPSTREAM = Reply(451, "4.4.1", "Upstream temporarily unavailable, try again later", "R-201")
 TEMP_INTERNAL = Reply(451, "4.3.0", "Internal error, try again later", "R-202")
 TEMP_REDIS = Reply(451, "4.3.0", "Consent store unavailable, try again later", "R-203")
+TEMP_LINKS = Reply(
+    451, "4.3.0", "Could not store the recipients' links, nothing sent: try again later", "R-230"
+)
 SHUTTING_DOWN = Reply(421, "4.3.2", "Service shutting down, try again later", "R-204")
 TEMP_PARTIAL = Reply(
     451, "4.4.1", "Some recipients delivered, others deferred: retry, no duplicates", "R-205"

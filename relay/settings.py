@@ -23,6 +23,16 @@ from typing import Any
 
 from relay.errors import SettingsError
 from relay.passwords import check_hash
+from relay.settings_controllers import ControllerSettings, check_controllers
+from relay.settings_retention import RetentionSettings, check_retention
+
+__all__ = [
+    "ControllerSettings",
+    "RetentionSettings",
+    "Settings",
+    "load_settings",
+    "parse_settings",
+]
 
 DEFAULT_CONFIG = "config.toml"
 
@@ -50,7 +60,7 @@ class SmtpSettings:
     data_timeout: float = 300.0  # seconds a client may take per command / for the DATA body
     shutdown_grace: float = 30.0  # seconds sessions in flight may take after SIGTERM
     malformed: str = "reject"  # "reject" (5xx) or "strip" (forward with every tracker removed)
-    signed: str = "pass"  # multipart/signed or encrypted: "pass" unmodified, or "reject"
+    signed: str = "pass"  # signed or encrypted: "pass" to who has a basis, or "reject" all
     redis_down: str = "fail_closed"  # "fail_closed" (strip consent trackers) or "tempfail" (4xx)
     inline_max_bytes: int = 262_144  # messages up to this size are filtered in the event loop
     process_pool: int = 1  # worker processes per relay process for larger messages (0 = none)
@@ -76,6 +86,7 @@ class UpstreamSettings:
     password: str = ""
     profile: str = "none"  # ESP: none, sendgrid, mailgun, mailjet, postmark, ses
     ses_no_tracking_set: str = ""  # SES configuration set without open/click tracking
+    esp_tracking: str = "consented"  # the ESP's own tracking: "consented" recipients, or "off"
 
 
 @dataclass(frozen=True)
@@ -147,8 +158,10 @@ class Settings:
     rules: RulesSettings = field(default_factory=RulesSettings)
     consent: ConsentSettings = field(default_factory=ConsentSettings)
     audit: AuditSettings = field(default_factory=AuditSettings)
+    retention: RetentionSettings = field(default_factory=RetentionSettings)
     dkim: DkimSettings = field(default_factory=DkimSettings)
     log: LogSettings = field(default_factory=LogSettings)
+    controllers: Mapping[str, ControllerSettings] = field(default_factory=dict)
     source: str = "<defaults>"  # the file these settings came from
 
     @property
@@ -162,6 +175,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "smtp.redis_down": ("fail_closed", "tempfail"),
     "upstream.tls": ("none", "opportunistic", "required"),
     "upstream.profile": ("none", "sendgrid", "mailgun", "mailjet", "postmark", "ses"),
+    "upstream.esp_tracking": ("consented", "off"),
     "log.format": ("text", "json"),
     "dkim.mode": ("off", "resign", "upstream"),
     "log.level": ("DEBUG", "INFO", "WARNING", "ERROR"),
@@ -209,9 +223,6 @@ class _Loader:
             values[key] = self.convert(hints[key], raw, dotted)
         return cls(**values)
 
-    def _table_of_tables(self, raw: Any, dotted: str) -> dict[str, dict[str, str]]:
-        return _table_of_tables_check(self, raw, dotted)
-
     def convert(self, hint: Any, raw: Any, dotted: str) -> Any:  # noqa: C901 - one type a branch
         if dataclasses.is_dataclass(hint) and isinstance(hint, type):
             if not isinstance(raw, dict):
@@ -243,8 +254,12 @@ class _Loader:
             return tuple(raw)
         if origin in (Mapping, dict) or (isinstance(origin, type) and issubclass(origin, Mapping)):
             args = typing.get_args(hint)
+            if args and dataclasses.is_dataclass(args[1]):  # [controllers.<id>] tables
+                if not isinstance(raw, dict):
+                    raise self.fail(dotted, "must be a table of tables")
+                return {k: self.convert(args[1], v, f"{dotted}.{k}") for k, v in raw.items()}
             if args and typing.get_origin(args[1]) in (Mapping, dict):
-                return self._table_of_tables(raw, dotted)
+                return _table_of_tables_check(self, raw, dotted)
             if not isinstance(raw, dict) or not all(isinstance(v, str) for v in raw.values()):
                 raise self.fail(dotted, "must be a table of strings")
             return dict(raw)  # a plain dict: settings must pickle into worker processes
@@ -300,6 +315,8 @@ def _check_smtp(smtp: SmtpSettings, loader: _Loader) -> None:
 def _check(settings: Settings, loader: _Loader) -> None:
     """Cross-field checks that a type alone cannot express."""
     _check_smtp(settings.smtp, loader)
+    check_retention(settings.retention, settings.audit.retention_days, loader.fail)
+    check_controllers(settings.controllers, loader.fail)
     for dotted, value in (
         ("smtp.listen", settings.smtp.listen),
         ("web.listen", settings.web.listen),
@@ -365,6 +382,10 @@ def config_path(explicit: str | None, env: Mapping[str, str] | None = None) -> s
     if environ.get("RELAY_CONFIG"):
         return environ["RELAY_CONFIG"]
     return DEFAULT_CONFIG if Path(DEFAULT_CONFIG).exists() else None
+
+
+# The link key printed in config.example.toml: start-up warns when it is in use.
+EXAMPLE_LINK_KEY = "dev-only-change-me-8f3a1c9e2b7d4f60"
 
 
 def load_settings(explicit: str | None = None) -> Settings:

@@ -54,9 +54,7 @@ def summarise(
     if refused and not delivered:
         return replies.UPSTREAM_REJECTED.with_detail(last_refusal)
     if refused:
-        return replies.OK_QUEUED.with_detail(
-            f"{refused} recipient(s) refused upstream, notice sent"
-        )
+        return replies.OK_QUEUED.with_detail(f"{refused} recipient(s) refused, notice sent")
     return replies.OK_QUEUED
 
 
@@ -90,6 +88,7 @@ def requested_events(
             method="relay",
             source={"message_ref": result.message_id},
             rules_digest=result.rules_digest,
+            controller=result.controller.id if result.controller else "",
         )
         for rcpt in envelope.rcpt_tos
         if upstream.get(rcpt, "").startswith("2")

@@ -13,6 +13,8 @@ Rule 3: the third part returns the original message's header block only (its bod
         personal data the sender already has), unless the sender asked ``RET=FULL``: then the
         whole message as received (RFC 3461 4.3).
 Rule 4: pure; returns the bytes of a multipart/report message with CRLF line endings.
+Rule 5: a copy the relay withholds itself (``FilterResult.withheld``: a signed part's tracker
+        without a basis) is reported the same way, as the relay's own permanent refusal.
 """
 
 from __future__ import annotations
@@ -22,8 +24,28 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from email.utils import format_datetime
 
+from relay import replies
 from relay.model import Envelope
+from relay.outbound.forward import UpstreamReply
+from relay.replies import Reply
 from relay.smtp import param_syntax
+
+# The failure notice's first lines when the relay itself withheld some copies.
+NOTICE_INTRO = (
+    "recipients, but not to these: the relay did not deliver it (the reason follows each",
+    "address), or the next mail server refused it for good:",
+)
+
+
+def withheld_replies(withheld: Mapping[str, str]) -> dict[str, UpstreamReply]:
+    """The relay's own permanent refusal, as an upstream reply, for each withheld copy."""
+    texts = {r: replies.SIGNED_NO_BASIS.with_detail(why).text for r, why in withheld.items()}
+    return {r: UpstreamReply(int(text[:3]), text[4:]) for r, text in texts.items()}
+
+
+def first_refusal(withheld: Mapping[str, str]) -> Reply:
+    """What the client is told when no recipient gets the message."""
+    return replies.SIGNED_NO_BASIS.with_detail(next(iter(withheld.values())))
 
 
 def failure_notice(
@@ -35,6 +57,7 @@ def failure_notice(
     relay_id: str,
     original: bytes = b"",
     now: datetime | None = None,
+    intro: Sequence[str] | None = None,
 ) -> bytes | None:
     """The notice for the refused recipients that asked for one (Rules 1-3), or None."""
     if not envelope.mail_from:
@@ -63,6 +86,7 @@ def failure_notice(
         orcpts=orcpts,
         original=original,
         full=mail.ret == "FULL",
+        intro=intro,
     )
 
 
@@ -100,7 +124,10 @@ def build_dsn(
     orcpts: Mapping[str, tuple[str, str]] | None = None,
     original: bytes = b"",
     full: bool = False,
+    intro: Sequence[str] | None = None,
 ) -> bytes:
+    """``intro``: the lines after "was delivered to its other", when the default (the next
+    mail server refused) does not say what happened."""
     now = now or datetime.now(UTC)
     orcpts = orcpts or {}
     boundary = f"=_dsn_{uuid.uuid4().hex}"
@@ -108,7 +135,10 @@ def build_dsn(
         "This is the consent-relay at " + reporting_mta + ".",
         "",
         "Your message " + (message_id or "(no Message-ID)") + " was delivered to its other",
-        "recipients, but the next mail server refused it for good for these recipients:",
+        *(
+            intro
+            or ["recipients, but the next mail server refused it for good for these recipients:"]
+        ),
         "",
     ]
     per_rcpt: list[str] = []

@@ -8,7 +8,9 @@ field; 401 without a valid token; 413 for a body over 64 KiB; 503 when the store
 Rule 1: the bearer token is compared in constant time with every configured token
         (``[web] api_tokens`` or ``$RELAY_API_TOKENS``); none configured means none accepted.
 Rule 2: the body is validated by ``relay.store.consent.validate_api_payload``: nothing half-valid is
-        stored, and the error names the field.
+        stored, and the error names the field. Proof before reliance: a ``granted`` or
+        ``informed`` event without ``method``, ``source`` or ``notice.version`` is a 400
+        naming the missing fields (``consent_proof`` Rule 6).
 """
 
 from __future__ import annotations

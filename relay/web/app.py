@@ -26,7 +26,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from relay.core.links import LinkSigner
+from relay.core.controllers import Controllers, build_controllers
+from relay.core.links import LinkMinter, LinkSigner
 from relay.settings import Settings
 from relay.store.redis_keys import Keys
 from relay.web import api, gateway, pages
@@ -70,7 +71,12 @@ async def metrics_endpoint(request: Request) -> Response:
 
 
 def create_app(
-    *, settings: Settings, redis: Redis, store: ConsentStore, signer: LinkSigner
+    *,
+    settings: Settings,
+    redis: Redis,
+    store: ConsentStore,
+    signer: LinkSigner,
+    controllers: Controllers | None = None,
 ) -> Starlette:
     page_methods = ["GET", "HEAD", "POST"]
     routes = [
@@ -96,5 +102,7 @@ def create_app(
         store=store,
         signer=signer,
         templates=templates_environment(),
+        controllers=controllers or build_controllers(settings.controllers),
+        minter=LinkMinter(settings.web.public_url, signer),
     )
     return app

@@ -28,6 +28,6 @@ def test_a_footer_in_html_without_a_body_tag_keeps_the_final_crlf(tmp_path: Path
     states = {"carol@example.org": ConsentState(rkey, {Purpose.CAMPAIGN_PERFORMANCE: granted})}
     envelope = Envelope("app@shop.example", ("carol@example.org",))
     [group] = filter_message(context, data, envelope, states, NOW).groups
-    assert b"</div>" in group.data  # the withdrawal footer was added
+    assert b"</table>" in group.data  # the withdrawal footer was added
     assert group.data.endswith(b"\r\n")
     assert group.data.count(b"\r\n") == group.data.count(b"\n") == group.data.count(b"\r")

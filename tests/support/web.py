@@ -16,7 +16,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import TypeVar
 
@@ -24,10 +24,11 @@ import redis
 import redis.asyncio as aioredis
 import uvicorn
 
+from relay.core.controllers import build_controllers
 from relay.core.links import LinkMinter, LinkSigner
 from relay.core.recipients import recipient_key
 from relay.model import ConsentEvent, ConsentState, EventType, Purpose
-from relay.settings import SecretsSettings, Settings, WebSettings
+from relay.settings import ControllerSettings, SecretsSettings, Settings, WebSettings
 from relay.store.consent import RedisConsentStore
 from relay.store.embedded import free_port
 from relay.store.link_store import remember_recipient
@@ -39,7 +40,9 @@ ADDRESS = "alice@example.org"
 T = TypeVar("T")
 
 
-def make_settings(port: int, redis_url: str) -> Settings:
+def make_settings(
+    port: int, redis_url: str, controllers: Mapping[str, ControllerSettings] | None = None
+) -> Settings:
     settings = Settings(
         web=WebSettings(
             listen=f"127.0.0.1:{port}",
@@ -49,6 +52,7 @@ def make_settings(port: int, redis_url: str) -> Settings:
         secrets=SecretsSettings(
             link_key="current-link-key", link_key_id="k2", retired_link_keys={"k1": "old-key"}
         ),
+        controllers=dict(controllers or {}),
     )
     return dataclasses.replace(settings, redis=dataclasses.replace(settings.redis, url=redis_url))
 
@@ -56,10 +60,13 @@ def make_settings(port: int, redis_url: str) -> Settings:
 class WebServer:
     """The real application on uvicorn, on a free loopback port, in a background thread."""
 
-    def __init__(self, redis_url: str) -> None:
+    def __init__(
+        self, redis_url: str, controllers: Mapping[str, ControllerSettings] | None = None
+    ) -> None:
         self.port = free_port()
         self.redis_url = redis_url
-        self.settings = make_settings(self.port, redis_url)
+        self.settings = make_settings(self.port, redis_url, controllers)
+        self.controllers = build_controllers(self.settings.controllers)
         self.keys = Keys(self.settings.redis.prefix)
         self.signer = LinkSigner.from_settings(self.settings.secrets)
         self.minter = LinkMinter(self.settings.web.public_url, self.signer)
@@ -77,8 +84,9 @@ class WebServer:
     async def _main(self) -> None:
         client: aioredis.Redis = aioredis.Redis.from_url(self.redis_url, socket_timeout=2)
         store = RedisConsentStore(
-            client, self.keys, self.settings.address_key, self.settings.consent
-        )
+            client, self.keys, self.settings.address_key, self.settings.consent,
+            controllers=self.controllers,
+        )  # fmt: skip
         app = create_app(settings=self.settings, redis=client, store=store, signer=self.signer)
         config = uvicorn.Config(
             app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off",
@@ -112,8 +120,9 @@ class WebServer:
         async def main() -> T:
             client: aioredis.Redis = aioredis.Redis.from_url(self.redis_url)
             store = RedisConsentStore(
-                client, self.keys, self.settings.address_key, self.settings.consent
-            )
+                client, self.keys, self.settings.address_key, self.settings.consent,
+                controllers=self.controllers,
+            )  # fmt: skip
             try:
                 return await make(store, client)
             finally:
@@ -131,7 +140,9 @@ class WebServer:
         self.run(lambda _s, c: remember_recipient(c, self.keys, rkey, address))
         return rkey
 
-    def grant(self, purposes: tuple[Purpose, ...], address: str = ADDRESS) -> None:
+    def grant(
+        self, purposes: tuple[Purpose, ...], address: str = ADDRESS, controller: str = ""
+    ) -> None:
         event = ConsentEvent(
             event=EventType.GRANTED,
             purposes=purposes,
@@ -139,17 +150,19 @@ class WebServer:
             occurred_at=datetime.now(UTC),
             actor="api",
             method="api",
+            controller=controller,
         )
         self.run(lambda s, _c: s.record(event))
 
     def record(self, event: ConsentEvent) -> ConsentEvent:
         return self.run(lambda s, _c: s.record(event))
 
-    def state(self, address: str = ADDRESS) -> ConsentState:
-        return self.run(lambda s, _c: s.states([address], datetime.now(UTC)))[address]
+    def state(self, address: str = ADDRESS, controller: str | None = None) -> ConsentState:
+        now = datetime.now(UTC)
+        return self.run(lambda s, _c: s.states([address], now, controller))[address]
 
-    def history(self, address: str = ADDRESS) -> list[ConsentEvent]:
-        return self.run(lambda s, _c: s.history(address))
+    def history(self, address: str = ADDRESS, controller: str | None = None) -> list[ConsentEvent]:
+        return self.run(lambda s, _c: s.history(address, controller))
 
 
 @dataclasses.dataclass
