@@ -55,6 +55,7 @@ class SmtpSettings:
     listen: str = "127.0.0.1:2525"
     hostname: str = ""  # name in the greeting; empty = the machine's FQDN
     max_message_size: int = 36_700_160  # bytes (35 MiB), announced with SIZE; 552 above
+    max_render_bytes: int = 134_217_728  # per-recipient renderings of one message held at once
     allowed_clients: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
     data_timeout: float = 300.0  # seconds a client may take per command / for the DATA body
     shutdown_grace: float = 30.0  # seconds sessions in flight may take after SIGTERM
@@ -64,6 +65,8 @@ class SmtpSettings:
     inline_max_bytes: int = 262_144  # messages up to this size are filtered in the event loop
     process_pool: int = 1  # worker processes per relay process for larger messages (0 = none)
     rate_limit: int = 0  # messages per minute per client IP (451 4.7.0 at MAIL above), 0 = off
+    max_connections: int = 512  # open SMTP connections per listener and process; 421 above
+    max_connections_per_client: int = 64  # per client IP address; 0 = no per-client cap
     proxy_protocol: bool = False  # expect a HAProxy PROXY v1/v2 header on every connection
     proxy_from: tuple[str, ...] = ("127.0.0.1/32", "::1/128")  # who may send a PROXY header
     xforward: bool = True  # accept Postfix XFORWARD from allowed_clients and pass it upstream
@@ -220,9 +223,6 @@ class _Loader:
             values[key] = self.convert(hints[key], raw, dotted)
         return cls(**values)
 
-    def _table_of_tables(self, raw: Any, dotted: str) -> dict[str, dict[str, str]]:
-        return _table_of_tables_check(self, raw, dotted)
-
     def convert(self, hint: Any, raw: Any, dotted: str) -> Any:  # noqa: C901 - one type a branch
         if dataclasses.is_dataclass(hint) and isinstance(hint, type):
             if not isinstance(raw, dict):
@@ -259,7 +259,7 @@ class _Loader:
                     raise self.fail(dotted, "must be a table of tables")
                 return {k: self.convert(args[1], v, f"{dotted}.{k}") for k, v in raw.items()}
             if args and typing.get_origin(args[1]) in (Mapping, dict):
-                return self._table_of_tables(raw, dotted)
+                return _table_of_tables_check(self, raw, dotted)
             if not isinstance(raw, dict) or not all(isinstance(v, str) for v in raw.values()):
                 raise self.fail(dotted, "must be a table of strings")
             return dict(raw)  # a plain dict: settings must pickle into worker processes
