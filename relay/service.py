@@ -204,7 +204,7 @@ async def start(
     )
     # Connection caps and header/body deadlines (relay/web/limits.py), so that a flood of slow
     # HTTP clients cannot take the descriptors the SMTP listener of this process needs.
-    for warning in descriptor_budget(settings):
+    for warning in descriptor_budget(settings, settings.smtp.max_connections):
         log.warning("%s", warning)
     web = _QuietUvicorn(web_config(app, settings))
     web_task = asyncio.create_task(web.serve(sockets=[web_sock]))

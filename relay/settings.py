@@ -58,6 +58,7 @@ class SmtpSettings:
     listen: str = "127.0.0.1:2525"
     hostname: str = ""  # name in the greeting; empty = the machine's FQDN
     max_message_size: int = 36_700_160  # bytes (35 MiB), announced with SIZE; 552 above
+    max_render_bytes: int = 134_217_728  # per-recipient renderings of one message held at once
     allowed_clients: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
     data_timeout: float = 300.0  # seconds a client may take per command / for the DATA body
     shutdown_grace: float = 30.0  # seconds sessions in flight may take after SIGTERM
@@ -67,6 +68,8 @@ class SmtpSettings:
     inline_max_bytes: int = 262_144  # messages up to this size are filtered in the event loop
     process_pool: int = 1  # worker processes per relay process for larger messages (0 = none)
     rate_limit: int = 0  # messages per minute per client IP (451 4.7.0 at MAIL above), 0 = off
+    max_connections: int = 512  # open SMTP connections per listener and process; 421 above
+    max_connections_per_client: int = 64  # per client IP address; 0 = no per-client cap
     proxy_protocol: bool = False  # expect a HAProxy PROXY v1/v2 header on every connection
     proxy_from: tuple[str, ...] = ("127.0.0.1/32", "::1/128")  # who may send a PROXY header
     xforward: bool = True  # accept Postfix XFORWARD from allowed_clients and pass it upstream

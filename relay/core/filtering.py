@@ -16,15 +16,19 @@ Rule 5: a message belongs to one controller (``controllers.for_message``, from i
         domain); every link minted for it names that controller and the email's language.
         A message no configured controller covers is decided as if its recipients had no
         consent at all, and its page placeholders are emptied: no one could be consented to.
+Rule 6: the memory of one message is bounded: groups whose recipients are all in ``skip``
+        (delivered by an earlier attempt or batch) are not rendered, and rendering stops
+        once the next group could take the renderings past ``budget`` bytes; the groups
+        left are listed in ``unrendered`` for the conductor's next batch (always at least
+        one group is rendered, so every batch makes progress).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import parseaddr
-from typing import Any
 
 from relay import replies
 from relay.core.controllers import Controller, Controllers
@@ -32,6 +36,7 @@ from relay.core.decide import plan, reask_blocked_until
 from relay.core.dkim_sign import DkimKey, key_for, needs_resign, resign
 from relay.core.esp import controlled_headers, esp_controls
 from relay.core.footer import FooterFacts, declared_language, footer_edits, message_language
+from relay.core.grouping import Batch, group_and_render
 from relay.core.links import LinkMinter, gateway_link_id
 from relay.core.parse import parse_message
 from relay.core.plan_finish import VIRTUAL_RULES, MessageRules
@@ -103,6 +108,8 @@ class FilterResult:
     linked: Mapping[str, str] = field(default_factory=dict)
     # Recipients whose copy is not delivered, and why (a signed part's tracker without basis).
     withheld: Mapping[str, str] = field(default_factory=dict)
+    # Recipient groups not rendered in this call (Rule 6): render them in a later batch.
+    unrendered: tuple[tuple[str, ...], ...] = ()
 
 
 def _domain(address: str) -> str:
@@ -257,8 +264,12 @@ def filter_message(
     states: Mapping[str, ConsentState],
     now: datetime,
     controller: str | None = None,
+    *,
+    skip: Collection[str] = frozenset(),
+    budget: int = 0,
 ) -> FilterResult:
-    """Run the whole pure core for one message and every recipient of its envelope.
+    """Run the whole pure core for one message and every recipient of its envelope; render
+    the groups not all in ``skip``, within ``budget`` bytes when it is set (Rule 6).
 
     ``controller`` forces the controller (``relay check --controller``); by default it is the
     one covering the message's From domain, exactly as the conductor found it (Rule 5).
@@ -321,8 +332,9 @@ def filter_message(
         ctx, message, candidates, detection.placeholders, strip_headers, message_ref, now, owner
     )
     delivered = [p for p in plans if p.rcpt not in withheld]
-    groups = _group_and_render(
-        renderer, delivered, bool(detection.placeholders), esp_may_track, fill_consent
+    batch = Batch(skip, budget, len(raw))
+    groups = group_and_render(
+        renderer, delivered, bool(detection.placeholders), esp_may_track, fill_consent, batch
     )
     return FilterResult(
         message_id=message_id,
@@ -341,29 +353,5 @@ def filter_message(
         controller=owner,
         linked=renderer.linked,
         withheld=withheld,
+        unrendered=tuple(batch.left),
     )
-
-
-def _group_and_render(
-    renderer: _Renderer,
-    plans: Sequence[RecipientPlan],
-    placeholders: bool,
-    esp_may_track: Mapping[str, bool],
-    fill_consent: Mapping[str, bool],
-) -> tuple[RenderedGroup, ...]:
-    shared: dict[tuple[Any, ...], list[str]] = {}
-    shared_plan: dict[tuple[Any, ...], RecipientPlan] = {}
-    groups: list[RenderedGroup] = []
-    for rplan in plans:
-        esp = esp_may_track.get(rplan.rcpt, True)
-        if rplan.needs_links or rplan.footer or placeholders:
-            data, links, controls = renderer.render(rplan, esp, fill_consent.get(rplan.rcpt, True))
-            groups.append(RenderedGroup((rplan.rcpt,), data, links, controls))
-            continue
-        key = (esp, *((d.candidate_id, d.action) for d in rplan.decisions))
-        shared.setdefault(key, []).append(rplan.rcpt)
-        shared_plan.setdefault(key, rplan)
-    for key, rcpts in shared.items():
-        data, links, controls = renderer.render(shared_plan[key], bool(key[0]))
-        groups.append(RenderedGroup(tuple(rcpts), data, links, controls))
-    return tuple(groups)

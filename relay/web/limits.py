@@ -200,8 +200,8 @@ def descriptor_budget(settings: Settings, smtp_connections: int = 0) -> list[str
         return [
             f"web.max_connections ({settings.web.max_connections}) plus the SMTP connections "
             f"({smtp_connections}) and {RESERVED_DESCRIPTORS} reserved descriptors exceed the "
-            f"process's descriptor limit ({soft}): a flood of one listener could stop the other; "
-            "lower the caps or raise `ulimit -n`"
+            f"process's descriptor limit ({soft}): floods of both listeners at once could run "
+            "out of descriptors; lower the caps or raise `ulimit -n`"
         ]
     return []
 
