@@ -57,6 +57,7 @@ from relay.store.redis_conn import async_client, resolve
 from relay.store.redis_keys import Keys
 from relay.store.retention import Retention
 from relay.web.app import create_app
+from relay.web.limits import descriptor_budget, web_config
 
 log = logging.getLogger("relay.service")
 
@@ -201,11 +202,11 @@ async def start(
         signer=LinkSigner.from_settings(settings.secrets),
         controllers=context.controllers,
     )
-    # log_config=None: uvicorn's lines go through the relay's handler (masking, secrets).
-    config = uvicorn.Config(
-        app, log_level="warning", lifespan="off", access_log=False, log_config=None
-    )
-    web = _QuietUvicorn(config)
+    # Connection caps and header/body deadlines (relay/web/limits.py), so that a flood of slow
+    # HTTP clients cannot take the descriptors the SMTP listener of this process needs.
+    for warning in descriptor_budget(settings, settings.smtp.max_connections):
+        log.warning("%s", warning)
+    web = _QuietUvicorn(web_config(app, settings))
     web_task = asyncio.create_task(web.serve(sockets=[web_sock]))
     retention = Retention(client, keys, settings.retention, settings.consent)
     journal_task = asyncio.create_task(_audit_upkeep(audit, retention))

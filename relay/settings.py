@@ -25,11 +25,14 @@ from relay.errors import SettingsError
 from relay.passwords import check_hash
 from relay.settings_controllers import ControllerSettings, check_controllers
 from relay.settings_retention import RetentionSettings, check_retention
+from relay.settings_web import AuditUiSettings, WebSettings, check_web
 
 __all__ = [
+    "AuditUiSettings",
     "ControllerSettings",
     "RetentionSettings",
     "Settings",
+    "WebSettings",
     "load_settings",
     "parse_settings",
 ]
@@ -99,13 +102,6 @@ class RedisSettings:
 
 
 @dataclass(frozen=True)
-class WebSettings:
-    listen: str = "127.0.0.1:8025"
-    public_url: str = "http://127.0.0.1:8025"
-    api_tokens: tuple[str, ...] = ()  # bearer tokens accepted by the consent API
-
-
-@dataclass(frozen=True)
 class SecretsSettings:
     link_key: str = ""  # HMAC key for links (current); required by `relay serve`
     link_key_id: str = "k1"
@@ -159,6 +155,7 @@ class Settings:
     consent: ConsentSettings = field(default_factory=ConsentSettings)
     audit: AuditSettings = field(default_factory=AuditSettings)
     retention: RetentionSettings = field(default_factory=RetentionSettings)
+    audit_ui: AuditUiSettings = field(default_factory=AuditUiSettings)
     dkim: DkimSettings = field(default_factory=DkimSettings)
     log: LogSettings = field(default_factory=LogSettings)
     controllers: Mapping[str, ControllerSettings] = field(default_factory=dict)
@@ -317,6 +314,7 @@ def _check(settings: Settings, loader: _Loader) -> None:
     _check_smtp(settings.smtp, loader)
     check_retention(settings.retention, settings.audit.retention_days, loader.fail)
     check_controllers(settings.controllers, loader.fail)
+    check_web(settings.web, settings.audit_ui, loader.fail)
     for dotted, value in (
         ("smtp.listen", settings.smtp.listen),
         ("web.listen", settings.web.listen),

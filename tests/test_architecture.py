@@ -30,6 +30,7 @@ VOCABULARY = frozenset(
         "relay.settings",
         "relay.settings_controllers",
         "relay.settings_retention",
+        "relay.settings_web",
     }
 )
 # Standard-library and third-party modules a pure stage may use: computation only.

@@ -1,4 +1,4 @@
-"""``relay consent record|show|import|verify``: the consent store from the command line.
+"""``relay consent record|show|import|verify|export``: the consent store from the command line.
 
 Stage: CLI edge. Input: arguments and the settings file. Output: text (or JSON) on stdout,
 problems on stderr, an exit status (0 done, 1 problems found: bad rows or a broken chain,
@@ -92,6 +92,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     verify.add_argument("address", metavar="ADDR", nargs="?")
     verify.set_defaults(func=cmd_verify)
 
+    export = verbs.add_parser("export", parents=[common], help="every proof, JSON Lines or CSV")
+    export.add_argument("--format", required=True, choices=("jsonl", "csv"))
+    export.add_argument("--out", metavar="FILE", help="write here (default: standard output)")
+    export.add_argument("--no-progress", action="store_true", help="no progress bar")
+    export.set_defaults(func=cmd_export)
+
 
 def _settings(args: argparse.Namespace) -> Settings:
     settings = load_settings(getattr(args, "config", None))
@@ -147,7 +153,7 @@ def _run(
                 return await body(settings, store)
 
         return asyncio.run(main())
-    except (RelayError, ValueError) as exc:
+    except (RelayError, ValueError, OSError) as exc:
         print(f"relay consent: {exc}", file=sys.stderr)
         return 2
 
@@ -314,5 +320,29 @@ def cmd_verify(args: argparse.Namespace) -> int:
         verdict = "chains intact" if report.ok else f"{len(report.problems)} problem(s) found"
         print(f"{report.recipients} recipients, {report.events} events checked: {verdict}")
         return 0 if report.ok else 1
+
+    return _run(args, body)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """``relay consent export``: every proof, with a progress bar on stderr."""
+    from relay.cli.export_file import output_file
+    from relay.store.consent_export import export_consent
+
+    async def body(settings: Settings, store: RedisConsentStore) -> int:
+        # Without --controller: every controller's proofs, one after the other.
+        chosen = [store.controller(args.controller)] if args.controller else None
+        owners = chosen or list(store.controllers.by_id.values())
+        bar = tqdm(unit=" recipients", file=sys.stderr, disable=args.no_progress)
+        with bar, output_file(args.out) as out:
+            recipients, events = await export_consent(
+                store.client, store.keys, settings.address_key, args.format, out,
+                [(c.id, c.scope) for c in owners], on_progress=bar.update,
+            )  # fmt: skip
+        print(
+            f"relay consent: exported {events} event(s) of {recipients} recipient(s)",
+            file=sys.stderr,
+        )
+        return 0
 
     return _run(args, body)

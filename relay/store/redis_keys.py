@@ -43,6 +43,25 @@ class Keys:
     def audit_by_rcpt(self, rkey: str) -> str:
         return f"{self.prefix}audit:rcpt:{rkey}"
 
+    # Audit per-day counts, written by the audit write script with each record
+    # (``audit_counts`` describes the layout). For Redis Cluster these four must share the hash
+    # slot of the stream they count (one set per audit bucket).
+    def audit_counts(self) -> str:
+        """Hash ``<day>|<controller>|<dimension>`` -> count."""
+        return f"{self.prefix}audit:counts"
+
+    def audit_count_dims(self) -> str:
+        """Set of the ``<controller>|<dimension>`` fields ever counted."""
+        return f"{self.prefix}audit:count-dims"
+
+    def audit_count_days(self) -> str:
+        """Sorted set of the day numbers that have counts (for retention)."""
+        return f"{self.prefix}audit:count-days"
+
+    def audit_without_consent(self) -> str:
+        """Sorted set of stream ids of records tracked without consent, scored by time."""
+        return f"{self.prefix}audit:without-consent"
+
     # Links minted into messages: gateway/minimise targets and single-use form nonces.
     def gateway_link(self, link_id: str) -> str:
         return f"{self.prefix}gw:{link_id}"

@@ -28,12 +28,19 @@ from relay.core.controllers import build_controllers
 from relay.core.links import LinkMinter, LinkSigner
 from relay.core.recipients import recipient_key
 from relay.model import ConsentEvent, ConsentState, EventType, Purpose
-from relay.settings import ControllerSettings, SecretsSettings, Settings, WebSettings
+from relay.settings import (
+    AuditUiSettings,
+    ControllerSettings,
+    SecretsSettings,
+    Settings,
+    WebSettings,
+)
 from relay.store.consent import RedisConsentStore
 from relay.store.embedded import free_port
 from relay.store.link_store import remember_recipient
 from relay.store.redis_keys import Keys
 from relay.web.app import create_app
+from relay.web.limits import web_config
 
 API_TOKEN = "test-api-token-0123456789"
 ADDRESS = "alice@example.org"
@@ -41,7 +48,10 @@ T = TypeVar("T")
 
 
 def make_settings(
-    port: int, redis_url: str, controllers: Mapping[str, ControllerSettings] | None = None
+    port: int,
+    redis_url: str,
+    controllers: Mapping[str, ControllerSettings] | None = None,
+    audit_users: Mapping[str, str] | None = None,
 ) -> Settings:
     settings = Settings(
         web=WebSettings(
@@ -54,6 +64,8 @@ def make_settings(
         ),
         controllers=dict(controllers or {}),
     )
+    if audit_users:
+        settings = dataclasses.replace(settings, audit_ui=AuditUiSettings(users=dict(audit_users)))
     return dataclasses.replace(settings, redis=dataclasses.replace(settings.redis, url=redis_url))
 
 
@@ -61,11 +73,14 @@ class WebServer:
     """The real application on uvicorn, on a free loopback port, in a background thread."""
 
     def __init__(
-        self, redis_url: str, controllers: Mapping[str, ControllerSettings] | None = None
+        self,
+        redis_url: str,
+        controllers: Mapping[str, ControllerSettings] | None = None,
+        audit_users: Mapping[str, str] | None = None,
     ) -> None:
         self.port = free_port()
         self.redis_url = redis_url
-        self.settings = make_settings(self.port, redis_url, controllers)
+        self.settings = make_settings(self.port, redis_url, controllers, audit_users)
         self.controllers = build_controllers(self.settings.controllers)
         self.keys = Keys(self.settings.redis.prefix)
         self.signer = LinkSigner.from_settings(self.settings.secrets)
@@ -88,10 +103,9 @@ class WebServer:
             controllers=self.controllers,
         )  # fmt: skip
         app = create_app(settings=self.settings, redis=client, store=store, signer=self.signer)
-        config = uvicorn.Config(
-            app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off",
-            access_log=False,
-        )  # fmt: skip
+        # The relay's own transport (connection caps, header and body deadlines).
+        config = web_config(app, self.settings)
+        config.host, config.port = "127.0.0.1", self.port
         self.server = uvicorn.Server(config)
         try:
             await self.server.serve()
