@@ -67,7 +67,7 @@ async def test_a_huge_message_does_not_queue_a_large_one_behind_it(
 
         def filtering() -> bool:
             # The huge message has been handed to a worker (the executor's queue of work).
-            pools = running.pipeline.filters.pools.values()
+            pools = running.pipeline.runner.pools.values()
             return any(getattr(pool, "_pending_work_items", None) for pool in pools)
 
         async def submit_large() -> None:

@@ -87,7 +87,7 @@ def test_filter_message_neutralises_for_every_recipient_and_says_so() -> None:
     }
     envelope = Envelope("news@shop.example", tuple(states))
     raw = _mime(FIRST, SECOND, THIRD)
-    result = filter_message(context, raw, envelope, states, now, ticking())
+    result = filter_message(context, raw, envelope, states, now, clock=ticking())
     assert result.unfinished_parts == (1, 2)
     forced = {c.id for c in result.candidates if c.rule == BUDGET_RULE}
     assert forced
@@ -108,7 +108,7 @@ def test_a_generous_budget_changes_nothing() -> None:
     states = {"a@example.org": ConsentState(rkey)}
     envelope = Envelope("news@shop.example", ("a@example.org",))
     raw = _mime(FIRST, SECOND, THIRD)
-    with_clock = filter_message(context, raw, envelope, states, now, lambda: 0.0)
+    with_clock = filter_message(context, raw, envelope, states, now, clock=lambda: 0.0)
     without = filter_message(context, raw, envelope, states, now)
     assert with_clock.unfinished_parts == ()
     assert [g.data for g in with_clock.groups] == [g.data for g in without.groups]

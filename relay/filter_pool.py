@@ -1,18 +1,18 @@
 """Where the pure core runs: in the event loop for small messages, in worker processes for
-large ones, with a pool per size class.
+large ones, so that one big message never stalls the other SMTP sessions; a pool per size class.
 
-Edge (processes). Input: a message, its envelope and consent states, the settings. Output: the
-``FilterResult`` of ``filtering.filter_message``, computed with ``time.process_time`` as the
-CPU-budget clock.
+Input: a message, its envelope and consent states. Output: ``FilterResult``, computed with
+``time.process_time`` as the CPU-budget clock (``[smtp] cpu_budget``).
 
-Rule 1: messages up to ``[smtp] inline_max_bytes`` are filtered in the event loop (about 1 ms
-        for 67 KB); larger ones in a worker, so that they never stall the other sessions.
-Rule 2: messages over ``large_message_bytes`` have workers of their own (``large_pool``): a few
+Rule 1: messages up to ``[smtp] inline_max_bytes`` (or every message with ``process_pool =
+        0``) are filtered in the event loop; larger ones in a pool of ``process_pool`` worker
+        processes, each of which loads the rules itself (nothing but the message is pickled).
+Rule 2: a worker that died (killed, out of memory) is replaced and the message filtered again
+        here: nothing was sent yet, so nothing is lost or doubled.
+Rule 3: ``reload`` swaps in validated rules: new messages use them, messages in flight finish
+        with the rules they began with.
+Rule 4: messages over ``large_message_bytes`` have workers of their own (``large_pool``): a few
         huge messages never queue the ordinary large ones behind them.
-Rule 3: a worker that dies (killed, out of memory) is replaced and the message filtered again
-        in the loop: nothing was sent yet, so nothing is lost or doubled.
-Rule 4: each worker loads the rules itself; SIGHUP replaces the pools, messages in flight
-        finish on the old ones.
 """
 
 from __future__ import annotations
@@ -44,17 +44,24 @@ def _init_worker(settings: Settings) -> None:
 
 
 def _filter_in_worker(
-    raw: bytes, envelope: Envelope, states: Mapping[str, ConsentState], now: datetime
+    raw: bytes,
+    envelope: Envelope,
+    states: Mapping[str, ConsentState],
+    now: datetime,
+    skip: frozenset[str],
+    budget: int,
 ) -> FilterResult:
     assert _worker_context is not None, "worker not initialised"
-    return filter_message(_worker_context, raw, envelope, states, now, time.process_time)
+    return filter_message(
+        _worker_context, raw, envelope, states, now,
+        skip=skip, budget=budget, clock=time.process_time,
+    )  # fmt: skip
 
 
-class FilterPools:
-    """The worker pools of one relay process, one per size class (Rules 1-4)."""
-
-    def __init__(self, settings: Settings) -> None:
+class FilterRunner:
+    def __init__(self, settings: Settings, context: FilterContext) -> None:
         self.settings = settings
+        self.context = context
         self.pools: dict[str, concurrent.futures.ProcessPoolExecutor] = {}
         for size_class in SIZE_CLASSES:
             if self._workers(size_class) > 0:
@@ -75,6 +82,7 @@ class FilterPools:
         )
 
     def size_class(self, size: int) -> str:
+        """Rules 1 and 4: "inline", "medium" or "large"."""
         smtp = self.settings.smtp
         if not self.pools or size <= smtp.inline_max_bytes:
             return "inline"
@@ -82,7 +90,9 @@ class FilterPools:
             return "large"
         return "medium"
 
-    def renew(self) -> None:
+    def reload(self, context: FilterContext) -> None:
+        """Rule 3."""
+        self.context = context
         for size_class, old in list(self.pools.items()):
             self.pools[size_class] = self._new_pool(size_class)
             old.shutdown(wait=False)
@@ -93,21 +103,30 @@ class FilterPools:
 
     async def run(
         self,
-        context: FilterContext,
         raw: bytes,
         envelope: Envelope,
         states: Mapping[str, ConsentState],
         now: datetime,
+        skip: frozenset[str] = frozenset(),
     ) -> FilterResult:
+        """Rules 1, 2 and 4; ``skip`` and the render budget as ``filter_message`` takes them."""
+        budget = self.settings.smtp.max_render_bytes
+        context = self.context
         size_class = self.size_class(len(raw))
         if size_class == "inline":
-            return filter_message(context, raw, envelope, states, now, time.process_time)
+            return filter_message(
+                context, raw, envelope, states, now,
+                skip=skip, budget=budget, clock=time.process_time,
+            )  # fmt: skip
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(
-                self.pools[size_class], _filter_in_worker, raw, envelope, states, now
+                self.pools[size_class], _filter_in_worker, raw, envelope, states, now, skip, budget
             )
         except concurrent.futures.process.BrokenProcessPool:
             log.error("filter worker died; restarting the %s pool", size_class)
             self.pools[size_class] = self._new_pool(size_class)
-            return filter_message(context, raw, envelope, states, now, time.process_time)
+            return filter_message(
+                context, raw, envelope, states, now,
+                skip=skip, budget=budget, clock=time.process_time,
+            )  # fmt: skip
