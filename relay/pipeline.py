@@ -30,9 +30,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
-
 from relay import replies
 from relay.core.filtering import FilterContext, FilterResult, filter_message
 from relay.core.recipients import mask
@@ -45,7 +42,8 @@ from relay.settings import Settings
 from relay.store.audit import AuditLog
 from relay.store.consent import ConsentStore
 from relay.store.ledger import Ledger, message_key
-from relay.store.link_store import remember_recipients, store_gateway_links
+from relay.store.link_store import LINK_TTL_DAYS, LinkStore
+from relay.store.redis_conn import AsyncRedis
 from relay.store.redis_keys import Keys
 
 log = logging.getLogger("relay.pipeline")
@@ -87,12 +85,13 @@ class Pipeline:
         settings: Settings,
         context: FilterContext,
         *,
-        redis: Redis,
+        redis: AsyncRedis,
         keys: Keys,
         store: ConsentStore,
         audit: AuditLog,
         ledger: Ledger,
         upstream: Upstream,
+        links: LinkStore | None = None,
     ) -> None:
         self.settings = settings
         self.context = context
@@ -102,6 +101,7 @@ class Pipeline:
         self.audit = audit
         self.ledger = ledger
         self.upstream = upstream
+        self.links = links or LinkStore(redis, keys, timeout=settings.redis.timeout)
         self._pool: concurrent.futures.ProcessPoolExecutor | None = None
         self._deliveries: set[asyncio.Task[Outcome]] = set()
         if settings.smtp.process_pool > 0:
@@ -254,13 +254,8 @@ class Pipeline:
     async def _store_links(self, result: FilterResult) -> None:
         links = [link for group in result.groups for link in group.gateway_links]
         linked = {p.recipient_key: p.rcpt for p in result.plans if p.needs_links or p.footer}
-        try:
-            await store_gateway_links(self.redis, self.keys, links, ttl_days=400)
-            await remember_recipients(self.redis, self.keys, linked)
-        except (RedisError, OSError, TimeoutError) as exc:
-            # Fail closed, not shut: a gateway link Redis did not keep answers the blank GIF,
-            # and minimise links never needed their target. The mail still goes out.
-            log.warning("could not store %d link(s): %s", len(links), exc)
+        # Never raises: what Redis does not take is journalled and replayed (link_store Rule 4).
+        await self.links.store(links, linked, ttl_days=LINK_TTL_DAYS)
 
     async def _after_delivery(
         self,
@@ -305,7 +300,7 @@ class Pipeline:
                 rules_digest=result.rules_digest,
             )
             try:
-                await self.store.record(event)
+                await self.store.record_or_journal(event)
             except Exception as exc:  # the mail went out; losing this event must not fail it
                 log.error("could not record 'requested' for %s: %s", mask(rcpt), exc)
 

@@ -7,8 +7,9 @@ Rule 2: SIGHUP reloads the rule files only if they validate, then swaps them in 
         (messages in flight finish with the rules they began with); SIGTERM/SIGINT drain:
         stop accepting, answer 421 to new transactions, let messages in flight finish up to
         ``[smtp] shutdown_grace`` seconds, then close.
-Rule 3: the audit journal written while Redis was down is replayed at start and every minute;
-        records older than ``[audit] retention_days`` are trimmed every hour.
+Rule 3: the audit journal and the write journal (``writeback``) written while Redis was down, or
+        while no replica confirmed, are replayed at start and every few seconds while they hold
+        anything; records older than ``[audit] retention_days`` are trimmed every hour.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import signal
 import socket
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -43,8 +44,11 @@ from relay.settings import Settings
 from relay.store.audit import AuditLog
 from relay.store.consent import RedisConsentStore
 from relay.store.ledger import Ledger
+from relay.store.link_store import LinkStore
 from relay.store.redis_conn import async_client, resolve
 from relay.store.redis_keys import Keys
+from relay.store.replicated import Durability
+from relay.store.writeback import Handler, WriteBack
 from relay.web.app import create_app
 
 log = logging.getLogger("relay.service")
@@ -97,11 +101,20 @@ class Running:
         await self.pipeline.redis.aclose()
 
 
-async def _audit_upkeep(audit: AuditLog) -> None:
-    """Replay the journal every minute (Rule 3) and apply the retention every hour."""
+UPKEEP_PAUSE = 5.0  # seconds between journal checks (two stat calls each when empty)
+
+
+async def _audit_upkeep(
+    audit: AuditLog, writeback: WriteBack | None = None, handlers: Mapping[str, Handler] = {}
+) -> None:
+    """Replay the journals (Rule 3) and apply the retention every hour."""
     last_trim = 0.0
     while True:
         try:
+            if writeback is not None and writeback.pending():
+                settled = await writeback.replay(handlers)
+                if settled:
+                    log.info("replayed %d write(s) from the write journal", settled)
             replayed = await audit.replay_journal()
             if replayed:
                 log.info("replayed %d audit record(s) from the journal", replayed)
@@ -111,8 +124,8 @@ async def _audit_upkeep(audit: AuditLog) -> None:
                 if trimmed:
                     log.info("retention: removed %d decision record(s)", trimmed)
         except Exception as exc:  # keep trying: the journal keeps the records meanwhile
-            log.warning("audit upkeep failed: %s", exc)
-        await asyncio.sleep(60)
+            log.warning("journal replay or retention failed, retrying: %s", exc)
+        await asyncio.sleep(UPKEEP_PAUSE)
 
 
 async def start(
@@ -130,21 +143,35 @@ async def start(
         log.warning("upstream profile %s: %s", settings.upstream.profile, warning)
     keys = Keys(settings.redis.prefix)
     client = async_client(redis_url, settings.redis)
+    durability = Durability.for_url(redis_url, settings.redis)
+    writeback = WriteBack(settings.redis.journal, keep=settings.redis.journal_keep)
+    timeout = settings.redis.timeout
     store = RedisConsentStore(
         client,
         keys,
         settings.address_key,
         settings.consent,
         rules_digest=rules.digest,
-        timeout=settings.redis.timeout,
+        timeout=timeout,
+        durability=durability,
+        writeback=writeback,
     )
     audit = AuditLog(
         client,
         keys,
         settings.audit.journal,
-        timeout=settings.redis.timeout,
+        timeout=timeout,
         retention_days=settings.audit.retention_days,
+        durability=durability,
     )
+    ledger = Ledger(client, keys, timeout=timeout, durability=durability, writeback=writeback)
+    links = LinkStore(client, keys, timeout=timeout, durability=durability, writeback=writeback)
+    handlers: dict[str, Handler] = {
+        "ledger": ledger.replay_records,
+        "forget": ledger.replay_forgets,
+        "links": links.replay,
+        "consent": store.replay_events,
+    }
     pipeline = Pipeline(
         settings,
         context,
@@ -152,8 +179,9 @@ async def start(
         keys=keys,
         store=store,
         audit=audit,
-        ledger=Ledger(client, keys, timeout=settings.redis.timeout),
+        ledger=ledger,
         upstream=make_upstream(settings.upstream, settings.smtp.hostname or socket.getfqdn()),
+        links=links,
     )
 
     async def process(raw: bytes, envelope: Envelope, relay_id: str) -> Outcome:
@@ -170,7 +198,7 @@ async def start(
     web = _QuietUvicorn(uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False))
     web_sock = web_sock or listening_socket(settings.web.listen)
     web_task = asyncio.create_task(web.serve(sockets=[web_sock]))
-    journal_task = asyncio.create_task(_audit_upkeep(audit))
+    journal_task = asyncio.create_task(_audit_upkeep(audit, writeback, handlers))
     return Running(pipeline, smtp, web, web_task, journal_task, settings)
 
 

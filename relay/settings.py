@@ -23,6 +23,7 @@ from typing import Any
 
 from relay.errors import SettingsError
 from relay.passwords import check_hash
+from relay.redis_urls import CLUSTER_SCHEMES, parse_cluster_url
 
 DEFAULT_CONFIG = "config.toml"
 
@@ -77,11 +78,17 @@ class UpstreamSettings:
 
 @dataclass(frozen=True)
 class RedisSettings:
-    # "embedded", "redis://...", "rediss://...", "unix:///path", "redis+sentinel://h:p/service"
+    # "embedded", "redis://...", "rediss://...", "unix:///path", "redis+sentinel://h:p/service",
+    # "redis+cluster://h:p,h:p" (Redis Cluster seed nodes), "rediss+cluster://..." (TLS)
     url: str = "embedded"
     data_dir: str = "./var/redis"  # embedded server: data and append-only file
     timeout: float = 2.0  # seconds for every Redis call
     prefix: str = "relay:"  # prefix of every key the relay writes
+    # Cluster and Sentinel: writes WAIT for this many replicas, at most wait_timeout seconds.
+    wait_replicas: int = 1
+    wait_timeout: float = 0.25
+    journal: str = "./var/redis-journal"  # writes Redis did not take or confirm, replayed
+    journal_keep: float = 60.0  # seconds an unconfirmed write is replayed before it is let go
 
 
 @dataclass(frozen=True)
@@ -310,12 +317,24 @@ def _check(settings: Settings, loader: _Loader) -> None:
         raise loader.fail(
             "upstream.url", f"must start with smtp://, smtps:// or file:, not {url!r}"
         )
-    rurl = settings.redis.url
-    schemes = ("redis://", "rediss://", "unix://", "redis+sentinel://")
-    if rurl != "embedded" and not rurl.startswith(schemes):
-        raise loader.fail("redis.url", f"must be 'embedded' or a redis:// URL, not {rurl!r}")
+    _check_redis(settings.redis, loader)
     if not settings.web.public_url.startswith(("http://", "https://")):
         raise loader.fail("web.public_url", "must start with http:// or https://")
+
+
+def _check_redis(redis: RedisSettings, loader: _Loader) -> None:
+    rurl = redis.url
+    schemes = ("redis://", "rediss://", "unix://", "redis+sentinel://", *CLUSTER_SCHEMES)
+    if rurl != "embedded" and not rurl.startswith(schemes):
+        raise loader.fail("redis.url", f"must be 'embedded' or a redis:// URL, not {rurl!r}")
+    if rurl.startswith(CLUSTER_SCHEMES):
+        try:
+            parse_cluster_url(rurl)
+        except ValueError as exc:
+            raise loader.fail("redis.url", str(exc)) from None
+    if "{" in redis.prefix or "}" in redis.prefix:
+        # A brace in the prefix would make it the Redis Cluster hash tag of every key.
+        raise loader.fail("redis.prefix", f"must not contain {{ or }}, not {redis.prefix!r}")
 
 
 def split_hostport(value: str) -> tuple[str, int]:

@@ -13,6 +13,12 @@ Rule 3: an append and its state update are one Lua script (``consent_state.RECOR
         one recipient are serialised by retrying, never by interleaving.
 Rule 4: recipients are keyed by ``recipient_key`` (keyed hash); the address is only inside the
         stored record. Every other failure of a write or read is a ``StoreUnavailable``.
+Rule 5: every key a script or a MULTI touches belongs to one recipient (``Keys``: one hash slot
+        on a Redis Cluster); reads across recipients are pipelines of per-recipient commands.
+Rule 6: on a cluster or with Sentinel an append waits for a replica (``replicated``); one that
+        no replica confirmed is journalled (``writeback``) and replayed, skipped then if its
+        event id is already stored. ``record_or_journal`` (the relay's own ``requested``
+        events) journals the event when Redis cannot take it at all.
 """
 
 from __future__ import annotations
@@ -25,24 +31,30 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from relay.core.recipients import mask, recipient_key
 from relay.errors import StoreUnavailable
 from relay.model import ConsentEvent, ConsentState
 from relay.settings import ConsentSettings
+from relay.store import replicated
 from relay.store.consent_proof import (
     canonical,
     chain_record,
     event_from_record,
+    format_time,
     new_event_id,
+    proof_fields,
     validate_api_payload,
     validate_event,
 )
 from relay.store.consent_state import FIELD_HEAD, RECORD_LUA, derive, script_args
 from relay.store.consent_verify import ChainProblem, VerifyReport, check_chain
+from relay.store.fanout import queue_script, scan_keys
+from relay.store.redis_conn import AsyncRedis
 from relay.store.redis_keys import Keys
+from relay.store.replicated import Durability
+from relay.store.writeback import Entry, WriteBack
 
 __all__ = [
     "ChainProblem",
@@ -58,10 +70,19 @@ log = logging.getLogger("relay.store.consent")
 STORE_ERRORS = (RedisError, OSError, TimeoutError, asyncio.TimeoutError)
 VERIFY_BATCH = 200  # recipients read per MULTI/EXEC by verify()
 MAX_CHAIN_RETRIES = 200  # concurrent writers for one recipient; each retry costs 2 round trips
+REPLAY_PREFIX = b"id:"  # fingerprint of a journalled event: skip it when its id is stored
+
+# KEYS: events list, state hash of one recipient. Both read at one instant, so that an append
+# landing in between cannot look like a broken chain.
+READ_LUA = """
+return {redis.call('LRANGE', KEYS[1], 0, -1), redis.call('HGETALL', KEYS[2])}
+"""
 
 
 class ConsentStore(Protocol):
     async def record(self, event: ConsentEvent) -> ConsentEvent: ...
+
+    async def record_or_journal(self, event: ConsentEvent) -> ConsentEvent: ...
 
     async def states(self, addresses: Sequence[str], now: datetime) -> dict[str, ConsentState]: ...
 
@@ -86,13 +107,15 @@ def _text(value: bytes | str) -> str:
 class RedisConsentStore:
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: AsyncRedis,
         keys: Keys,
         address_key: bytes,
         settings: ConsentSettings,
         rules_digest: str = "",
         *,
         timeout: float = 2.0,
+        durability: Durability | None = None,
+        writeback: WriteBack | None = None,
     ) -> None:
         self.client = client
         self.keys = keys
@@ -100,7 +123,8 @@ class RedisConsentStore:
         self.settings = settings
         self.rules_digest = rules_digest
         self.timeout = timeout
-        self._script = client.register_script(RECORD_LUA)
+        self.durability = durability or Durability.off()
+        self.writeback = writeback
 
     def rkey(self, address: str) -> str:
         return recipient_key(address, self.address_key)
@@ -128,26 +152,70 @@ class RedisConsentStore:
             raise StoreUnavailable(f"consent store: cannot record the event: {exc}") from exc
         return pending.event
 
+    async def record_or_journal(self, event: ConsentEvent) -> ConsentEvent:
+        """``record``, or, when Redis cannot take the event, journal it for replay (Rule 6)."""
+        pending = self.prepare(event, datetime.now(UTC))
+        try:
+            await self._append(pending)
+        except STORE_ERRORS as exc:
+            if self.writeback is None:
+                raise StoreUnavailable(f"consent store: cannot record the event: {exc}") from exc
+            log.warning("consent store unavailable (%s): event journalled", exc)
+            await self._journal(pending.event)
+        return pending.event
+
+    async def _journal(self, event: ConsentEvent) -> None:
+        assert self.writeback is not None
+        record = proof_fields(event)
+        record.update(id=event.id, recorded_at=format_time(event.recorded_at or datetime.now(UTC)))
+        await self.writeback.add("consent", record=record)
+
     async def _append(self, item: Pending) -> bool:
         """Append one event, retrying while other writers move the chain; False if seen."""
+        appended, confirmed = await self._append_confirmed(item)
+        if appended and not confirmed:
+            if self.writeback is None:
+                log.warning("consent event %s: no replica confirmed it", item.event.id)
+            else:
+                await self._journal(item.event)
+        return appended
+
+    async def _append_confirmed(self, item: Pending) -> tuple[bool, bool]:
+        """(appended, confirmed by a replica or no replica to wait for)."""
         head = await self.client.hget(self.keys.consent_state(item.rkey), FIELD_HEAD)
         prev = _text(head) if head else ""
         for _attempt in range(MAX_CHAIN_RETRIES):
-            status, head = await self._script(
-                keys=self._script_keys(item.rkey), args=self._args(item, prev)
+            command = replicated.script(
+                RECORD_LUA, self._script_keys(item.rkey), self._args(item, prev)
             )
+            replies, confirmed = await replicated.execute(self.client, [command], self.durability)
+            status, head = replies[0]
             if status == 1:
-                return True
+                return True, confirmed
             if status == 2:
-                return False
+                return False, True
             prev = _text(head)  # another writer appended first: chain onto its event
         raise StoreUnavailable(f"consent store: too many concurrent writes for {item.rkey}")
+
+    async def replay_events(self, entries: Sequence[Entry]) -> list[bool]:
+        """Handler of the write journal's ``consent`` entries (Rule 6)."""
+        confirmed: list[bool] = []
+        for entry in entries:
+            event = event_from_record(entry["record"])
+            marker = REPLAY_PREFIX + event.id.encode()
+            try:
+                item = Pending(self.rkey(event.address), event, marker)
+                _appended, ok = await self._append_confirmed(item)
+            except STORE_ERRORS as exc:
+                raise StoreUnavailable(f"consent store: replay stopped: {exc}") from exc
+            confirmed.append(ok)
+        return confirmed
 
     def _script_keys(self, rkey: str) -> list[str]:
         return [
             self.keys.consent_events(rkey),
             self.keys.consent_state(rkey),
-            self.keys.consent_import_seen(),
+            self.keys.consent_import_seen(rkey),
         ]
 
     def _args(self, item: Pending, prev: str) -> list[Any]:
@@ -180,15 +248,25 @@ class RedisConsentStore:
             unique.append(item)
         if not unique:
             return added, skipped
-        rkeys = list(dict.fromkeys(item.rkey for item in unique))
+        by_rkey: dict[str, list[Pending]] = {}
+        for item in unique:
+            by_rkey.setdefault(item.rkey, []).append(item)
         pipe = self.client.pipeline(transaction=False)
-        pipe.smismember(self.keys.consent_import_seen(), [i.fingerprint or b"-" for i in unique])
-        for rkey in rkeys:
+        for rkey, group in by_rkey.items():
+            fingerprints = [i.fingerprint or b"-" for i in group]
+            pipe.smismember(self.keys.consent_import_seen(rkey), fingerprints)
             pipe.hget(self.keys.consent_state(rkey), FIELD_HEAD)
         first = await pipe.execute()
-        heads = {rkey: _text(h) if h else "" for rkey, h in zip(rkeys, first[1:], strict=True)}
+        heads: dict[str, str] = {}
+        seen: dict[int, bool] = {}
+        for index, (rkey, group) in enumerate(by_rkey.items()):
+            known_flags, head = first[2 * index], first[2 * index + 1]
+            heads[rkey] = _text(head) if head else ""
+            seen.update((id(i), bool(k)) for i, k in zip(group, known_flags, strict=True))
+        pipe = self.client.pipeline(transaction=False)
         chained: list[tuple[Pending, str]] = []
-        for item, known in zip(unique, first[0], strict=True):
+        for item in unique:
+            known = seen[id(item)]
             if known and item.fingerprint:
                 skipped += 1
                 continue
@@ -196,7 +274,7 @@ class RedisConsentStore:
             args = self._args(item, prev)
             heads[item.rkey] = args[2]  # this event's hash is the next one's prev
             chained.append((item, prev))
-            await self._script(keys=self._script_keys(item.rkey), args=args, client=pipe)
+            queue_script(pipe, RECORD_LUA, self._script_keys(item.rkey), args)
         results = await pipe.execute() if chained else []
         for (item, _prev), (status, _head) in zip(chained, results, strict=True):
             # Status 0: the head moved under us (a concurrent writer): retry alone, in order.
@@ -233,20 +311,20 @@ class RedisConsentStore:
         return (await self._raw_many([rkey]))[0]
 
     async def _raw_many(self, rkeys: Sequence[str]) -> list[tuple[list[bytes], dict[str, str]]]:
-        # MULTI/EXEC: records and state are read at one instant, so that an append landing in
-        # between cannot look like a broken chain.
+        # One script per recipient (READ_LUA): its records and state at one instant (Rule 5).
         try:
-            pipe = self.client.pipeline(transaction=True)
+            pipe = self.client.pipeline(transaction=False)
             for rkey in rkeys:
-                pipe.lrange(self.keys.consent_events(rkey), 0, -1)
-                pipe.hgetall(self.keys.consent_state(rkey))
+                keys = [self.keys.consent_events(rkey), self.keys.consent_state(rkey)]
+                queue_script(pipe, READ_LUA, keys, [])
             replies = await pipe.execute()
         except STORE_ERRORS as exc:
             raise StoreUnavailable(f"consent store: cannot read the records: {exc}") from exc
-        return [
-            (list(records), {_text(k): _text(v) for k, v in state.items()})
-            for records, state in zip(replies[::2], replies[1::2], strict=True)
-        ]
+        out: list[tuple[list[bytes], dict[str, str]]] = []
+        for records, flat in replies:
+            state = {_text(k): _text(v) for k, v in zip(flat[::2], flat[1::2], strict=True)}
+            out.append((list(records), state))
+        return out
 
     async def history(self, address: str) -> list[ConsentEvent]:
         """The recipient's events in the order recorded (ValueError names a damaged record)."""
@@ -283,9 +361,9 @@ class RedisConsentStore:
         found: set[str] = set()
         try:
             for pattern in (self.keys.consent_events_match(), self.keys.consent_state_match()):
-                start = len(pattern) - 1  # the pattern ends with the "*" standing for the key
-                async for key in self.client.scan_iter(match=pattern, count=1000):
-                    found.add(_text(key)[start:])
+                before, _star, after = pattern.partition("*")
+                for key in await scan_keys(self.client, pattern):
+                    found.add(key[len(before) : len(key) - len(after)])
         except STORE_ERRORS as exc:
             raise StoreUnavailable(f"consent store: cannot list recipients: {exc}") from exc
         return found

@@ -19,27 +19,49 @@ Rule 4: once the client shows it received that 250 (by sending its next command 
         connection) the pairs of a settled message are forgotten at once, so that an
         application sending the very same bytes again on purpose gets them delivered again.
 Rule 3: when Redis cannot be reached the ledger keeps the pairs in process memory (bounded), so
-        a retry to the same relay process is still deduplicated; the log says so.
+        a retry to the same relay process is still deduplicated; the log says so. The pairs
+        also go to the write journal (``writeback``), replayed when Redis is back, so that a
+        retry reaching another relay afterwards is deduplicated too; on a cluster or with
+        Sentinel, a write no replica confirmed (``replicated``) is journalled the same way.
+Rule 5: an entry's expiry only ever grows (``RECORD_LUA``), so a replayed entry never shortens
+        the life of a newer one; a forget that Redis missed, or that follows a journalled
+        entry, is journalled after it, so the replay deletes what it re-created.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import json
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
-from typing import Any, cast
+from collections.abc import Mapping, Sequence
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from relay.store import replicated
+from relay.store.redis_conn import AsyncRedis
 from relay.store.redis_keys import Keys
+from relay.store.replicated import Durability
+from relay.store.writeback import Entry, WriteBack
 
 log = logging.getLogger("relay.store.ledger")
 
 DEFAULT_TTL = 7 * 24 * 3600
 SETTLED_TTL = 3600
+ERRORS = (RedisError, OSError, TimeoutError, asyncio.TimeoutError)
+
+# KEYS[1]: the message's ledger hash. ARGV[1]: expiry (unix ms); ARGV[2..]: field, value pairs.
+# The expiry is set only when it is later than the current one (Rule 5).
+RECORD_LUA = """
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+local current = redis.call('PEXPIRETIME', KEYS[1])
+if current < 0 or current < tonumber(ARGV[1]) then
+  redis.call('PEXPIREAT', KEYS[1], ARGV[1])
+end
+return 1
+"""
 
 
 def message_key(mail_from: str, data: bytes) -> str:
@@ -53,21 +75,26 @@ def message_key(mail_from: str, data: bytes) -> str:
 class Ledger:
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: AsyncRedis,
         keys: Keys,
         *,
         timeout: float,
         ttl: int = DEFAULT_TTL,
         settled_ttl: int = SETTLED_TTL,
         memory_limit: int = 100_000,
+        durability: Durability | None = None,
+        writeback: WriteBack | None = None,
     ) -> None:
         self.client = client
         self.keys = keys
         self.timeout = timeout
         self.ttl = ttl
         self.settled_ttl = settled_ttl
+        self.durability = durability or Durability.off()
+        self.writeback = writeback
         self._memory: OrderedDict[str, tuple[float, dict[str, str]]] = OrderedDict()
         self._memory_limit = memory_limit
+        self._journalled: set[str] = set()  # keys journalled by this process (Rule 5)
 
     async def done(self, key: str) -> dict[str, str]:
         """Recipients (lower-cased) already answered for good -> the upstream reply text."""
@@ -76,8 +103,10 @@ class Ledger:
         if remembered and remembered[0] > time.monotonic():
             found.update(remembered[1])
         try:
-            raw = await self.client.hgetall(self.keys.delivered(key))
-        except (RedisError, OSError, TimeoutError) as exc:
+            raw = await asyncio.wait_for(
+                self.client.hgetall(self.keys.delivered(key)), self.timeout
+            )
+        except ERRORS as exc:
             log.warning("ledger read failed (%s); using this process's memory only", exc)
             return found
         found.update({_text(k): _text(v) for k, v in raw.items()})
@@ -88,34 +117,74 @@ class Ledger:
         the same connection): a later identical message is a new one, not a retry (Rule 4)."""
         self._memory.pop(key, None)
         try:
-            await self.client.delete(self.keys.delivered(key))
-        except (RedisError, OSError, TimeoutError) as exc:
+            await asyncio.wait_for(self.client.delete(self.keys.delivered(key)), self.timeout)
+            failed = False
+        except ERRORS as exc:
             log.warning("ledger entry not removed (%s); it expires by itself", exc)
+            failed = True
+        if (failed or key in self._journalled) and self.writeback is not None:
+            self._journalled.discard(key)
+            await self._journal("forget", key=key)
+
+    def _command(self, key: str, entries: Mapping[str, str], expires_ms: int) -> replicated.Command:
+        pairs = [item for pair in entries.items() for item in pair]
+        return replicated.script(RECORD_LUA, [self.keys.delivered(key)], [expires_ms, *pairs])
 
     async def record(self, key: str, replies: Mapping[str, str], *, settled: bool = False) -> None:
         """Remember final answers; ``settled``: every recipient is done (Rule 2)."""
         if not replies:
             return
         ttl = self.settled_ttl if settled else self.ttl
-        entries: dict[str | bytes, str | bytes] = {
-            rcpt.lower(): text for rcpt, text in replies.items()
-        }
+        entries = {rcpt.lower(): text for rcpt, text in replies.items()}
+        expires_ms = int((time.time() + ttl) * 1000)
         try:
-            async with self.client.pipeline(transaction=True) as pipe:
-                pipe.hset(self.keys.delivered(key), mapping=cast("Mapping[Any, Any]", entries))
-                pipe.expire(self.keys.delivered(key), ttl)
-                await pipe.execute()
-            return
-        except (RedisError, OSError, TimeoutError) as exc:
+            _replies, confirmed = await asyncio.wait_for(
+                replicated.execute(
+                    self.client, [self._command(key, entries, expires_ms)], self.durability
+                ),
+                self.timeout + self.durability.timeout_ms / 1000,
+            )
+        except ERRORS as exc:
             log.warning("ledger write failed (%s); kept in this process's memory", exc)
+            self._remember(key, entries, ttl)
+            confirmed = False
+        if not confirmed:
+            self._journalled.add(key)
+            await self._journal("ledger", key=key, replies=entries, expires_ms=expires_ms)
+
+    def _remember(self, key: str, entries: Mapping[str, str], ttl: int) -> None:
         expires = time.monotonic() + ttl
         previous = self._memory.pop(key, (0.0, {}))[1]
-        self._memory[key] = (
-            expires,
-            {**previous, **{_text(k): _text(v) for k, v in entries.items()}},
-        )
+        self._memory[key] = (expires, {**previous, **entries})
         while len(self._memory) > self._memory_limit:
             self._memory.popitem(last=False)
+
+    async def _journal(self, op: str, **data: object) -> None:
+        if self.writeback is None:
+            return
+        try:
+            await self.writeback.add(op, **data)
+        except OSError as exc:
+            log.error("ledger entry not journalled (%s): %s", exc, json.dumps(data)[:200])
+
+    # -- replay of the write journal (``writeback``) -----------------------------------------
+
+    async def replay_records(self, entries: Sequence[Entry]) -> list[bool]:
+        commands = [
+            self._command(str(e["key"]), dict(e["replies"]), int(e["expires_ms"])) for e in entries
+        ]
+        _replies, confirmed = await replicated.execute(self.client, commands, self.durability)
+        return [confirmed] * len(entries)
+
+    async def replay_forgets(self, entries: Sequence[Entry]) -> list[bool]:
+        commands = [
+            replicated.Command(
+                ("DEL", self.keys.delivered(str(e["key"]))), self.keys.delivered(str(e["key"]))
+            )
+            for e in entries
+        ]
+        _replies, confirmed = await replicated.execute(self.client, commands, self.durability)
+        return [confirmed] * len(entries)
 
 
 def _text(value: str | bytes) -> str:

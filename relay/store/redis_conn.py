@@ -5,19 +5,27 @@ Rule 1: ``[redis] url = "embedded"`` means one private server per data folder. T
         ``relay audit`` ...) finds the running server through that file instead of starting a
         second server on the same files, and starts its own only when none answers.
 Rule 2: every client gets the configured timeout on connect and on every call.
+Rule 3: ``redis+cluster://host:port[,host:port...]`` (``rediss+cluster://`` with TLS) names seed
+        nodes of a Redis Cluster (or a Valkey one); the client learns the other nodes and the
+        slot map from them and follows failovers and slot migrations by itself. Any one
+        reachable seed is enough; listing several lets the relay start while one is down.
 """
 
 from __future__ import annotations
 
 import socket
 from pathlib import Path
+from typing import Any, TypeAlias
 from urllib.parse import unquote
 
 import redis
 import redis.asyncio as aioredis
+import redis.cluster
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.sentinel import Sentinel
 from redis.sentinel import Sentinel as SyncSentinel
 
+from relay.redis_urls import ClusterURL, is_cluster_url, parse_cluster_url
 from relay.settings import RedisSettings
 from relay.store.embedded import EmbeddedRedis
 
@@ -82,7 +90,41 @@ def parse_sentinel_url(url: str) -> tuple[list[tuple[str, int]], str, int, str |
     return sentinels, service, int(db or 0), password
 
 
-def async_client(url: str, settings: RedisSettings) -> aioredis.Redis:
+# The relay's clients: one server (plain or through Sentinel) or a cluster.
+AsyncRedis: TypeAlias = aioredis.Redis | RedisCluster
+SyncRedis: TypeAlias = redis.Redis | redis.cluster.RedisCluster
+
+
+def _cluster_kwargs(parsed: ClusterURL, settings: RedisSettings) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {
+        "username": parsed.username,
+        "password": parsed.password,
+        "socket_timeout": settings.timeout,
+        "socket_connect_timeout": settings.timeout,
+        # A master that fails over is replaced within seconds; the relay's own timeouts
+        # bound each call, so the client need not fail the whole cluster's coverage.
+        "require_full_coverage": False,
+    }
+    if parsed.tls:
+        kwargs.update(ssl=True, **parsed.options)
+    return kwargs
+
+
+def cluster_client(url: str, settings: RedisSettings) -> RedisCluster:
+    parsed = parse_cluster_url(url)
+    nodes = [ClusterNode(host, port) for host, port in parsed.seeds]
+    return RedisCluster(startup_nodes=nodes, **_cluster_kwargs(parsed, settings))
+
+
+def sync_cluster_client(url: str, settings: RedisSettings) -> redis.cluster.RedisCluster:
+    parsed = parse_cluster_url(url)
+    nodes = [redis.cluster.ClusterNode(host, port) for host, port in parsed.seeds]  # type: ignore[no-untyped-call]
+    return redis.cluster.RedisCluster(startup_nodes=nodes, **_cluster_kwargs(parsed, settings))
+
+
+def async_client(url: str, settings: RedisSettings) -> AsyncRedis:
+    if is_cluster_url(url):
+        return cluster_client(url, settings)
     if url.startswith(SENTINEL_SCHEME):
         sentinels, service, db, password = parse_sentinel_url(url)
         sentinel = Sentinel(  # type: ignore[no-untyped-call]
@@ -106,7 +148,9 @@ def async_client(url: str, settings: RedisSettings) -> aioredis.Redis:
     )
 
 
-def sync_client(url: str, settings: RedisSettings) -> redis.Redis:
+def sync_client(url: str, settings: RedisSettings) -> SyncRedis:
+    if is_cluster_url(url):
+        return sync_cluster_client(url, settings)
     if url.startswith(SENTINEL_SCHEME):
         sentinels, service, db, password = parse_sentinel_url(url)
         sentinel = SyncSentinel(sentinels, socket_timeout=settings.timeout)  # type: ignore[no-untyped-call]

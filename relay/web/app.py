@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 
-from redis.asyncio import Redis
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -28,6 +27,7 @@ from starlette.staticfiles import StaticFiles
 
 from relay.core.links import LinkSigner
 from relay.settings import Settings
+from relay.store.redis_conn import AsyncRedis
 from relay.store.redis_keys import Keys
 from relay.web import api, gateway, pages
 from relay.web.context import STATIC, ConsentStore, WebContext, error_page, templates_environment
@@ -70,7 +70,7 @@ async def metrics_endpoint(request: Request) -> Response:
 
 
 def create_app(
-    *, settings: Settings, redis: Redis, store: ConsentStore, signer: LinkSigner
+    *, settings: Settings, redis: AsyncRedis, store: ConsentStore, signer: LinkSigner
 ) -> Starlette:
     page_methods = ["GET", "HEAD", "POST"]
     routes = [

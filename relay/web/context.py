@@ -17,13 +17,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import jinja2
-from redis.asyncio import Redis
 from starlette.requests import Request
 from starlette.responses import Response
 
 from relay.core.links import LinkSigner
 from relay.model import ConsentEvent, ConsentState
 from relay.settings import Settings
+from relay.store.redis_conn import AsyncRedis
 from relay.store.redis_keys import Keys
 from relay.web import i18n
 
@@ -56,7 +56,7 @@ class ConsentStore(Protocol):
 @dataclass(frozen=True)
 class WebContext:
     settings: Settings
-    redis: Redis
+    redis: AsyncRedis
     keys: Keys
     store: ConsentStore
     signer: LinkSigner

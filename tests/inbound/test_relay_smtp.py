@@ -17,7 +17,6 @@ from typing import Protocol
 
 import pytest
 import redis
-import redis.asyncio as aioredis
 
 from relay.model import ConsentEvent, EventType, Purpose
 from relay.service import Running
@@ -27,6 +26,7 @@ from relay.store.embedded import EmbeddedRedis
 from relay.store.redis_keys import Keys
 from tests.conftest import require_tool
 from tests.support.harness import HTML_WITH_PIXEL, PIXEL, asend, make_settings, message, start_relay
+from tests.support.redis import async_client
 from tests.support.smtp_sink import Sink
 
 pytestmark = pytest.mark.timeout(60)
@@ -50,7 +50,7 @@ class Relay:
         return self.running.smtp_port
 
     async def grant(self, address: str, *purposes: Purpose) -> None:
-        client = aioredis.Redis.from_url(self.redis_url)
+        client = async_client(self.redis_url)
         store = RedisConsentStore(
             client, Keys(self.settings.redis.prefix), self.settings.address_key,
             self.settings.consent,
@@ -219,7 +219,8 @@ async def test_redis_down_fails_closed_and_keeps_the_decision_records(
     replayed = await relay.running.pipeline.audit.replay_journal()
     assert replayed == 1
     client = redis.Redis.from_url(server.url)
-    assert client.xlen(Keys(relay.settings.redis.prefix).audit_stream()) == 1
+    keys = Keys(relay.settings.redis.prefix)
+    assert sum(client.xlen(keys.audit_stream(b)) for b in keys.audit_buckets()) == 1
     client.close()
 
 

@@ -29,26 +29,30 @@ from relay.model import (
 from relay.store.audit import AuditLog, message_key
 from relay.store.audit_codec import CSV_COLUMNS, decode, encode
 from relay.store.audit_record import build_records, record_from_json
+from relay.store.redis_conn import AsyncRedis
 from relay.store.redis_keys import Keys
 from tests.support.audit import (
     T0,
     key_names,
+    log_length,
     make_record,
     message,
     new_log,
+    rcpt_index_size,
     stream_times,
 )
+from tests.support.redis import async_client
 
 
 @pytest.fixture
-async def client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    conn = aioredis.Redis.from_url(redis_url, socket_timeout=2.0)
+async def client(redis_url: str) -> AsyncIterator[AsyncRedis]:
+    conn = async_client(redis_url, 2.0)
     yield conn
-    await conn.connection_pool.disconnect()
+    await conn.aclose()
 
 
 @pytest.fixture
-def audit(client: aioredis.Redis, tmp_path: Path) -> AuditLog:
+def audit(client: AsyncRedis, tmp_path: Path) -> AuditLog:
     return new_log(client, tmp_path / "journal" / "audit.jsonl")
 
 
@@ -211,7 +215,7 @@ async def test_writing_the_same_records_twice_stores_them_once(
     await audit.write(records)
     await audit.write(records)
     await audit.write(records[1:] + message(2))
-    assert await client.xlen("t:audit:log") == 5
+    assert await log_length(client) == 5
     assert await audit.by_message("<msg1.x@shop.example>") == records
 
 
@@ -219,7 +223,7 @@ async def test_keys_carry_no_address(audit: AuditLog, client: aioredis.Redis) ->
     await audit.write(message(1))
     keys = await key_names(client)
     assert all("@" not in k for k in keys)
-    assert f"t:audit:msg:{message_key('<msg1.x@shop.example>')}" in keys
+    assert Keys("t:").audit_by_message(message_key("<msg1.x@shop.example>")) in keys
 
 
 async def _export(audit: AuditLog, fmt: str, since: datetime, until: datetime) -> str:
@@ -236,11 +240,11 @@ async def test_export_jsonl_round_trip_and_reproducible(audit: AuditLog) -> None
     # More records than one XRANGE page: paging must neither skip nor repeat.
     import relay.store.audit
 
-    old_batch, relay.store.audit.BATCH = relay.store.audit.BATCH, 4
+    old_page, relay.store.audit.MERGE_PAGE = relay.store.audit.MERGE_PAGE, 1
     try:
         text = await _export(audit, "jsonl", since, until)
     finally:
-        relay.store.audit.BATCH = old_batch
+        relay.store.audit.MERGE_PAGE = old_page
     lines = text.splitlines()
     assert [record_from_json(json.loads(line)) for line in lines] == written
     for line in lines:
@@ -278,17 +282,20 @@ async def test_retention_trims_records_and_indexes(audit: AuditLog, client: aior
     cut_ms = (await stream_times(client))[2]
     now = datetime.fromtimestamp(cut_ms / 1000, UTC) + timedelta(days=audit.retention_days)
     assert await audit.trim(now) == 2
-    assert await client.xlen("t:audit:log") == 2
+    assert await log_length(client) == 2
     assert await audit.by_message("<msg1.x@shop.example>") == []
     assert await audit.by_message("<msg2.x@shop.example>") == message(2)
     assert await audit.search("user0@example.org", None, None, 10) == [message(2)[0]]
     # The index entries are gone, not only unreachable.
-    assert not await client.exists(f"t:audit:msg:{message_key('<msg1.x@shop.example>')}")
-    assert await client.zcard(f"t:audit:rcpt:{message(1)[0].recipient_key}") == 1
+    assert not await client.exists(
+        Keys("t:").audit_by_message(message_key("<msg1.x@shop.example>"))
+    )
+    assert await rcpt_index_size(client, message(1)[0].recipient_key) == 1
     assert await audit.trim(now) == 0
     assert await audit.trim(now + timedelta(days=1)) == 2
-    assert await key_names(client) == ["t:audit:log"]
-    assert await client.xlen("t:audit:log") == 0
+    streams = {Keys("t:").audit_stream(b) for b in Keys("t:").audit_buckets()}
+    assert set(await key_names(client)) <= streams  # the (empty) streams stay, nothing else
+    assert await log_length(client) == 0
 
 
 async def test_prefix_isolates_logs(client: aioredis.Redis, tmp_path: Path) -> None:

@@ -9,12 +9,13 @@ import redis.asyncio as aioredis
 from relay.store.embedded import EmbeddedRedis
 from relay.store.ledger import Ledger, message_key
 from relay.store.redis_keys import Keys
+from tests.support.redis import async_client
 
 KEYS = Keys("t:")
 
 
 async def test_pairs_are_kept_long_while_a_retry_is_expected(redis_url: str) -> None:
-    client = aioredis.Redis.from_url(redis_url)
+    client = async_client(redis_url)
     ledger = Ledger(client, KEYS, timeout=1.0)
     key = message_key("a@shop.example", b"data")
     await ledger.record(key, {"Alice@Example.org": "250 ok"})
