@@ -383,6 +383,10 @@ def config_path(explicit: str | None, env: Mapping[str, str] | None = None) -> s
     return DEFAULT_CONFIG if Path(DEFAULT_CONFIG).exists() else None
 
 
+# The link key printed in config.example.toml: start-up warns when it is in use.
+EXAMPLE_LINK_KEY = "dev-only-change-me-8f3a1c9e2b7d4f60"
+
+
 def load_settings(explicit: str | None = None) -> Settings:
     path = config_path(explicit)
     if path is None:

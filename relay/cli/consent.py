@@ -74,6 +74,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def _settings(args: argparse.Namespace) -> Settings:
     settings = load_settings(getattr(args, "config", None))
+    if not settings.address_key and settings.source == "<defaults>":
+        raise RelayError(
+            "no configuration: ./config.toml not found and $RELAY_CONFIG unset; run "
+            "`relay init` (or `make run`) to create one, or pass --config FILE"
+        )
     if not settings.address_key:
         raise RelayError(
             f"{settings.source}: secrets.address_key (or secrets.link_key, or "
@@ -87,6 +92,9 @@ async def open_store(settings: Settings) -> AsyncIterator[RedisConsentStore]:
     url, server = resolve(settings.redis)
     client = async_client(url, settings.redis)
     try:
+        # A store that cannot be reached is one clear line (cli.main), not a read that fails
+        # closed and reports "no consent" as if that were the state.
+        await client.ping()
         yield RedisConsentStore(
             client,
             Keys(settings.redis.prefix),
