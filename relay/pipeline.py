@@ -156,13 +156,14 @@ class Pipeline:
     async def _process(self, raw: bytes, envelope: Envelope, relay_id: str) -> Outcome:
         received = datetime.now(UTC)
         key = message_key(envelope.mail_from, raw)
-        done, states = await asyncio.gather(
-            self.ledger.done(key), self.store.states(envelope.rcpt_tos, received)
+        (done, ledger_read), states = await asyncio.gather(
+            self.ledger.read(key), self.store.states(envelope.rcpt_tos, received)
         )
         unavailable = sum(not s.available for s in states.values())
         metrics.CONSENT_LOOKUPS.labels("unavailable").inc(unavailable)
         metrics.CONSENT_LOOKUPS.labels("ok").inc(len(states) - unavailable)
-        if self.settings.smtp.redis_down == "tempfail" and unavailable:
+        # On a cluster the ledger's master may be down while the recipients' answer.
+        if self.settings.smtp.redis_down == "tempfail" and (unavailable or not ledger_read):
             return Outcome(replies.TEMP_REDIS, None, {})
         with metrics.PROCESSING.time():
             result = await self._filter(raw, envelope, states, received)

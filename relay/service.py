@@ -51,12 +51,8 @@ from relay.outbound.forward import make_upstream
 from relay.pipeline import Outcome, Pipeline
 from relay.settings import EXAMPLE_LINK_KEY, Settings
 from relay.store.audit import AuditLog
-from relay.store.consent import RedisConsentStore
-from relay.store.ledger import Ledger
-from relay.store.link_store import LinkStore
 from relay.store.redis_conn import async_client, resolve
-from relay.store.redis_keys import Keys
-from relay.store.replicated import Durability
+from relay.store.stores import open_stores
 from relay.store.writeback import Handler, WriteBack
 from relay.web.app import create_app
 
@@ -82,6 +78,8 @@ class Running:
     journal_task: asyncio.Task[None]
     settings: Settings
     claims: list[Claim]
+    writeback: WriteBack | None = None
+    handlers: Mapping[str, Handler] | None = None
 
     @property
     def smtp_port(self) -> int:
@@ -99,11 +97,20 @@ class Running:
         self.smtp.reload_tls()
         return True
 
+    async def replay_journals(self) -> int:
+        """Replay both journals now (the upkeep task does it every few seconds)."""
+        settled = 0
+        if self.writeback is not None:
+            settled += await self.writeback.replay(self.handlers or {})
+        return settled + await self.pipeline.audit.replay_journal()
+
     async def stop(self) -> None:
         await self.smtp.stop()
         await self.pipeline.drain(self.settings.smtp.shutdown_grace)
         self.web.should_exit = True
-        self.journal_task.cancel()
+        while not self.journal_task.done():  # a library may swallow one cancellation
+            self.journal_task.cancel()
+            await asyncio.wait([self.journal_task], timeout=1.0)
         with contextlib.suppress(asyncio.CancelledError):
             await self.journal_task
         await self.web_task
@@ -157,47 +164,18 @@ async def start(
         settings.upstream.profile, ses_no_tracking_set=settings.upstream.ses_no_tracking_set
     ):
         log.warning("upstream profile %s: %s", settings.upstream.profile, warning)
-    keys = Keys(settings.redis.prefix)
-    client = async_client(redis_url, settings.redis)
-    durability = Durability.for_url(redis_url, settings.redis)
-    writeback = WriteBack(settings.redis.journal, keep=settings.redis.journal_keep)
-    timeout = settings.redis.timeout
-    store = RedisConsentStore(
-        client,
-        keys,
-        settings.address_key,
-        settings.consent,
-        rules_digest=rules.digest,
-        timeout=timeout,
-        durability=durability,
-        writeback=writeback,
-    )
-    audit = AuditLog(
-        client,
-        keys,
-        settings.audit.journal,
-        timeout=timeout,
-        retention_days=settings.audit.retention_days,
-        durability=durability,
-    )
-    ledger = Ledger(client, keys, timeout=timeout, durability=durability, writeback=writeback)
-    links = LinkStore(client, keys, timeout=timeout, durability=durability, writeback=writeback)
-    handlers: dict[str, Handler] = {
-        "ledger": ledger.replay_records,
-        "forget": ledger.replay_forgets,
-        "links": links.replay,
-        "consent": store.replay_events,
-    }
+    stores = open_stores(settings, redis_url, rules.digest)
+    client, store, audit = stores.client, stores.consent, stores.audit
     pipeline = Pipeline(
         settings,
         context,
         redis=client,
-        keys=keys,
+        keys=stores.keys,
         store=store,
         audit=audit,
-        ledger=ledger,
+        ledger=stores.ledger,
         upstream=make_upstream(settings.upstream, settings.smtp.hostname or socket.getfqdn()),
-        links=links,
+        links=stores.links,
     )
 
     async def process(raw: bytes, envelope: Envelope, relay_id: str) -> Outcome:
@@ -226,7 +204,8 @@ async def start(
     )
     web = _QuietUvicorn(config)
     web_task = asyncio.create_task(web.serve(sockets=[web_sock]))
-    journal_task = asyncio.create_task(_audit_upkeep(audit, writeback, handlers))
+    handlers = stores.handlers
+    journal_task = asyncio.create_task(_audit_upkeep(audit, stores.writeback, handlers))
     log.info(
         "relay pid %d: SMTP on %s, web on %s, upstream %s",
         os.getpid(),
@@ -234,7 +213,9 @@ async def start(
         settings.web.listen,
         logs.redact_url(settings.upstream.url),
     )
-    return Running(pipeline, smtp, web, web_task, journal_task, settings, claims)
+    return Running(
+        pipeline, smtp, web, web_task, journal_task, settings, claims, stores.writeback, handlers
+    )
 
 
 async def _serve_forever(settings: Settings, redis_url: str, sockets: _Sockets) -> None:

@@ -62,7 +62,7 @@ from relay.store.audit_record import (
     canonical_json,
     record_from_json,
 )
-from relay.store.redis_conn import AsyncRedis
+from relay.store.redis_conn import AsyncRedis, bounded
 from relay.store.redis_keys import Keys
 from relay.store.replicated import Durability
 
@@ -170,7 +170,7 @@ class AuditLog:
         self._skip_until = 0.0
 
     async def _call(self, awaitable: Awaitable[T]) -> T:
-        return await asyncio.wait_for(awaitable, self.timeout)
+        return await bounded(awaitable, self.timeout)
 
     def _streams(self) -> list[str]:
         return [self.keys.audit_stream(bucket) for bucket in self.keys.audit_buckets()]
@@ -191,7 +191,7 @@ class AuditLog:
                 keys.append(self.keys.audit_by_message(message_key(record.message_id)))
                 keys.append(self.keys.audit_by_rcpt(bucket, record.recipient_key))
             commands.append(replicated.script(WRITE_SCRIPT, keys, [encode(r) for r in group]))
-        written, confirmed = await asyncio.wait_for(
+        written, confirmed = await bounded(
             replicated.execute(self.client, commands, self.durability),
             self.timeout + self.durability.timeout_ms / 1000,
         )

@@ -20,14 +20,13 @@ Rule 3: every read names its key, one bucket at a time or one pipeline over all 
 
 from __future__ import annotations
 
-import asyncio
 import heapq
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
 
 from relay.store.audit_codec import decode
 from relay.store.audit_record import DecisionRecord
-from relay.store.redis_conn import AsyncRedis
+from relay.store.redis_conn import AsyncRedis, bounded
 
 Entry = tuple[int, str, DecisionRecord]  # bucket, stream id, record
 
@@ -71,7 +70,7 @@ async def merged_range(
     pipe = client.pipeline(transaction=False)
     for stream in streams:
         pipe.xrange(stream, low, high, count=page)
-    first = await asyncio.wait_for(pipe.execute(), timeout)
+    first = await bounded(pipe.execute(), timeout)
     buffers = [deque((sid, decode(p)) for sid, p in entries_of(raw)) for raw in first]
     more = [len(buffer) == page for buffer in buffers]
     heap: list[tuple[tuple[int, str, str, int], int]] = []
@@ -85,7 +84,7 @@ async def merged_range(
         sid, record = buffer.popleft()
         yield bucket, sid, record
         if not buffer and more[bucket]:
-            raw = await asyncio.wait_for(
+            raw = await bounded(
                 client.xrange(streams[bucket], "(" + sid, high, count=page), timeout
             )
             buffer.extend((s, decode(p)) for s, p in entries_of(raw))
@@ -108,7 +107,7 @@ async def recipient_ids(
     pipe = client.pipeline(transaction=False)
     for index in indexes:
         pipe.zrangebyscore(index, low, high, 0, limit)
-    replies = await asyncio.wait_for(pipe.execute(), timeout)
+    replies = await bounded(pipe.execute(), timeout)
     found = [(bucket, _text(sid)) for bucket, sids in enumerate(replies) for sid in sids]
     found.sort(key=lambda item: order(*item))
     if len(found) <= limit:
@@ -133,8 +132,6 @@ async def fetch(
     for bucket, sid in ids:
         pipe.xrange(streams[bucket], sid, sid)
     found: list[tuple[int, str, bytes]] = []
-    for (bucket, _sid), raw in zip(
-        ids, await asyncio.wait_for(pipe.execute(), timeout), strict=True
-    ):
+    for (bucket, _sid), raw in zip(ids, await bounded(pipe.execute(), timeout), strict=True):
         found.extend((bucket, sid, payload) for sid, payload in entries_of(raw))
     return found

@@ -50,7 +50,7 @@ from relay.store.consent_proof import (
 )
 from relay.store.consent_state import FIELD_HEAD, RECORD_LUA, derive, script_args
 from relay.store.consent_verify import ChainProblem, VerifyReport, check_chain
-from relay.store.fanout import queue_script, scan_keys
+from relay.store.fanout import per_master, queue_script, scan_keys
 from relay.store.redis_conn import AsyncRedis
 from relay.store.redis_keys import Keys
 from relay.store.replicated import Durability
@@ -157,7 +157,7 @@ class RedisConsentStore:
         pending = self.prepare(event, datetime.now(UTC))
         try:
             await self._append(pending)
-        except STORE_ERRORS as exc:
+        except Exception as exc:  # as in ledger: any client failure means "not stored"
             if self.writeback is None:
                 raise StoreUnavailable(f"consent store: cannot record the event: {exc}") from exc
             log.warning("consent store unavailable (%s): event journalled", exc)
@@ -287,17 +287,24 @@ class RedisConsentStore:
 
     async def states(self, addresses: Sequence[str], now: datetime) -> dict[str, ConsentState]:
         rkeys = {address: self.rkey(address) for address in addresses}
+        keys = [self.keys.consent_state(rkey) for rkey in rkeys.values()]
         try:
             async with asyncio.timeout(self.timeout):
-                pipe = self.client.pipeline(transaction=False)
-                for rkey in rkeys.values():
-                    pipe.hgetall(self.keys.consent_state(rkey))
-                replies = await pipe.execute()
+                replies = await per_master(self.client, keys, lambda pipe, key: pipe.hgetall(key))
         except Exception as exc:  # Rule 1: fail closed whatever went wrong
-            log.warning("consent store unavailable, failing closed: %s", exc or type(exc).__name__)
-            return {a: ConsentState(rkey, available=False) for a, rkey in rkeys.items()}
+            replies = [exc] * len(keys)
         out: dict[str, ConsentState] = {}
+        failed = [r for r in replies if isinstance(r, BaseException)]
+        if failed:
+            reason = failed[0]
+            log.warning(
+                "consent store unavailable for %d of %d recipient(s), failing closed: %s",
+                len(failed), len(replies), reason or type(reason).__name__,
+            )  # fmt: skip
         for (address, rkey), raw in zip(rkeys.items(), replies, strict=True):
+            if isinstance(raw, BaseException):
+                out[address] = ConsentState(rkey, available=False)
+                continue
             fields = {_text(k): _text(v) for k, v in raw.items()}
             try:
                 out[address] = derive(rkey, fields, now, self.settings)

@@ -46,7 +46,8 @@ _PURPOSE_IDS = frozenset(p.value for p in Purpose)
 #       A fingerprint ``id:<32 hex digits>`` (35 bytes; import fingerprints are 16) is a replay
 #       from the write journal: the event is skipped when the list already holds an event with
 #       that id, and nothing is added to the set.
-# Returns {1, hash} appended, {0, head} chain moved on (retry), {2, ""} fingerprint already seen.
+# Returns {1, hash} appended (or found already appended under its id when the chain moved),
+# {0, head} chain moved on (retry), {2, ""} fingerprint already seen.
 RECORD_LUA = """
 local replay = #ARGV[4] == 35 and string.sub(ARGV[4], 1, 3) == 'id:'
 if replay then
@@ -62,6 +63,14 @@ elseif ARGV[4] ~= '' and redis.call('SISMEMBER', KEYS[3], ARGV[4]) == 1 then
 end
 local head = redis.call('HGET', KEYS[2], 'head') or ''
 if head ~= ARGV[1] then
+  -- This very append may already have run (a call re-sent after a lost reply): the chain
+  -- moved because of it. Then it is done, not to be chained again.
+  for _, stored in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
+    local ok, record = pcall(cjson.decode, stored)
+    if ok and type(record) == 'table' and record['id'] == ARGV[7] then
+      return {1, head}
+    end
+  end
   return {0, head}
 end
 redis.call('RPUSH', KEYS[1], ARGV[2])

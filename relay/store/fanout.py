@@ -15,6 +15,9 @@ Rule 2: ``scan_keys`` lists every matching key of every master. A key moves betw
         unstable rounds the caller gets a ``StoreUnavailable`` naming the migration instead of
         a silently incomplete answer. Queries that know their keys' names (audit buckets,
         last-open buckets) need none of this: the client follows MOVED/ASK to the key.
+Rule 4: ``per_master`` reads keys in one pipeline per master, concurrently, so that a master
+        that is down (a failover in progress) fails only the keys it serves: the consent of
+        the other recipients of a message is still read, and only theirs fails closed.
 Rule 3: ``EVAL`` (the script text), not ``EVALSHA``, in pipelines: a cluster client may not
         pipeline EVALSHA, and a replica promoted by a failover has an empty script cache,
         where a pipelined EVALSHA could fail half-way through a batch.
@@ -23,7 +26,7 @@ Rule 3: ``EVAL`` (the script text), not ``EVALSHA``, in pipelines: a cluster cli
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import redis.cluster
@@ -65,6 +68,34 @@ def sync_get_many(client: SyncRedis, keys: Sequence[str]) -> list[Any]:
     for key in keys:
         pipe.get(key)
     return list(pipe.execute())
+
+
+async def per_master(
+    client: AsyncRedis, keys: Sequence[str], queue: Callable[[AnyPipeline, str], object]
+) -> list[Any]:
+    """For each key, the reply of the command ``queue`` adds for it, or the exception that
+    failed the pipeline of its master (Rule 4)."""
+    groups: dict[str, list[int]] = {}
+    if isinstance(client, RedisCluster):
+        await client.initialize()
+        for index, key in enumerate(keys):
+            node = client.get_node_from_key(key)
+            groups.setdefault(node.name if node else "", []).append(index)
+    else:
+        groups[""] = list(range(len(keys)))
+
+    async def run(indexes: list[int]) -> list[Any]:
+        pipe = client.pipeline(transaction=False)
+        for index in indexes:
+            queue(pipe, keys[index])
+        return list(await pipe.execute())
+
+    found = await asyncio.gather(*(run(ix) for ix in groups.values()), return_exceptions=True)
+    out: list[Any] = [None] * len(keys)
+    for indexes, replies in zip(groups.values(), found, strict=True):
+        for position, index in enumerate(indexes):
+            out[index] = replies if isinstance(replies, BaseException) else replies[position]
+    return out
 
 
 def _text(value: object) -> str:

@@ -30,7 +30,6 @@ Rule 5: an entry's expiry only ever grows (``RECORD_LUA``), so a replayed entry 
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import logging
@@ -38,10 +37,8 @@ import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 
-from redis.exceptions import RedisError
-
 from relay.store import replicated
-from relay.store.redis_conn import AsyncRedis
+from relay.store.redis_conn import AsyncRedis, bounded
 from relay.store.redis_keys import Keys
 from relay.store.replicated import Durability
 from relay.store.writeback import Entry, WriteBack
@@ -50,7 +47,9 @@ log = logging.getLogger("relay.store.ledger")
 
 DEFAULT_TTL = 7 * 24 * 3600
 SETTLED_TTL = 3600
-ERRORS = (RedisError, OSError, TimeoutError, asyncio.TimeoutError)
+# Any failure of the client counts as "Redis did not answer": besides Redis's own errors, a
+# cluster client can raise library errors while it re-learns the slot map during a failover.
+ERRORS = (Exception,)
 
 # KEYS[1]: the message's ledger hash. ARGV[1]: expiry (unix ms); ARGV[2..]: field, value pairs.
 # The expiry is set only when it is later than the current one (Rule 5).
@@ -98,26 +97,28 @@ class Ledger:
 
     async def done(self, key: str) -> dict[str, str]:
         """Recipients (lower-cased) already answered for good -> the upstream reply text."""
+        return (await self.read(key))[0]
+
+    async def read(self, key: str) -> tuple[dict[str, str], bool]:
+        """``done``, and whether Redis answered (False: this process's memory only)."""
         found: dict[str, str] = {}
         remembered = self._memory.get(key)
         if remembered and remembered[0] > time.monotonic():
             found.update(remembered[1])
         try:
-            raw = await asyncio.wait_for(
-                self.client.hgetall(self.keys.delivered(key)), self.timeout
-            )
+            raw = await bounded(self.client.hgetall(self.keys.delivered(key)), self.timeout)
         except ERRORS as exc:
             log.warning("ledger read failed (%s); using this process's memory only", exc)
-            return found
+            return found, False
         found.update({_text(k): _text(v) for k, v in raw.items()})
-        return found
+        return found, True
 
     async def forget(self, key: str) -> None:
         """The client acknowledged the 250 of a settled message (it sent another command on
         the same connection): a later identical message is a new one, not a retry (Rule 4)."""
         self._memory.pop(key, None)
         try:
-            await asyncio.wait_for(self.client.delete(self.keys.delivered(key)), self.timeout)
+            await bounded(self.client.delete(self.keys.delivered(key)), self.timeout)
             failed = False
         except ERRORS as exc:
             log.warning("ledger entry not removed (%s); it expires by itself", exc)
@@ -138,7 +139,7 @@ class Ledger:
         entries = {rcpt.lower(): text for rcpt, text in replies.items()}
         expires_ms = int((time.time() + ttl) * 1000)
         try:
-            _replies, confirmed = await asyncio.wait_for(
+            _replies, confirmed = await bounded(
                 replicated.execute(
                     self.client, [self._command(key, entries, expires_ms)], self.durability
                 ),

@@ -24,18 +24,15 @@ Rule 5: the last-open days are kept in ``OPEN_BUCKETS`` sorted sets, a recipient
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
-from redis.exceptions import RedisError
-
 from relay.core.links import PAGE_TTL
 from relay.model import GatewayLink
 from relay.store import replicated
-from relay.store.redis_conn import AsyncRedis
+from relay.store.redis_conn import AsyncRedis, bounded
 from relay.store.redis_keys import Keys
 from relay.store.replicated import Command, Durability
 from relay.store.writeback import Entry, WriteBack
@@ -44,7 +41,7 @@ log = logging.getLogger("relay.store.links")
 
 ADDRESS_TTL_DAYS = PAGE_TTL.days + 30  # outlives the withdrawal links of the last message
 LINK_TTL_DAYS = 400  # gateway and minimise targets
-ERRORS = (RedisError, OSError, TimeoutError, asyncio.TimeoutError)
+ERRORS = (Exception,)  # as in ledger: any failure of the client means "not stored"
 
 # KEYS[1]: a link or address key. ARGV: value, expiry (unix ms). The value is set; the expiry
 # only when it is later than the current one (Rule 4: a replay never shortens a newer expiry).
@@ -104,7 +101,7 @@ class LinkStore:
             for r, v, t in address_rows
         ]
         try:
-            _replies, confirmed = await asyncio.wait_for(
+            _replies, confirmed = await bounded(
                 replicated.execute(self.client, commands, self.durability),
                 self.timeout + self.durability.timeout_ms / 1000,
             )

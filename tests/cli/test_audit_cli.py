@@ -49,7 +49,11 @@ def _write(redis_url: str, tmp_path: Path, records: list[DecisionRecord]) -> Non
     async def main() -> None:
         client = async_client(redis_url)
         log = AuditLog(client, Keys("c:"), tmp_path / "j", timeout=2.0, retention_days=30)
-        await log.write(records)
+        by_message: dict[str, list[DecisionRecord]] = {}
+        for record in records:
+            by_message.setdefault(record.message_id, []).append(record)
+        for group in by_message.values():  # one message after the other, as a relay stores
+            await log.write(group)
         await client.aclose()
 
     asyncio.run(main())

@@ -10,6 +10,7 @@ from relay.core.recipients import recipient_key
 from relay.store.audit import AuditLog
 from relay.store.audit_record import DecisionRecord, TrackerRecord, record_id
 from relay.store.audit_scan import order
+from relay.store.fanout import scan_keys
 from relay.store.redis_conn import AsyncRedis
 from relay.store.redis_keys import Keys
 
@@ -116,5 +117,5 @@ async def rcpt_index_size(client: AsyncRedis, rkey: str, keys: Keys = TEST_KEYS)
 
 
 async def key_names(client: AsyncRedis, pattern: str = "t:*") -> list[str]:
-    raw: Any = await client.keys(pattern)
-    return sorted(bytes(k).decode() for k in raw)
+    """Every key matching ``pattern``, of every master on a cluster."""
+    return sorted(await scan_keys(client, pattern))

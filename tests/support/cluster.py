@@ -14,6 +14,7 @@ other masters' slots serving meanwhile, as the deployment example recommends.
 from __future__ import annotations
 
 import contextlib
+import signal
 import socket
 import subprocess
 import time
@@ -213,6 +214,59 @@ class ValkeyCluster:
                 node_id = master[2].decode() if isinstance(master[2], bytes) else str(master[2])
                 return node_id == myself
         return False
+
+    def replica_of(self, master: Node) -> Node:
+        for node in self.nodes:
+            if node is not master and node.alive:
+                with node.client() as client:
+                    info = client.info("replication")
+                if info.get("role") == "slave" and int(info.get("master_port", 0)) == master.port:
+                    return node
+        raise RuntimeError(f"master {master.port} has no live replica")
+
+    @staticmethod
+    def slot_of(key: str) -> int:
+        from redis.crc import key_slot
+
+        return int(key_slot(key.encode()))
+
+    def freeze(self, node: Node) -> None:
+        """SIGSTOP: the node neither reads nor answers until ``thaw``."""
+        assert node.process is not None
+        node.process.send_signal(signal.SIGSTOP)
+
+    def thaw(self, node: Node) -> None:
+        assert node.process is not None
+        node.process.send_signal(signal.SIGCONT)
+
+    def cut_replication(self, master: Node) -> None:
+        """Close the master's links to its replicas (a frozen replica cannot reconnect), so
+        that what the master acknowledges next reaches no replica."""
+        with master.client() as client:
+            client.execute_command("CLIENT KILL TYPE replica")
+
+    # -- slot migration (resharding), step by step ------------------------------------------
+
+    def begin_migration(self, slot: int, source: Node, target: Node) -> None:
+        with target.client() as client:
+            client.execute_command("CLUSTER SETSLOT", slot, "IMPORTING", source.node_id)
+        with source.client() as client:
+            client.execute_command("CLUSTER SETSLOT", slot, "MIGRATING", target.node_id)
+
+    def move_keys(self, slot: int, source: Node, target: Node, count: int) -> int:
+        """MIGRATE up to ``count`` keys of the slot from source to target; how many moved."""
+        with source.client() as client:
+            keys = client.execute_command("CLUSTER GETKEYSINSLOT", slot, count)
+            for key in keys:
+                client.execute_command("MIGRATE", "127.0.0.1", target.port, key, 0, 5000)
+        return len(keys)
+
+    def finish_migration(self, slot: int, source: Node, target: Node) -> None:
+        while self.move_keys(slot, source, target, 100):
+            pass
+        for node in (target, source, *self.primaries()):
+            with node.client() as client:
+                client.execute_command("CLUSTER SETSLOT", slot, "NODE", target.node_id)
 
     def kill(self, node: Node) -> None:
         """SIGKILL: the master dies without a word, as in a crash."""

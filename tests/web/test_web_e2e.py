@@ -126,5 +126,5 @@ async def test_withdrawal_from_a_relayed_email(
         again = await asyncio.to_thread(http, "GET", gateway.group(0))
         assert again.status == 200 and again.body == GIF and "location" not in again.headers
     finally:
-        await client.connection_pool.disconnect()
+        await client.aclose()
         await running.stop()
