@@ -12,7 +12,8 @@ Rule 2: SIGHUP reloads the rule files only if they validate, then swaps them in 
         ``[smtp] shutdown_grace`` seconds, then close.
 Rule 3: the audit journal and the write journal (``writeback``) written while Redis was down, or
         while no replica confirmed, are replayed at start and every few seconds while they hold
-        anything; records older than ``[audit] retention_days`` are trimmed every hour.
+        anything; records older than ``[audit] retention_days`` are trimmed every hour, and so
+        are the last-open days and consent proofs past ``[retention]`` (``store.retention``).
 Rule 4: start-up says what will not work before the first message finds out: Redis or the
         upstream unreachable, the example link key in use; each a one-line warning naming the
         key. The relay still starts (Redis down is fail-closed by design), except when a port
@@ -52,9 +53,11 @@ from relay.pipeline import Outcome, Pipeline
 from relay.settings import EXAMPLE_LINK_KEY, Settings
 from relay.store.audit import AuditLog
 from relay.store.redis_conn import async_client, resolve
+from relay.store.retention import Retention
 from relay.store.stores import open_stores
 from relay.store.writeback import Handler, WriteBack
 from relay.web.app import create_app
+from relay.web.limits import descriptor_budget, web_config
 
 log = logging.getLogger("relay.service")
 
@@ -125,11 +128,13 @@ UPKEEP_PAUSE = 5.0  # seconds between journal checks (two stat calls each when e
 
 async def _audit_upkeep(
     audit: AuditLog,
+    retention: Retention | None = None,
     writeback: WriteBack | None = None,
     handlers: Mapping[str, Handler] | None = None,
 ) -> None:
-    """Replay the journals (Rule 3) and apply the retention every hour."""
-    last_trim = 0.0
+    """Replay the journals (Rule 3) and apply the retention every hour, the first time at
+    start (the monotonic clock may be younger than an hour on a fresh machine)."""
+    last_trim = float("-inf")
     while True:
         try:
             if writeback is not None and writeback.pending():
@@ -144,6 +149,10 @@ async def _audit_upkeep(
                 last_trim = time.monotonic()
                 if trimmed:
                     log.info("retention: removed %d decision record(s)", trimmed)
+                if retention is not None:
+                    kept = await retention.apply(datetime.now(UTC))
+                    if kept.last_open or kept.consent_chains:
+                        log.info("retention: removed %s", kept)
         except Exception as exc:  # keep trying: the journal keeps the records meanwhile
             log.warning("journal replay or retention failed, retrying: %s", exc)
         await asyncio.sleep(UPKEEP_PAUSE)
@@ -164,7 +173,9 @@ async def start(
         settings.upstream.profile, ses_no_tracking_set=settings.upstream.ses_no_tracking_set
     ):
         log.warning("upstream profile %s: %s", settings.upstream.profile, warning)
-    stores = open_stores(settings, redis_url, rules.digest)
+    for line in context.controllers.describe():
+        log.info("%s", line)  # which From domains get consent-based tracking, and for whom
+    stores = open_stores(settings, redis_url, rules.digest, context.controllers)
     client, store, audit = stores.client, stores.consent, stores.audit
     pipeline = Pipeline(
         settings,
@@ -197,15 +208,17 @@ async def start(
         redis=client,
         store=store,
         signer=LinkSigner.from_settings(settings.secrets),
+        controllers=context.controllers,
     )
-    # log_config=None: uvicorn's lines go through the relay's handler (masking, secrets).
-    config = uvicorn.Config(
-        app, log_level="warning", lifespan="off", access_log=False, log_config=None
-    )
-    web = _QuietUvicorn(config)
+    # Connection caps and header/body deadlines (relay/web/limits.py), so that a flood of slow
+    # HTTP clients cannot take the descriptors the SMTP listener of this process needs.
+    for warning in descriptor_budget(settings, settings.smtp.max_connections):
+        log.warning("%s", warning)
+    web = _QuietUvicorn(web_config(app, settings))
     web_task = asyncio.create_task(web.serve(sockets=[web_sock]))
+    retention = Retention(client, stores.keys, settings.retention, settings.consent)
     handlers = stores.handlers
-    journal_task = asyncio.create_task(_audit_upkeep(audit, stores.writeback, handlers))
+    journal_task = asyncio.create_task(_audit_upkeep(audit, retention, stores.writeback, handlers))
     log.info(
         "relay pid %d: SMTP on %s, web on %s, upstream %s",
         os.getpid(),

@@ -64,7 +64,14 @@ async def relays(tmp_path: Path, sink: Sink) -> AsyncIterator[StartRelay]:
 
 def _grant_through_api(settings: Settings, address: str) -> None:
     body = json.dumps(
-        {"address": address, "event": "granted", "purposes": ["campaign_performance"]}
+        {
+            "address": address,
+            "event": "granted",
+            "purposes": ["campaign_performance"],
+            "method": "checkbox",
+            "source": {"form_id": "signup", "page": "https://shop.example/signup"},
+            "notice": {"version": "v3"},
+        }
     ).encode()
     request = urllib.request.Request(
         settings.web.public_url + "/api/v1/consent",

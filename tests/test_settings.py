@@ -37,6 +37,7 @@ def _keys(data: dict[str, object], prefix: str = "") -> set[str]:
             "retired_link_keys",
             "packs_by_domain",
             "keys",
+            "controllers",
         ):
             keys |= _keys(v, f"{prefix}{k}.")
         else:

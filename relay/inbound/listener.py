@@ -23,6 +23,7 @@ from aiosmtpd.smtp import SMTP
 
 from relay import replies
 from relay.errors import SettingsError
+from relay.inbound.limits import ConnectionLimits
 from relay.inbound.receive import PROXY_TIMEOUT, RelayHandler
 from relay.inbound.smtpd import RelaySMTP, server_tls_context
 from relay.ops import metrics
@@ -42,14 +43,21 @@ def smtp_factory(
     implicit_tls: bool = False,
 ) -> Callable[[], SMTP]:
     """Protocol factory for the plain listener (STARTTLS with ``tls_context``) or, with
-    ``implicit_tls``, for the SMTPS listener (the transport is TLS already)."""
+    ``implicit_tls``, for the SMTPS listener (the transport is TLS already); each factory
+    holds its listener's connection caps (``limits.py``)."""
     hostname = settings.smtp.hostname or socket.getfqdn()
     smtp = settings.smtp
     excluded = [] if handler.users else ["LOGIN", "PLAIN"]
+    limits = ConnectionLimits(
+        smtp.max_connections,
+        smtp.max_connections_per_client,
+        per_client_applies=not (smtp.proxy_protocol and not implicit_tls),
+    )
 
     def make() -> SMTP:
         return RelaySMTP(
             handler,
+            limits=limits,
             data_size_limit=smtp.max_message_size,
             enable_SMTPUTF8=True,
             decode_data=False,

@@ -27,13 +27,14 @@ import os
 import ssl
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import unquote, urlsplit
 
 import aiosmtplib
+from aiosmtplib.protocol import PERIOD_REGEX
 
 from relay.settings import UpstreamSettings
 from relay.smtp import xforward as xfwd
@@ -76,6 +77,9 @@ class GroupOutcome:
 
 
 XForward = Sequence[tuple[str, str]]
+# Called with the recipients the upstream accepted, as the end of the data goes out (before its
+# reply is read): the conductor writes them "in flight" in the delivery ledger (RFC 1047).
+Commit = Callable[[Sequence[str]], Awaitable[None]]
 
 
 class Upstream(Protocol):
@@ -87,6 +91,7 @@ class Upstream(Protocol):
         options: Sequence[str],
         *,
         xforward: XForward = (),
+        commit: Commit | None = None,
     ) -> GroupOutcome: ...
 
     async def close(self) -> None: ...
@@ -111,7 +116,10 @@ class FileUpstream:
         options: Sequence[str],
         *,
         xforward: XForward = (),
+        commit: Commit | None = None,
     ) -> GroupOutcome:
+        if commit is not None:
+            await commit(rcpts)
         name = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:12]}"
         envelope: dict[str, object] = {
             "mail_from": mail_from,
@@ -198,6 +206,7 @@ class SmtpUpstream:
         options: Sequence[str],
         *,
         xforward: XForward = (),
+        commit: Commit | None = None,
     ) -> GroupOutcome:
         async with self._slots:
             for attempt in (1, 2):
@@ -208,7 +217,7 @@ class SmtpUpstream:
                     return _all(rcpts, UpstreamReply(451, f"4.4.1 upstream unreachable: {exc}"))
                 try:
                     return await self._transaction(
-                        client, mail_from, rcpts, data, options, xforward
+                        client, mail_from, rcpts, data, options, xforward, commit
                     )
                 except _StaleConnection:
                     client.close()
@@ -224,6 +233,7 @@ class SmtpUpstream:
         data: bytes,
         options: Sequence[str],
         xforward: XForward = (),
+        commit: Commit | None = None,
     ) -> GroupOutcome:
         outcome = GroupOutcome()
         body_sent = False
@@ -254,7 +264,7 @@ class SmtpUpstream:
                 return outcome
             body_sent = True
             try:
-                reply = await client.data(data)
+                reply = await _data(client, data, accepted, commit or _no_commit)
                 final = UpstreamReply(reply.code, reply.message)
             except aiosmtplib.SMTPDataError as exc:
                 final = UpstreamReply(exc.code, exc.message)
@@ -287,6 +297,40 @@ class SmtpUpstream:
                 await asyncio.wait_for(client.quit(), timeout=2)
             except (aiosmtplib.SMTPException, OSError, TimeoutError):
                 client.close()
+
+
+async def _no_commit(rcpts: Sequence[str]) -> None:
+    return None
+
+
+async def _data(
+    client: aiosmtplib.SMTP, data: bytes, accepted: Sequence[str], commit: Commit
+) -> aiosmtplib.SMTPResponse:
+    """aiosmtplib's DATA, with ``commit`` (the ledger's in-flight entry) written while the
+    upstream decides on the end of the data: a relay killed after the entry was written
+    sends no second copy on the retry. The entry is written after the end line, not before:
+    a kill between the two then risks a duplicate (the upstream has it all), never a loss."""
+    protocol = client.protocol
+    if protocol is None or protocol._command_lock is None:
+        raise aiosmtplib.SMTPServerDisconnected("Connection lost")
+    # The bytes are the message as filtered (CRLF only, smtp/canonical.py): dot-stuffing is the
+    # one change; a last line without its CRLF gets one (the end line needs it).
+    body = PERIOD_REGEX.sub(b"..", data)
+    if not body.endswith(b"\r\n"):
+        body += b"\r\n"
+    async with protocol._command_lock:
+        protocol._response_pending = True
+        protocol.write(b"DATA\r\n")
+        start = await protocol.read_response(timeout=client.timeout)
+        if start.code != 354:
+            raise aiosmtplib.SMTPDataError(start.code, start.message)
+        protocol._response_pending = True
+        protocol.write(body + b".\r\n")
+        await commit(accepted)
+        reply = await protocol.read_response(timeout=client.timeout)
+    if reply.code != 250:
+        raise aiosmtplib.SMTPDataError(reply.code, reply.message)
+    return reply
 
 
 class _StaleConnection(Exception):

@@ -14,12 +14,15 @@ bucket:
   (a Message-ID may contain an address, so only its hash is in the key);
 - ``audit:{b}:rcpt:<recipient key>`` is a sorted set of the stream ids of that recipient's
   records in this bucket, scored by their time: "this recipient between these dates" is one
-  ``ZRANGEBYSCORE`` per bucket, in one pipeline.
+  ``ZRANGEBYSCORE`` per bucket, in one pipeline;
+- the bucket's per-day counts and "tracked without consent" index (``audit_counts``), so that
+  the auditors' first page reads a few hash fields instead of scanning the log.
 
-Rule 1: one Lua script writes a batch of one bucket: stream entries and both indexes together,
-        atomically, and it skips any record whose id the message's index already holds. So a
-        write retried after a lost reply, or a journal replay interrupted and restarted, never
-        doubles a record. A batch spanning buckets is one script per bucket, each atomic.
+Rule 1: one Lua script (``audit_script``) writes a batch of one bucket: stream entries, both
+        indexes and the day's counts together, atomically, and it skips any record whose id the
+        message's index already holds. So a write retried after a lost reply, or a journal
+        replay interrupted and restarted, never doubles a record (nor its counts). A batch
+        spanning buckets is one script per bucket, each atomic.
 Rule 2: ``write`` never raises and never loses a record: if Redis fails or answers too late,
         the records go to the local journal (``audit_journal``), fsynced, and ``replay_journal``
         stores them later, in journal order. After a failure the log skips Redis for a few
@@ -33,15 +36,15 @@ Rule 3: every Redis call is bounded by ``timeout``.
 Rule 4: ranges are half-open ``[since, until)`` over the time the record was stored. Records
         replayed from the journal are stored (and so exported) at replay time; they keep their
         own ``decided_at``. Because a past range never changes, its export is reproducible.
-Rule 5: retention trims each bucket's stream by time (``XTRIM MINID``) and removes the trimmed
-        ids from both indexes in the same transaction (one slot), batch by batch.
+Rule 5: retention (``audit_trim``) trims each bucket's stream by time (``XTRIM MINID``) and
+        removes the trimmed ids from both indexes, and their tallies from the counts, in the
+        same transaction (one slot), batch by batch.
 """
 
 from __future__ import annotations
 
 import asyncio
 import csv
-import hashlib
 import logging
 import sys
 import time
@@ -54,14 +57,19 @@ from relay.core.recipients import recipient_key
 from relay.errors import RelayError, StoreUnavailable
 from relay.store import audit_scan, replicated
 from relay.store.audit_codec import CSV_COLUMNS, csv_rows, decode, encode
+from relay.store.audit_counts import count_keys, encode_tally, has_untracked, tally
 from relay.store.audit_journal import Journal
 from relay.store.audit_record import (
     DecisionRecord,
     TrackerRecord,
     build_records,
     canonical_json,
+    message_key,
+    normalise_message_id,
     record_from_json,
 )
+from relay.store.audit_script import WRITE_SCRIPT
+from relay.store.audit_trim import trim
 from relay.store.redis_conn import AsyncRedis, bounded
 from relay.store.redis_keys import Keys
 from relay.store.replicated import Durability
@@ -84,62 +92,12 @@ MERGE_PAGE = 100  # entries per bucket and read while merging buckets (audit_sca
 SKIP_REDIS_AFTER_FAILURE = 5.0  # seconds (Rule 2)
 EXPORT_FORMATS = ("jsonl", "csv")
 
-# Rule 1. KEYS[1] is the bucket's stream; KEYS[2i] and KEYS[2i+1] are record i's message and
-# recipient indexes in that bucket; ARGV[i] is record i, stored as is; it starts with its record
-# id in hex and a colon.
-WRITE_SCRIPT = """
-local stream = KEYS[1]
-local pattern = '^(%x+):'
-local known = {}
-local written = 0
-for i = 1, #ARGV do
-  local mkey, rkey, payload = KEYS[2 * i], KEYS[2 * i + 1], ARGV[i]
-  local rid = string.match(payload, pattern)
-  if not rid then return redis.error_reply('audit record ' .. i .. ' has no record id') end
-  local seen = known[mkey]
-  if seen == nil then
-    seen = {}
-    for _, sid in ipairs(redis.call('LRANGE', mkey, 0, -1)) do
-      local entry = redis.call('XRANGE', stream, sid, sid)[1]
-      if entry then
-        local stored = string.match(entry[2][2], pattern)
-        if stored then seen[stored] = true end
-      end
-    end
-    known[mkey] = seen
-  end
-  if not seen[rid] then
-    local sid = redis.call('XADD', stream, '*', 'r', payload)
-    redis.call('RPUSH', mkey, sid)
-    redis.call('ZADD', rkey, tonumber(string.match(sid, '^(%d+)')), sid)
-    seen[rid] = true
-    written = written + 1
-  end
-end
-return written
-"""
-
-
-def normalise_message_id(message_id: str) -> str:
-    return message_id.strip().strip("<>").strip()
-
-
-def message_key(message_id: str) -> str:
-    """Index key part for a Message-ID: 64 bits of hash (a collision only merges two lists)."""
-    data = normalise_message_id(message_id).encode("utf-8", "surrogateescape")
-    return hashlib.blake2b(data, digest_size=8).hexdigest()
-
 
 def to_ms(moment: datetime) -> int:
     """Stream time of a moment; a naive datetime is UTC (never the host's local time)."""
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return int(moment.timestamp() * 1000)
-
-
-def _next_id(sid: str) -> str:
-    ms, _, seq = sid.partition("-")
-    return f"{ms}-{int(seq) + 1}"
 
 
 def _is_rkey(text: str) -> bool:
@@ -185,12 +143,17 @@ class AuditLog:
             bucket = self.keys.audit_bucket(message_key(record.message_id))
             by_bucket.setdefault(bucket, []).append(record)
         commands = []
+        counts = count_keys(self.keys)
         for bucket, group in by_bucket.items():
-            keys = [self.keys.audit_stream(bucket)]
+            ck = counts[bucket]
+            keys = [self.keys.audit_stream(bucket), ck.counts, ck.dims, ck.days, ck.without_consent]
+            args: list[bytes | str] = []
             for record in group:
                 keys.append(self.keys.audit_by_message(message_key(record.message_id)))
                 keys.append(self.keys.audit_by_rcpt(bucket, record.recipient_key))
-            commands.append(replicated.script(WRITE_SCRIPT, keys, [encode(r) for r in group]))
+                untracked = "1" if has_untracked(record) else "0"
+                args += [encode(record), encode_tally(tally(record)), untracked]
+            commands.append(replicated.script(WRITE_SCRIPT, keys, args))
         written, confirmed = await bounded(
             replicated.execute(self.client, commands, self.durability),
             self.timeout + self.durability.timeout_ms / 1000,
@@ -265,34 +228,10 @@ class AuditLog:
     # Retention
 
     async def trim(self, now: datetime) -> int:
-        """Remove records stored before ``now - retention_days`` and their index entries."""
+        """Remove records stored before ``now - retention_days``, their index entries and their
+        counts (``audit_trim``)."""
         cutoff = to_ms(now - timedelta(days=self.retention_days))
-        removed = 0
-        for bucket in self.keys.audit_buckets():
-            removed += await self._trim_bucket(bucket, cutoff)
-        return removed
-
-    async def _trim_bucket(self, bucket: int, cutoff: int) -> int:
-        stream = self.keys.audit_stream(bucket)
-        removed = 0
-        while True:
-            raw = await self._call(self.client.xrange(stream, "-", f"({cutoff}-0", count=BATCH))
-            entries = audit_scan.entries_of(raw)
-            if not entries:
-                return removed
-            # One transaction over keys of this bucket only: one hash slot (Rule 5).
-            pipe = self.client.pipeline(transaction=True)
-            for sid, payload in entries:
-                try:
-                    record = decode(payload)
-                except (ValueError, TypeError):
-                    log.error("audit entry %s is not a record; trimmed without index cleanup", sid)
-                    continue
-                pipe.lrem(self.keys.audit_by_message(message_key(record.message_id)), 0, sid)
-                pipe.zrem(self.keys.audit_by_rcpt(bucket, record.recipient_key), sid)
-            pipe.xtrim(stream, minid=_next_id(entries[-1][0]), approximate=False)
-            await self._call(pipe.execute())
-            removed += len(entries)
+        return await trim(self.client, self.keys, self.timeout, cutoff)
 
     # -----------------------------------------------------------------------------------------
     # Queries

@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from relay.store.audit_codec import decode
 from relay.store.audit_record import DecisionRecord
@@ -55,6 +57,20 @@ def _merge_key(bucket: int, sid: str, record: DecisionRecord) -> tuple[int, str,
     return int(sid.partition("-")[0]), record.decided_at.isoformat(), record.record_id, bucket
 
 
+Skip = Callable[[int, str, DecisionRecord], bool]
+
+
+def _fill(
+    bucket: int, raw: object, page: int, skip: Skip | None
+) -> tuple[list[tuple[str, DecisionRecord]], str | None, bool]:
+    """A page of one stream: (its records not skipped, its last stream id, more may follow)."""
+    pairs = entries_of(raw)
+    kept = [(sid, decode(p)) for sid, p in pairs]
+    if skip is not None:
+        kept = [(sid, r) for sid, r in kept if not skip(bucket, sid, r)]
+    return kept, (pairs[-1][0] if pairs else None), len(pairs) == page
+
+
 async def merged_range(
     client: AsyncRedis,
     streams: Sequence[str],
@@ -63,34 +79,137 @@ async def merged_range(
     *,
     page: int,
     timeout: float,
+    skip: Skip | None = None,
 ) -> AsyncIterator[Entry]:
-    """Records of every stream between ``low`` and ``high`` (XRANGE bounds), in global order.
+    """Records of every stream between ``low`` and ``high`` (XRANGE bounds), in global order
+    (Rule 1); ``skip`` leaves out entries (a cursor's already-read ones, ``Resume``).
 
     A stored entry that is not a record raises ValueError (``audit_codec.decode``)."""
     pipe = client.pipeline(transaction=False)
     for stream in streams:
         pipe.xrange(stream, low, high, count=page)
     first = await bounded(pipe.execute(), timeout)
-    buffers = [deque((sid, decode(p)) for sid, p in entries_of(raw)) for raw in first]
-    more = [len(buffer) == page for buffer in buffers]
+    buffers: list[deque[tuple[str, DecisionRecord]]] = []
+    last: list[str | None] = []
+    more: list[bool] = []
+    for bucket, raw in enumerate(first):
+        kept, end, further = _fill(bucket, raw, page, skip)
+        buffers.append(deque(kept))
+        last.append(end)
+        more.append(further)
     heap: list[tuple[tuple[int, str, str, int], int]] = []
-    for bucket, buffer in enumerate(buffers):
-        if buffer:
-            heap.append((_merge_key(bucket, *buffer[0]), bucket))
-    heapq.heapify(heap)
+
+    async def refill(bucket: int) -> None:
+        # Pages whose every entry is skipped are read on: a bucket stops only at its end.
+        while not buffers[bucket] and more[bucket] and last[bucket] is not None:
+            raw = await bounded(
+                client.xrange(streams[bucket], "(" + str(last[bucket]), high, count=page),
+                timeout,
+            )
+            kept, end, further = _fill(bucket, raw, page, skip)
+            buffers[bucket].extend(kept)
+            last[bucket], more[bucket] = end or last[bucket], further
+        if buffers[bucket]:
+            heapq.heappush(heap, (_merge_key(bucket, *buffers[bucket][0]), bucket))
+
+    for bucket in range(len(streams)):
+        await refill(bucket)
     while heap:
         _key, bucket = heapq.heappop(heap)
-        buffer = buffers[bucket]
-        sid, record = buffer.popleft()
+        sid, record = buffers[bucket].popleft()
         yield bucket, sid, record
-        if not buffer and more[bucket]:
-            raw = await bounded(
-                client.xrange(streams[bucket], "(" + sid, high, count=page), timeout
+        await refill(bucket)
+
+
+@dataclass(frozen=True)
+class Resume:
+    """Where a merged read stopped: the millisecond of the last entry read, and the ids of the
+    entries of that millisecond already read (entries of a millisecond come from several
+    buckets; the merge's order among them is fixed, so skipping those read goes on exactly
+    where it stopped). Text form, digits and dashes only (it travels in URLs): ``<ms>`` then
+    ``-<n>`` for each read id, ``n`` its first 8 hex digits as a decimal number."""
+
+    ms: int
+    read: frozenset[str] = frozenset()
+
+    def text(self) -> str:
+        return "-".join([str(self.ms), *(str(int(r, 16)) for r in sorted(self.read))])
+
+    @classmethod
+    def parse(cls, text: str) -> Resume:
+        parts = text.split("-")
+        if not all(p.isdigit() and len(p) <= 16 for p in parts):
+            raise ValueError(f"cursor: not a cursor of this list: {text!r}")
+        read = frozenset(f"{int(p):08x}" for p in parts[1:])
+        if any(len(r) != 8 for r in read):
+            raise ValueError(f"cursor: not a cursor of this list: {text!r}")
+        return cls(int(parts[0]), read)
+
+    def low(self) -> str:
+        return f"{self.ms}-0"
+
+    def skips(self, _bucket: int, sid: str, record: DecisionRecord) -> bool:
+        return int(sid.partition("-")[0]) == self.ms and record.record_id[:8] in self.read
+
+    def after(self, sid: str, record: DecisionRecord) -> Resume:
+        """This cursor moved past one more entry read."""
+        ms = int(sid.partition("-")[0])
+        read = self.read if ms == self.ms else frozenset()
+        return Resume(ms, read | {record.record_id[:8]})
+
+
+IndexEntry = tuple[int, str, int]  # bucket, member (a stream id), score (ms)
+
+
+async def merged_index(
+    client: AsyncRedis,
+    indexes: Sequence[str],
+    low: int,
+    high: str,
+    *,
+    page: int,
+    timeout: float,
+    after: IndexEntry | None = None,
+) -> AsyncIterator[IndexEntry]:
+    """Members of every bucket's sorted set scored from ``low`` to ``high`` (ZRANGEBYSCORE
+    bounds), ordered by (score, bucket, member): within a bucket that is the set's own order,
+    so ``after`` (the last entry read) resumes exactly there."""
+    start = low if after is None else after[2]
+    state: list[tuple[int, int]] = [(start, 0)] * len(indexes)  # score, members read at it
+    buffers: list[deque[tuple[str, int]]] = [deque() for _ in indexes]
+    more = [True] * len(indexes)
+    heap: list[tuple[tuple[int, int, str], int]] = []
+
+    def late(bucket: int, member: str, score: int) -> bool:
+        return after is None or (score, bucket, member) > (after[2], after[0], after[1])
+
+    async def refill(bucket: int) -> None:
+        while not buffers[bucket] and more[bucket]:
+            score, offset = state[bucket]
+            raw: Any = await bounded(
+                client.zrangebyscore(
+                    indexes[bucket], score, high, start=offset, num=page, withscores=True
+                ),
+                timeout,
             )
-            buffer.extend((s, decode(p)) for s, p in entries_of(raw))
-            more[bucket] = len(buffer) == page
-        if buffer:
-            heapq.heappush(heap, (_merge_key(bucket, *buffer[0]), bucket))
+            found = [(_text(m), int(s)) for m, s in raw]
+            more[bucket] = len(found) == page
+            for member, member_score in found:
+                score, offset = (score, offset + 1) if member_score == score else (member_score, 1)
+                if late(bucket, member, member_score):
+                    buffers[bucket].append((member, member_score))
+            state[bucket] = (score, offset)
+        if buffers[bucket]:
+            member, score = buffers[bucket][0]
+            heapq.heappush(heap, ((score, bucket, member), bucket))
+
+    for bucket in range(len(indexes)):
+        await refill(bucket)
+    while heap:
+        _key, bucket = heapq.heappop(heap)
+        member, score = buffers[bucket].popleft()
+        yield bucket, member, score
+        await refill(bucket)
 
 
 async def recipient_ids(

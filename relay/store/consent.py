@@ -5,20 +5,22 @@ the JSON API, the pipeline (``requested``) and ``relay consent`` write with ``re
 Input: ``ConsentEvent`` values (validated here) and recipient addresses.
 Output: stored events with id, recorded_at and hash chain; ``ConsentState`` per recipient.
 
-Rule 1: ``states()`` never raises: any Redis error or a reply slower than the timeout gives
-        ``ConsentState(available=False)`` for every recipient asked, and the policy fails closed.
-Rule 2: one pipelined round trip reads the states of all recipients of a message.
+Rule 1: ``states()`` never raises: a Redis error or a reply slower than the timeout gives
+        ``ConsentState(available=False)`` for the recipients it hides, and the policy fails
+        closed for them; one pipelined round trip per master reads the states of a message.
 Rule 3: an append and its state update are one Lua script (``consent_state.RECORD_LUA``);
         the chain is a compare-and-set on the recipient's head hash, so concurrent writers for
         one recipient are serialised by retrying, never by interleaving.
 Rule 4: recipients are keyed by ``recipient_key`` (keyed hash); the address is only inside the
         stored record. Every other failure of a write or read is a ``StoreUnavailable``.
-Rule 5: every key a script or a MULTI touches belongs to one recipient (``Keys``: one hash slot
-        on a Redis Cluster); reads across recipients are pipelines of per-recipient commands.
-Rule 6: on a cluster or with Sentinel an append waits for a replica (``replicated``); one that
-        no replica confirmed is journalled (``writeback``) and replayed, skipped then if its
-        event id is already stored. ``record_or_journal`` (the relay's own ``requested``
-        events) journals the event when Redis cannot take it at all.
+Rule 5: every chain, state and import set belongs to one controller (``relay.core.
+        controllers``): an event names its controller (or none when there is one), a read
+        names the controller asked about, and nothing recorded for one controller is ever read
+        for another. The controller owning the older consent keeps the keys it had.
+Rule 6: a script touches one recipient's keys (one hash slot on a Redis Cluster); on a cluster
+        or with Sentinel an append waits for a replica (``replicated``); one no replica
+        confirmed is journalled (``writeback``) and replayed, skipped if its id is stored.
+        ``record_or_journal`` (the relay's own events) journals what Redis cannot take.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from typing import Any, Protocol
 
 from redis.exceptions import RedisError
 
+from relay.core.controllers import Controller, Controllers
 from relay.core.recipients import mask, recipient_key
 from relay.errors import StoreUnavailable
 from relay.model import ConsentEvent, ConsentState
@@ -48,35 +51,25 @@ from relay.store.consent_proof import (
     validate_api_payload,
     validate_event,
 )
+from relay.store.consent_read import read_chains, recipient_keys
 from relay.store.consent_state import FIELD_HEAD, RECORD_LUA, derive, script_args
 from relay.store.consent_verify import ChainProblem, VerifyReport, check_chain
-from relay.store.fanout import per_master, queue_script, scan_keys
+from relay.store.fanout import per_master, queue_script
 from relay.store.redis_conn import AsyncRedis
 from relay.store.redis_keys import Keys
 from relay.store.replicated import Durability
 from relay.store.writeback import Entry, WriteBack
 
-__all__ = [
-    "ChainProblem",
-    "ConsentStore",
-    "RedisConsentStore",
-    "VerifyReport",
-    "validate_api_payload",
-]
+__all__ = ["ChainProblem", "ConsentStore", "RedisConsentStore", "VerifyReport"]
+__all__ += ["validate_api_payload"]
 
 log = logging.getLogger("relay.store.consent")
 
 # Errors that mean "the store did not answer properly" rather than a bug of ours.
 STORE_ERRORS = (RedisError, OSError, TimeoutError, asyncio.TimeoutError)
-VERIFY_BATCH = 200  # recipients read per MULTI/EXEC by verify()
+VERIFY_BATCH = 200  # recipients read per pipeline by verify()
 MAX_CHAIN_RETRIES = 200  # concurrent writers for one recipient; each retry costs 2 round trips
 REPLAY_PREFIX = b"id:"  # fingerprint of a journalled event: skip it when its id is stored
-
-# KEYS: events list, state hash of one recipient. Both read at one instant, so that an append
-# landing in between cannot look like a broken chain.
-READ_LUA = """
-return {redis.call('LRANGE', KEYS[1], 0, -1), redis.call('HGETALL', KEYS[2])}
-"""
 
 
 class ConsentStore(Protocol):
@@ -84,11 +77,15 @@ class ConsentStore(Protocol):
 
     async def record_or_journal(self, event: ConsentEvent) -> ConsentEvent: ...
 
-    async def states(self, addresses: Sequence[str], now: datetime) -> dict[str, ConsentState]: ...
+    async def states(
+        self, addresses: Sequence[str], now: datetime, controller: str | None = None
+    ) -> dict[str, ConsentState]: ...
 
-    async def history(self, address: str) -> list[ConsentEvent]: ...
+    async def history(self, address: str, controller: str | None = None) -> list[ConsentEvent]: ...
 
-    async def verify(self, address: str | None = None) -> VerifyReport: ...
+    async def verify(
+        self, address: str | None = None, controller: str | None = None
+    ) -> VerifyReport: ...
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -98,6 +95,7 @@ class Pending:
     rkey: str
     event: ConsentEvent
     fingerprint: bytes = b""
+    scope: str = ""  # the controller's key scope (``Controller.scope``)
 
 
 def _text(value: bytes | str) -> str:
@@ -114,6 +112,7 @@ class RedisConsentStore:
         rules_digest: str = "",
         *,
         timeout: float = 2.0,
+        controllers: Controllers | None = None,
         durability: Durability | None = None,
         writeback: WriteBack | None = None,
     ) -> None:
@@ -123,24 +122,31 @@ class RedisConsentStore:
         self.settings = settings
         self.rules_digest = rules_digest
         self.timeout = timeout
+        self.controllers = controllers or Controllers()
         self.durability = durability or Durability.off()
         self.writeback = writeback
 
     def rkey(self, address: str) -> str:
         return recipient_key(address, self.address_key)
 
+    def controller(self, controller_id: str | None) -> Controller:
+        """The controller an event or a read names (ValueError names the choices)."""
+        return self.controllers.resolve(controller_id)
+
     def prepare(
         self, event: ConsentEvent, now: datetime, fingerprint: bytes = b"", validated: bool = False
     ) -> Pending:
-        """Validate an event and give it its id, recorded_at and default rules digest."""
+        """Validate an event and give it its controller, id, recorded_at and rules digest."""
         valid = event if validated else validate_event(event, now)
+        owner = self.controller(valid.controller)
         valid = dataclasses.replace(
             valid,
             id=new_event_id(),
             recorded_at=now,
             rules_digest=valid.rules_digest or self.rules_digest,
+            controller=owner.id,
         )
-        return Pending(self.rkey(valid.address), valid, fingerprint)
+        return Pending(self.rkey(valid.address), valid, fingerprint, owner.scope)
 
     # -- writes ----------------------------------------------------------------------------
 
@@ -182,11 +188,11 @@ class RedisConsentStore:
 
     async def _append_confirmed(self, item: Pending) -> tuple[bool, bool]:
         """(appended, confirmed by a replica or no replica to wait for)."""
-        head = await self.client.hget(self.keys.consent_state(item.rkey), FIELD_HEAD)
+        head = await self.client.hget(self.keys.consent_state(item.rkey, item.scope), FIELD_HEAD)
         prev = _text(head) if head else ""
         for _attempt in range(MAX_CHAIN_RETRIES):
             command = replicated.script(
-                RECORD_LUA, self._script_keys(item.rkey), self._args(item, prev)
+                RECORD_LUA, self._script_keys(item.rkey, item.scope), self._args(item, prev)
             )
             replies, confirmed = await replicated.execute(self.client, [command], self.durability)
             status, head = replies[0]
@@ -204,18 +210,19 @@ class RedisConsentStore:
             event = event_from_record(entry["record"])
             marker = REPLAY_PREFIX + event.id.encode()
             try:
-                item = Pending(self.rkey(event.address), event, marker)
+                scope = self.controller(event.controller or None).scope
+                item = Pending(self.rkey(event.address), event, marker, scope)
                 _appended, ok = await self._append_confirmed(item)
             except STORE_ERRORS as exc:
                 raise StoreUnavailable(f"consent store: replay stopped: {exc}") from exc
             confirmed.append(ok)
         return confirmed
 
-    def _script_keys(self, rkey: str) -> list[str]:
+    def _script_keys(self, rkey: str, scope: str) -> list[str]:
         return [
-            self.keys.consent_events(rkey),
-            self.keys.consent_state(rkey),
-            self.keys.consent_import_seen(rkey),
+            self.keys.consent_events(rkey, scope),
+            self.keys.consent_state(rkey, scope),
+            self.keys.consent_import_seen(rkey, scope),
         ]
 
     def _args(self, item: Pending, prev: str) -> list[Any]:
@@ -248,20 +255,20 @@ class RedisConsentStore:
             unique.append(item)
         if not unique:
             return added, skipped
-        by_rkey: dict[str, list[Pending]] = {}
+        by_chain: dict[tuple[str, str], list[Pending]] = {}
         for item in unique:
-            by_rkey.setdefault(item.rkey, []).append(item)
+            by_chain.setdefault((item.rkey, item.scope), []).append(item)
         pipe = self.client.pipeline(transaction=False)
-        for rkey, group in by_rkey.items():
+        for (rkey, scope), group in by_chain.items():
             fingerprints = [i.fingerprint or b"-" for i in group]
-            pipe.smismember(self.keys.consent_import_seen(rkey), fingerprints)
-            pipe.hget(self.keys.consent_state(rkey), FIELD_HEAD)
+            pipe.smismember(self.keys.consent_import_seen(rkey, scope), fingerprints)
+            pipe.hget(self.keys.consent_state(rkey, scope), FIELD_HEAD)
         first = await pipe.execute()
-        heads: dict[str, str] = {}
+        heads: dict[tuple[str, str], str] = {}
         seen: dict[int, bool] = {}
-        for index, (rkey, group) in enumerate(by_rkey.items()):
+        for index, (chain, group) in enumerate(by_chain.items()):
             known_flags, head = first[2 * index], first[2 * index + 1]
-            heads[rkey] = _text(head) if head else ""
+            heads[chain] = _text(head) if head else ""
             seen.update((id(i), bool(k)) for i, k in zip(group, known_flags, strict=True))
         pipe = self.client.pipeline(transaction=False)
         chained: list[tuple[Pending, str]] = []
@@ -270,11 +277,12 @@ class RedisConsentStore:
             if known and item.fingerprint:
                 skipped += 1
                 continue
-            prev = heads[item.rkey]
+            chain = (item.rkey, item.scope)
+            prev = heads[chain]
             args = self._args(item, prev)
-            heads[item.rkey] = args[2]  # this event's hash is the next one's prev
+            heads[chain] = str(args[2])  # this event's hash is the next one's prev
             chained.append((item, prev))
-            queue_script(pipe, RECORD_LUA, self._script_keys(item.rkey), args)
+            queue_script(pipe, RECORD_LUA, self._script_keys(item.rkey, item.scope), args)
         results = await pipe.execute() if chained else []
         for (item, _prev), (status, _head) in zip(chained, results, strict=True):
             # Status 0: the head moved under us (a concurrent writer): retry alone, in order.
@@ -285,9 +293,14 @@ class RedisConsentStore:
 
     # -- reads -----------------------------------------------------------------------------
 
-    async def states(self, addresses: Sequence[str], now: datetime) -> dict[str, ConsentState]:
+    async def states(
+        self, addresses: Sequence[str], now: datetime, controller: str | None = None
+    ) -> dict[str, ConsentState]:
+        """Each address's state for one controller (``None``: the only one). A controller that
+        is not configured raises ``ValueError``: the caller names the wrong id."""
+        owner = self.controller(controller)
         rkeys = {address: self.rkey(address) for address in addresses}
-        keys = [self.keys.consent_state(rkey) for rkey in rkeys.values()]
+        keys = [self.keys.consent_state(rkey, owner.scope) for rkey in rkeys.values()]
         try:
             async with asyncio.timeout(self.timeout):
                 replies = await per_master(self.client, keys, lambda pipe, key: pipe.hgetall(key))
@@ -303,44 +316,42 @@ class RedisConsentStore:
             )  # fmt: skip
         for (address, rkey), raw in zip(rkeys.items(), replies, strict=True):
             if isinstance(raw, BaseException):
-                out[address] = ConsentState(rkey, available=False)
+                out[address] = ConsentState(rkey, available=False, controller=owner.id)
                 continue
             fields = {_text(k): _text(v) for k, v in raw.items()}
             try:
-                out[address] = derive(rkey, fields, now, self.settings)
+                state = derive(rkey, fields, now, self.settings)
+                out[address] = dataclasses.replace(state, controller=owner.id)
             except (ValueError, KeyError) as exc:
                 log.error("consent state of %s is damaged (%s): failing closed", mask(address), exc)
-                out[address] = ConsentState(rkey, available=False)
+                out[address] = ConsentState(rkey, available=False, controller=owner.id)
         return out
 
-    async def raw_records(self, rkey: str) -> tuple[list[bytes], dict[str, str]]:
+    async def raw_records(
+        self, rkey: str, controller: str | None = None
+    ) -> tuple[list[bytes], dict[str, str]]:
         """The stored JSON records of one recipient (append order) and its state hash."""
-        return (await self._raw_many([rkey]))[0]
+        return (await self._raw_many([rkey], self.controller(controller).scope))[0]
 
-    async def _raw_many(self, rkeys: Sequence[str]) -> list[tuple[list[bytes], dict[str, str]]]:
-        # One script per recipient (READ_LUA): its records and state at one instant (Rule 5).
+    async def _raw_many(
+        self, rkeys: Sequence[str], scope: str
+    ) -> list[tuple[list[bytes], dict[str, str]]]:
         try:
-            pipe = self.client.pipeline(transaction=False)
-            for rkey in rkeys:
-                keys = [self.keys.consent_events(rkey), self.keys.consent_state(rkey)]
-                queue_script(pipe, READ_LUA, keys, [])
-            replies = await pipe.execute()
+            return await read_chains(self.client, self.keys, rkeys, scope)  # consent_read Rule 1
         except STORE_ERRORS as exc:
             raise StoreUnavailable(f"consent store: cannot read the records: {exc}") from exc
-        out: list[tuple[list[bytes], dict[str, str]]] = []
-        for records, flat in replies:
-            state = {_text(k): _text(v) for k, v in zip(flat[::2], flat[1::2], strict=True)}
-            out.append((list(records), state))
-        return out
 
-    async def history(self, address: str) -> list[ConsentEvent]:
-        """The recipient's events in the order recorded (ValueError names a damaged record)."""
+    async def history(self, address: str, controller: str | None = None) -> list[ConsentEvent]:
+        """The recipient's events in the order recorded (ValueError names a damaged record).
+        An event recorded before controllers existed is given the controller that holds it."""
         rkey = self.rkey(address)
-        records, _state = await self.raw_records(rkey)
+        owner = self.controller(controller)
+        records, _state = await self.raw_records(rkey, owner.id)
         events: list[ConsentEvent] = []
         for index, raw in enumerate(records):
             try:
-                events.append(event_from_record(json.loads(raw)))
+                event = event_from_record(json.loads(raw))
+                events.append(event if event.controller else _owned(event, owner.id))
             except (ValueError, KeyError, TypeError, AttributeError) as exc:
                 raise ValueError(
                     f"recipient {rkey}: record #{index} is damaged ({exc}): "
@@ -348,29 +359,38 @@ class RedisConsentStore:
                 ) from None
         return events
 
-    async def verify(self, address: str | None = None) -> VerifyReport:
-        if address is not None:
-            rkeys: list[str] = [self.rkey(address)]
-        else:
-            rkeys = sorted(await self._all_rkeys())
+    async def verify(
+        self, address: str | None = None, controller: str | None = None
+    ) -> VerifyReport:
+        """Check the chains of one controller (or, without one, of every controller)."""
+        owners = (
+            [self.controller(controller)] if controller else list(self.controllers.by_id.values())
+        )
         recipients = events = 0
         problems: list[ChainProblem] = []
-        for start in range(0, len(rkeys), VERIFY_BATCH):
-            batch = rkeys[start : start + VERIFY_BATCH]
-            for rkey, (records, state) in zip(batch, await self._raw_many(batch), strict=True):
-                one = check_chain(rkey, records, state, self.address_key)
-                recipients += one.recipients
-                events += one.events
-                problems.extend(one.problems)
+        for owner in owners:
+            if address is not None:
+                rkeys: list[str] = [self.rkey(address)]
+            else:
+                rkeys = sorted(await self._all_rkeys(owner.scope))
+            for start in range(0, len(rkeys), VERIFY_BATCH):
+                batch = rkeys[start : start + VERIFY_BATCH]
+                chains = await self._raw_many(batch, owner.scope)
+                for rkey, (records, state) in zip(batch, chains, strict=True):
+                    if address is not None and not records and not state and len(owners) > 1:
+                        continue  # this recipient has nothing with that controller
+                    one = check_chain(rkey, records, state, self.address_key, owner.id)
+                    recipients += one.recipients
+                    events += one.events
+                    problems.extend(one.problems)
         return VerifyReport(recipients, events, tuple(problems))
 
-    async def _all_rkeys(self) -> set[str]:
-        found: set[str] = set()
+    async def _all_rkeys(self, scope: str) -> set[str]:
         try:
-            for pattern in (self.keys.consent_events_match(), self.keys.consent_state_match()):
-                before, _star, after = pattern.partition("*")
-                for key in await scan_keys(self.client, pattern):
-                    found.add(key[len(before) : len(key) - len(after)])
+            return await recipient_keys(self.client, self.keys, scope)
         except STORE_ERRORS as exc:
             raise StoreUnavailable(f"consent store: cannot list recipients: {exc}") from exc
-        return found
+
+
+def _owned(event: ConsentEvent, controller: str) -> ConsentEvent:
+    return dataclasses.replace(event, controller=controller)

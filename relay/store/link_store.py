@@ -2,7 +2,7 @@
 
 Stage: async edge (Redis), called by the pipeline after filtering and by the web endpoints.
 Input: gateway links minted for a message; recipient key -> address of linked recipients.
-Output: ``gw:<link id>`` -> original tracker URL; ``rcpt:addr:<rkey>`` -> address.
+Output: ``gw:<link id>`` -> original tracker URL; ``rcpt:{<rkey>}:addr`` -> address.
 
 Rule 1: links carry only the recipient key; the address a withdrawal must be recorded with
         (the proof names the address, SPEC section 1) is kept server-side, in a value, never in
@@ -10,14 +10,19 @@ Rule 1: links carry only the recipient key; the address a withdrawal must be rec
         at every message, so an address no longer written to disappears by itself.
 Rule 2: the deliverability minimisation keeps one number per recipient: the day of the last
         open, overwritten (``ZADD`` replaces the score). No time, IP or user agent, ever.
-Rule 3: writes are idempotent (``SET`` with expiry, ``ZADD``): a retried message or a
-        re-opened email writes the same thing again.
-Rule 4: ``LinkStore.store`` never raises: links and addresses Redis did not take, or that no
-        replica confirmed (cluster, Sentinel), go to the write journal (``writeback``) with
-        their absolute expiry, and the replay sets them again without ever shortening an
-        expiry a later message set (``SET_LUA``). Until then a gateway link answers the blank
-        GIF (fail closed) and a page link says "unavailable"; nothing is lost.
-Rule 5: the last-open days are kept in ``OPEN_BUCKETS`` sorted sets, a recipient in the one of
+Rule 3: writes are idempotent (``SET`` with expiry, ``ZADD``, ``SET NX``): a retried message
+        or a re-opened email writes the same thing again.
+Rule 4: the wording each page showed is kept by its hash (``notice:<hash>``), never expiring:
+        it is what a proof's ``notice.hash`` refers to.
+Rule 5: ``LinkStore.store`` keeps links and addresses in Redis or, when Redis does not take
+        them or no replica confirms them (cluster, Sentinel), in the write journal
+        (``writeback``) with their absolute expiry; the replay sets them again without ever
+        shortening an expiry a later message set (``SET_LUA``). Until then a gateway link
+        answers the blank GIF (fail closed) and a page link says "unavailable"; nothing is
+        lost. When Redis refuses them (an error reply: an ACL, out of memory) or neither
+        Redis nor the disk took them it answers False: the message waits, since a page link
+        without its address would answer "unknown".
+Rule 6: the last-open days are kept in ``OPEN_BUCKETS`` sorted sets, a recipient in the one of
         its bucket (``Keys.last_open``), so that no single key holds every recipient and
         ``relay inactive`` reads the buckets one by one.
 """
@@ -28,6 +33,8 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+
+from redis.exceptions import ResponseError
 
 from relay.core.links import PAGE_TTL
 from relay.model import GatewayLink
@@ -81,9 +88,10 @@ class LinkStore:
 
     async def store(
         self, links: Sequence[GatewayLink], addresses: Mapping[str, str], ttl_days: int
-    ) -> None:
+    ) -> bool:
+        """Rule 5: True when Redis or the write journal holds them."""
         if not links and not addresses:
-            return
+            return True
         now_ms = int(time.time() * 1000)
         link_rows = [(k.link_id, k.target, now_ms + ttl_days * 86_400_000) for k in links]
         address_rows = [
@@ -105,18 +113,23 @@ class LinkStore:
                 replicated.execute(self.client, commands, self.durability),
                 self.timeout + self.durability.timeout_ms / 1000,
             )
+        except ResponseError as exc:
+            # Redis refused them (an ACL, out of memory): a replay would be refused too.
+            log.warning("Redis refused %d link(s) and address(es): %s", len(commands), exc)
+            return False
         except ERRORS as exc:
             log.warning("could not store %d link(s) and address(es): %s", len(commands), exc)
             confirmed = False
         if confirmed:
-            return
+            return True
         if self.writeback is None:
-            return
+            return False
         try:
             await self.writeback.add("links", links=link_rows, addresses=address_rows)
         except OSError as exc:
-            # Fail closed, not shut: a gateway link Redis did not keep answers the blank GIF.
-            log.error("links not journalled (%s): %d link(s) lost", exc, len(commands))
+            log.error("links not journalled (%s): %d link(s) not kept", exc, len(commands))
+            return False
+        return True
 
     async def replay(self, entries: Sequence[Entry]) -> list[bool]:
         """Handler of the write journal's ``links`` entries."""
@@ -163,6 +176,15 @@ async def remember_recipient(client: AsyncRedis, keys: Keys, rkey: str, address:
 async def recipient_address(client: AsyncRedis, keys: Keys, rkey: str) -> str | None:
     value = await client.get(keys.recipient_address(rkey))
     return _text(value)
+
+
+async def remember_notice(client: AsyncRedis, keys: Keys, notice_hash: str, text: str) -> None:
+    """Keep the wording behind a proof's notice hash (once; the same hash is the same text)."""
+    await client.set(keys.notice_text(notice_hash), text, nx=True)
+
+
+async def notice_text(client: AsyncRedis, keys: Keys, notice_hash: str) -> str | None:
+    return _text(await client.get(keys.notice_text(notice_hash)))
 
 
 async def note_open_day(client: AsyncRedis, keys: Keys, rkey: str, now: datetime) -> None:

@@ -30,8 +30,8 @@ from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 from redis.sentinel import Sentinel as SyncSentinel
 
-from relay.redis_urls import ClusterURL, is_cluster_url, parse_cluster_url
 from relay.settings import RedisSettings
+from relay.settings_redis import ClusterURL, is_cluster_url, parse_cluster_url
 from relay.store.embedded import EmbeddedRedis
 
 PORT_FILE = "server.port"

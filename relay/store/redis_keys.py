@@ -11,13 +11,17 @@ Rule 3: the layout is the same on one server and on a Redis Cluster. A cluster p
 
         entity            tag                     keys with that tag
         ----------------  ----------------------  --------------------------------------------
-        one recipient     ``{<rkey>}``            consent events, consent state, imported-row
-                                                  fingerprints, the address behind the rkey
+        one recipient     ``{<rkey>}``            consent events, consent state and imported-row
+                                                  fingerprints of every controller, the address
+                                                  behind the rkey
         one message       ``{<ledger key>}``      delivery ledger (answers per recipient)
-        audit bucket b    ``{<AUDIT_TAGS[b]>}``   the bucket's stream, its message index and
-                                                  recipient index, for the messages hashed to b
+        audit bucket b    ``{<AUDIT_TAGS[b]>}``   the bucket's stream, its message and
+                                                  recipient indexes, its per-day counts and its
+                                                  "tracked without consent" index, for the
+                                                  messages hashed to b
         open bucket b     ``{<OPEN_TAGS[b]>}``    last-open days of the recipients hashed to b
-        one link / nonce  (whole key)             single-key values: gateway link, form nonce
+        single keys       (whole key)             gateway link, form nonce, notice text,
+                                                  retention lock
 
         Recipient keys and ledger keys are uniform hashes, so tagging by them spreads keys over
         all 16384 slots. The audit trail and the last-open days need ordered scans across many
@@ -31,12 +35,16 @@ Rule 3: the layout is the same on one server and on a Redis Cluster. A cluster p
         inactive``) read every bucket by its name, so the cluster client follows a bucket
         wherever its slot lives, also while a slot migrates (MOVED/ASK redirections).
 Rule 4: the bucket counts and the tag strings are part of the stored data's layout: changing
-        them moves records to other keys. ``tests/store/test_redis_keys.py`` pins them.
+        them moves records to other keys. ``tests/store/test_cluster.py`` pins them.
 Rule 5: keys added later follow the same pattern: put the entity's tag in braces, right after
         the entity's name (``<prefix><entity>:{<tag>}:<part>``), and reuse an existing tag when
         the new key is written together with existing ones (e.g. per-day audit counters in the
         audit bucket, a controller's consent under the recipient's tag). The prefix must not
         contain braces (settings refuse it), or it would become the tag of every key.
+Rule 6: consent keys belong to one controller: ``controller`` is the controller's scope, ""
+        for the one owning the consent recorded before controllers existed, else the
+        controller id (``relay.core.controllers``, ``Controller.scope``); a controller's keys
+        end with ``:<scope>`` and carry the recipient's tag like the others.
 """
 
 from __future__ import annotations
@@ -85,15 +93,15 @@ class Keys:
 
     # Consent store: append-only events (a list of JSON records with a hash chain) and the
     # derived state per purpose (a hash), updated atomically together; tag: the recipient.
-    def consent_events(self, rkey: str) -> str:
-        return f"{self.prefix}consent:{{{rkey}}}:events"
+    def consent_events(self, rkey: str, controller: str = "") -> str:
+        return f"{self.prefix}consent:{{{rkey}}}:events{_scope(controller)}"
 
-    def consent_state(self, rkey: str) -> str:
-        return f"{self.prefix}consent:{{{rkey}}}:state"
+    def consent_state(self, rkey: str, controller: str = "") -> str:
+        return f"{self.prefix}consent:{{{rkey}}}:state{_scope(controller)}"
 
-    def consent_import_seen(self, rkey: str) -> str:
+    def consent_import_seen(self, rkey: str, controller: str = "") -> str:
         """Set of fingerprints of this recipient's imported rows (re-importing adds nothing)."""
-        return f"{self.prefix}consent:{{{rkey}}}:imported"
+        return f"{self.prefix}consent:{{{rkey}}}:imported{_scope(controller)}"
 
     # Delivery ledger: recipients already accepted upstream for one message (dedupe on retry).
     def delivered(self, message_key: str) -> str:
@@ -120,6 +128,24 @@ class Keys:
         """The recipient's records among the bucket's messages (fan out over the buckets)."""
         return f"{self._audit(bucket)}:rcpt:{rkey}"
 
+    # Audit per-day counts, written by the audit write script with each record
+    # (``audit_counts`` describes the layout): one set of four per bucket, under its tag.
+    def audit_counts(self, bucket: int) -> str:
+        """Hash ``<day>|<controller>|<dimension>`` -> count."""
+        return f"{self._audit(bucket)}:counts"
+
+    def audit_count_dims(self, bucket: int) -> str:
+        """Set of the ``<controller>|<dimension>`` fields ever counted."""
+        return f"{self._audit(bucket)}:count-dims"
+
+    def audit_count_days(self, bucket: int) -> str:
+        """Sorted set of the day numbers that have counts (for retention)."""
+        return f"{self._audit(bucket)}:count-days"
+
+    def audit_without_consent(self, bucket: int) -> str:
+        """Sorted set of stream ids of records tracked without consent, scored by time."""
+        return f"{self._audit(bucket)}:without-consent"
+
     # Links minted into messages: gateway/minimise targets and single-use form nonces.
     def gateway_link(self, link_id: str) -> str:
         return f"{self.prefix}gw:{link_id}"
@@ -139,16 +165,35 @@ class Keys:
     def last_open_bucket(self, bucket: int) -> str:
         return f"{self.prefix}lastopen:{{{spread_tags(OPEN_BUCKETS, 'o')[bucket]}}}"
 
-    # Consent store scans (``relay consent verify`` without an address): match patterns whose
-    # ``*`` is the recipient key.
-    def consent_events_match(self) -> str:
-        return self.consent_events("*")
+    # Retention: the relay process holding this key runs the daily consent scan.
+    def retention_lock(self) -> str:
+        return f"{self.prefix}retention:lock"
 
-    def consent_state_match(self) -> str:
-        return self.consent_state("*")
+    # Consent store scans (``relay consent verify`` without an address, retention, exports):
+    # match patterns whose ``*`` is the recipient key (``tag_of`` reads it back). A pattern
+    # matches one controller's keys only: the others end with another ``:<scope>``.
+    def consent_events_match(self, controller: str = "") -> str:
+        return self.consent_events("*", controller)
+
+    def consent_state_match(self, controller: str = "") -> str:
+        return self.consent_state("*", controller)
 
     # Recipient side (web pages): the address behind a recipient key, so that a withdrawal or
     # a choice made through a link (which carries only the rkey) is recorded with its address.
     # Written by the pipeline when it mints links for the recipient; expires with the links.
     def recipient_address(self, rkey: str) -> str:
         return f"{self.prefix}rcpt:{{{rkey}}}:addr"
+
+    # The wording of each notice a page showed, by its hash, so that an auditor can read the
+    # text behind the ``notice.hash`` of a proof. Written once (SET NX), never expires.
+    def notice_text(self, notice_hash: str) -> str:
+        return f"{self.prefix}notice:{notice_hash}"
+
+    @staticmethod
+    def tag_of(key: str) -> str:
+        """The hash tag of a key (the recipient key of a consent key)."""
+        return key.partition("{")[2].partition("}")[0]
+
+
+def _scope(controller: str) -> str:
+    return f":{controller}" if controller else ""

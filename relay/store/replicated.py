@@ -31,8 +31,8 @@ from typing import Any
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.exceptions import SlotNotCoveredError
 
-from relay.redis_urls import is_cluster_url
 from relay.settings import RedisSettings
+from relay.settings_redis import is_cluster_url
 from relay.store.redis_conn import SENTINEL_SCHEME, AsyncRedis
 
 

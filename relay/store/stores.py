@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from relay.core.controllers import Controllers
 from relay.settings import Settings
 from relay.store.audit import AuditLog
 from relay.store.consent import RedisConsentStore
@@ -42,7 +43,12 @@ class Stores:
         }
 
 
-def open_stores(settings: Settings, redis_url: str, rules_digest: str = "") -> Stores:
+def open_stores(
+    settings: Settings,
+    redis_url: str,
+    rules_digest: str = "",
+    controllers: Controllers | None = None,
+) -> Stores:
     keys = Keys(settings.redis.prefix)
     client = async_client(redis_url, settings.redis)
     durability = Durability.for_url(redis_url, settings.redis)
@@ -57,6 +63,7 @@ def open_stores(settings: Settings, redis_url: str, rules_digest: str = "") -> S
         timeout=timeout,
         durability=durability,
         writeback=writeback,
+        controllers=controllers,
     )
     audit = AuditLog(
         client,

@@ -26,8 +26,8 @@ from redis.crc import key_slot
 
 from relay.errors import SettingsError, StoreUnavailable
 from relay.model import ConsentEvent, EventType, Purpose
-from relay.redis_urls import parse_cluster_url
 from relay.settings import ConsentSettings, RedisSettings, parse_settings
+from relay.settings_redis import parse_cluster_url
 from relay.store import fanout
 from relay.store.audit import AuditLog, message_key
 from relay.store.consent import RedisConsentStore

@@ -129,7 +129,7 @@ async def test_ledger_entries_written_while_redis_is_down_reach_redis(
     journal = WriteBack(tmp_path / "j")
     ledger = Ledger(client, KEYS, timeout=0.5, writeback=journal)
     handlers = {"ledger": ledger.replay_records, "forget": ledger.replay_forgets}
-    await ledger.record("k1", {"Alice@Example.org": "250 ok"})  # Redis up: not journalled
+    await ledger.record("k1", {"alice@Example.org": "250 ok"})  # Redis up: not journalled
     assert not journal.pending()
     server.stop()
     await ledger.record("k1", {"bob@example.org": "250 ok"})
@@ -149,18 +149,28 @@ async def test_ledger_entries_written_while_redis_is_down_reach_redis(
     await client.aclose()
 
 
-async def test_ledger_replay_never_shortens_a_newer_expiry(
+async def test_an_older_ledger_write_replayed_never_undoes_a_newer_one(
     private_redis: Callable[[], EmbeddedRedis], tmp_path: Path
 ) -> None:
     server = private_redis()
     client = _client(server)
     journal = WriteBack(tmp_path / "j")
     ledger = Ledger(client, KEYS, timeout=0.5, writeback=journal)
-    await journal.add("ledger", key="k3", replies={"a@x.org": "250"}, expires_ms=_ms(60))
-    await ledger.record("k3", {"b@x.org": "250"})  # a later write: a week
+    earlier = int(time.time() * 1000) - 10_000
+    # Journalled ten seconds ago: a's first answer, c cleared from in flight, kept a week.
+    await journal.add("ledger", key="k3", replies={"a@x.org": "250 first"}, gone=["c@x.org"],
+                      written_ms=earlier, ttl=7 * 86400)  # fmt: skip
+    # Since then the message settled: every answer final, kept an hour only.
+    await ledger.record("k3", {"a@x.org": "250 again", "c@x.org": "250 c"}, settled=True)
     await journal.replay({"ledger": ledger.replay_records})
-    assert await client.ttl(KEYS.delivered("k3")) > 6 * 24 * 3600
-    assert set(await ledger.done("k3")) == {"a@x.org", "b@x.org"}
+    assert await ledger.done("k3") == {"a@x.org": "250 again", "c@x.org": "250 c"}
+    assert 3500 < await client.ttl(KEYS.delivered("k3")) <= 3600  # not a week again
+    # An older write still adds what the entry lacks (the newer write never saw it).
+    await journal.add("ledger", key="k3", replies={"d@x.org": "250 d"}, gone=[],
+                      written_ms=earlier, ttl=60)  # fmt: skip
+    await journal.replay({"ledger": ledger.replay_records})
+    assert (await ledger.done("k3"))["d@x.org"] == "250 d"
+    assert 3500 < await client.ttl(KEYS.delivered("k3")) <= 3600
     await client.aclose()
 
 

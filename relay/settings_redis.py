@@ -1,15 +1,22 @@
-"""Redis Cluster URLs: ``redis+cluster://`` and ``rediss+cluster://`` seed lists, parsed.
+"""``[redis]`` settings: which Redis (one server, Sentinel, a Redis Cluster), its timeouts, how
+long writes wait for a replica, and the write journal; and the parse of cluster URLs.
 
-Shared vocabulary: the settings check the URL at start-up (an error names ``redis.url``) and
-``relay.store.redis_conn`` builds the cluster client from the same parse.
+Part of the settings vocabulary (``relay.settings`` loads and checks them with this module);
+``relay.store.redis_conn`` builds the clients from the same parse.
+Rule 1: ``redis+cluster://[user:password@]host:port[,host:port...][/0][?tls options]`` names seed
+        nodes (``rediss+cluster://``: TLS on every node); an error names ``redis.url``.
+Rule 2: the key prefix has no braces (on a cluster they would become every key's hash tag).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote
+
+from relay.errors import SettingsError
 
 CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")
 # TLS options a cluster URL may carry in its query string (``rediss+cluster://`` only).
@@ -76,3 +83,34 @@ def parse_cluster_url(url: str) -> ClusterURL:
             raise ValueError(f"{url!r}: option {name!r} needs TLS (rediss+cluster://)")
         options[name] = _tls_option(url, name, value)
     return ClusterURL(tuple(seeds), tls, username, password, options)
+
+
+@dataclass(frozen=True)
+class RedisSettings:
+    # "embedded", "redis://...", "rediss://...", "unix:///path", "redis+sentinel://h:p/service",
+    # "redis+cluster://h:p,h:p" (Redis Cluster seed nodes), "rediss+cluster://..." (TLS)
+    url: str = "embedded"
+    data_dir: str = "./var/redis"  # embedded server: data and append-only file
+    timeout: float = 2.0  # seconds for every Redis call
+    prefix: str = "relay:"  # prefix of every key the relay writes
+    # Cluster and Sentinel: writes WAIT for this many replicas, at most wait_timeout seconds.
+    wait_replicas: int = 1
+    wait_timeout: float = 0.25
+    journal: str = "./var/redis-journal"  # writes Redis did not take or confirm, replayed
+    journal_keep: float = 60.0  # seconds an unconfirmed write is replayed before it is let go
+
+
+def check_redis(redis: RedisSettings, fail: Callable[[str, str], SettingsError]) -> None:
+    """URL scheme, a cluster URL's seeds and options, a prefix without braces."""
+    rurl = redis.url
+    schemes = ("redis://", "rediss://", "unix://", "redis+sentinel://", *CLUSTER_SCHEMES)
+    if rurl != "embedded" and not rurl.startswith(schemes):
+        raise fail("redis.url", f"must be 'embedded' or a redis:// URL, not {rurl!r}")
+    if rurl.startswith(CLUSTER_SCHEMES):
+        try:
+            parse_cluster_url(rurl)
+        except ValueError as exc:
+            raise fail("redis.url", str(exc)) from None
+    if "{" in redis.prefix or "}" in redis.prefix:
+        # A brace in the prefix would make it the Redis Cluster hash tag of every key.
+        raise fail("redis.prefix", f"must not contain {{ or }}, not {redis.prefix!r}")
