@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from email.utils import parseaddr
@@ -200,10 +200,14 @@ async def read_counts(
     controllers: set[str] = set()
     values: dict[str, set[str]] = {}
     async with asyncio.timeout(timeout):
+        # Two pipelined rounds whatever the number of sets (one per audit bucket): the
+        # dimensions of every set, then every set's fields of those days.
+        pipe = client.pipeline(transaction=False)
         for ks in key_sets:
-            members = [m.decode() if isinstance(m, bytes) else str(m) for m in await _smembers(
-                client, ks.dims
-            )]  # fmt: skip
+            pipe.smembers(ks.dims)
+        wanted_by_set: list[list[tuple[str, str]]] = []
+        for found in await pipe.execute():
+            members = sorted(m.decode() if isinstance(m, bytes) else str(m) for m in found)
             wanted: list[tuple[str, str]] = []
             for member in members:
                 ctl, name = _split_dim(member)
@@ -214,30 +218,33 @@ async def read_counts(
                 code, sep, value = unquote(name).partition(":")
                 if sep:
                     values.setdefault(code, set()).add(value)
-            await _add_days(client, ks.counts, wanted, first_day, last_day, by_day)
+            wanted_by_set.append(wanted)
+        await _add_days(client, key_sets, wanted_by_set, first_day, last_day, by_day)
     ordered = {code: tuple(sorted(found)) for code, found in values.items()}
     return Counts(first_day, last_day, by_day, tuple(sorted(controllers)), ordered)
 
 
-async def _smembers(client: AsyncRedis, key: str) -> Iterable[bytes | str]:
-    found: Iterable[bytes | str] = await client.smembers(key)
-    return found
-
-
 async def _add_days(
     client: AsyncRedis,
-    counts_key: str,
-    wanted: Sequence[tuple[str, str]],
+    key_sets: Sequence[CountKeys],
+    wanted_by_set: Sequence[Sequence[tuple[str, str]]],
     first_day: int,
     last_day: int,
     by_day: dict[int, dict[str, int]],
 ) -> None:
-    cells = [(d, member, name) for d in range(first_day, last_day + 1) for member, name in wanted]
-    for start in range(0, len(cells), HMGET_BATCH):
-        batch = cells[start : start + HMGET_BATCH]
-        fields = [f"{d}|{member}" for d, member, _name in batch]
-        replies = await client.hmget(counts_key, fields)
-        for (d, _member, name), raw in zip(batch, replies, strict=True):
+    days = range(first_day, last_day + 1)
+    pipe = client.pipeline(transaction=False)
+    asked: list[list[tuple[int, str]]] = []
+    for ks, wanted in zip(key_sets, wanted_by_set, strict=True):
+        cells = [(d, member, name) for d in days for member, name in wanted]
+        for start in range(0, len(cells), HMGET_BATCH):
+            batch = cells[start : start + HMGET_BATCH]
+            pipe.hmget(ks.counts, [f"{d}|{member}" for d, member, _name in batch])
+            asked.append([(d, name) for d, _member, name in batch])
+    if not asked:
+        return
+    for cells_asked, replies in zip(asked, await pipe.execute(), strict=True):
+        for (d, name), raw in zip(cells_asked, replies, strict=True):
             if raw is None:
                 continue
             n = int(raw)
