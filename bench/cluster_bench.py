@@ -12,8 +12,9 @@ Three measurements, each on both back ends started here from the shipped valkey-
 2. consent-lookup latency: ``RedisConsentStore.states`` for 1 and 10 recipients with stored
    consent, straight from this process (what the pipeline waits for before filtering);
 3. memory: ``used_memory_dataset`` summed over the masters before and after storing N
-   recipients' consent (one granted event each, with a realistic proof) and M decision records (two
-   recipients a message), per recipient and per record.
+   recipients' consent (one granted event each, with a realistic proof), then one more event
+   each (a consent request), N gateway links, and M decision records (two recipients a
+   message): per recipient, per further event, per link and per record.
 
 Every process shares the machine's cores (the cluster side runs 6 servers and 2 relays), so
 compare ratios from the same run. Usage:
@@ -43,12 +44,13 @@ if str(ROOT) not in sys.path:  # tests.support.cluster lives beside bench/, in t
     sys.path.insert(0, str(ROOT))
 
 from bench.smtp_bench import free_port, run_sink, wait_port  # noqa: E402
-from relay.model import ConsentEvent, EventType, Purpose  # noqa: E402
+from relay.model import Action, ConsentEvent, EventType, GatewayLink, Purpose  # noqa: E402
 from relay.settings import ConsentSettings, RedisSettings  # noqa: E402
 from relay.store.audit import AuditLog  # noqa: E402
 from relay.store.audit_record import DecisionRecord, TrackerRecord, record_id  # noqa: E402
 from relay.store.consent import RedisConsentStore  # noqa: E402
 from relay.store.embedded import EmbeddedRedis  # noqa: E402
+from relay.store.link_store import LINK_TTL_DAYS, LinkStore  # noqa: E402
 from relay.store.redis_conn import AsyncRedis, async_client  # noqa: E402
 from relay.store.redis_keys import Keys  # noqa: E402
 from relay.store.replicated import Durability  # noqa: E402
@@ -146,6 +148,24 @@ def _event(n: int) -> ConsentEvent:
     )
 
 
+def _requested(n: int) -> ConsentEvent:
+    """A consent request the relay records itself (SPEC section 1), after the grant."""
+    return ConsentEvent(
+        event=EventType.REQUESTED,
+        purposes=(Purpose.CAMPAIGN_PERFORMANCE,),
+        address=f"reader{n}@example{n % 97}.org",
+        occurred_at=datetime(2026, 5, 2, tzinfo=UTC) + timedelta(seconds=n),
+        actor="system",
+        method="relay",
+        source={"message_ref": f"<ask{n}@mail.shop.example>"},
+    )
+
+
+def _link(n: int) -> GatewayLink:
+    target = f"https://u123.ct.sendgrid.net/wf/open?upn=abcdefghijklmnopqrstuvwxyz{n:012d}"
+    return GatewayLink(f"{n:024x}", target, Purpose.CAMPAIGN_PERFORMANCE, Action.GATEWAY)
+
+
 def _record(n: int, message: int, rcpt: str, rkey: str, at: datetime) -> DecisionRecord:
     trackers = tuple(
         TrackerRecord(
@@ -218,6 +238,18 @@ async def stores(
     for start in range(0, recipients, 1000):
         await store.append_many(batch[start : start + 1000])
     consent_bytes = used_memory(masters()) - before
+    before = used_memory(masters())
+    later = now + timedelta(seconds=1)
+    batch = [store.prepare(_requested(n), later) for n in range(recipients)]
+    for start in range(0, recipients, 1000):
+        await store.append_many(batch[start : start + 1000])
+    event_bytes = used_memory(masters()) - before
+    before = used_memory(masters())
+    links = LinkStore(client, KEYS, timeout=10, durability=durability)
+    for start in range(0, recipients, 500):
+        minted = [_link(n) for n in range(start, min(start + 500, recipients))]
+        await links.store(minted, {}, ttl_days=LINK_TTL_DAYS)
+    link_bytes = used_memory(masters()) - before
     addresses = [_event(n).address for n in range(recipients)]
     one = await _timed(2000, lambda i: store.states([addresses[(i * 7919) % recipients]], now))
     ten = await _timed(
@@ -236,8 +268,10 @@ async def stores(
     print(f"  {label:<8} consent lookup, 1 recipient    {_percentiles(one)}")
     print(f"  {label:<8} consent lookup, 10 recipients  {_percentiles(ten)}")
     print(
-        f"  {label:<8} memory {consent_bytes / recipients:6.0f} B per recipient (one proof), "
-        f"{audit_bytes / records:6.0f} B per decision record (masters only; replicas double it)"
+        f"  {label:<8} memory (masters; replicas double it): {consent_bytes / recipients:5.0f} B "
+        f"per recipient with one proof, {event_bytes / recipients:5.0f} B per further event, "
+        f"{link_bytes / recipients:4.0f} B per gateway link, {audit_bytes / records:4.0f} B per "
+        "decision record"
     )
 
 
@@ -267,7 +301,12 @@ def main() -> None:
         messages = [m.read_bytes() for m in sorted(MESSAGES.glob("*.eml"))]
         messages = [m for m in messages if len(m) < 60_000]
         print(f"SMTP, {args.clients} clients, corpus of {len(messages)} messages")
-        for label, targets in (("single   1 relay ", [one_port]), ("cluster  2 relays", ports)):
+        rows = (
+            ("single   1 relay ", [one_port]),
+            ("cluster  1 relay ", ports[:1]),
+            ("cluster  2 relays", ports),
+        )
+        for label, targets in rows:
             figures = asyncio.run(smtp_load(targets, messages, args.clients, args.messages))
             print(f"  {label} {figures}")
         for relay in relays:
