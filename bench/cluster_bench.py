@@ -13,8 +13,8 @@ Three measurements, each on both back ends started here from the shipped valkey-
    consent, straight from this process (what the pipeline waits for before filtering);
 3. memory: ``used_memory_dataset`` summed over the masters before and after storing N
    recipients' consent (one granted event each, with a realistic proof), then one more event
-   each (a consent request), N gateway links, and M decision records (two recipients a
-   message): per recipient, per further event, per link and per record.
+   each (a consent request), N gateway links, N last-open days, and M decision records (two
+   recipients a message): per recipient, per further event, per link, per day, per record.
 
 Every process shares the machine's cores (the cluster side runs 6 servers and 2 relays), so
 compare ratios from the same run. Usage:
@@ -50,7 +50,7 @@ from relay.store.audit import AuditLog  # noqa: E402
 from relay.store.audit_record import DecisionRecord, TrackerRecord, record_id  # noqa: E402
 from relay.store.consent import RedisConsentStore  # noqa: E402
 from relay.store.embedded import EmbeddedRedis  # noqa: E402
-from relay.store.link_store import LINK_TTL_DAYS, LinkStore  # noqa: E402
+from relay.store.link_store import LINK_TTL_DAYS, LinkStore, day_number  # noqa: E402
 from relay.store.redis_conn import AsyncRedis, async_client  # noqa: E402
 from relay.store.redis_keys import Keys  # noqa: E402
 from relay.store.replicated import Durability  # noqa: E402
@@ -250,6 +250,15 @@ async def stores(
         minted = [_link(n) for n in range(start, min(start + 500, recipients))]
         await links.store(minted, {}, ttl_days=LINK_TTL_DAYS)
     link_bytes = used_memory(masters()) - before
+    before = used_memory(masters())
+    day = day_number(now)
+    for start in range(0, recipients, 500):
+        pipe = client.pipeline(transaction=False)  # what note_open_day writes, batched
+        for n in range(start, min(start + 500, recipients)):
+            rkey = store.rkey(_event(n).address)
+            pipe.zadd(KEYS.last_open(rkey), {rkey: day})
+        await pipe.execute()
+    open_bytes = used_memory(masters()) - before
     addresses = [_event(n).address for n in range(recipients)]
     one = await _timed(2000, lambda i: store.states([addresses[(i * 7919) % recipients]], now))
     ten = await _timed(
@@ -270,8 +279,8 @@ async def stores(
     print(
         f"  {label:<8} memory (masters; replicas double it): {consent_bytes / recipients:5.0f} B "
         f"per recipient with one proof, {event_bytes / recipients:5.0f} B per further event, "
-        f"{link_bytes / recipients:4.0f} B per gateway link, {audit_bytes / records:4.0f} B per "
-        "decision record"
+        f"{link_bytes / recipients:4.0f} B per gateway link, {open_bytes / recipients:3.0f} B per "
+        f"last-open day, {audit_bytes / records:4.0f} B per decision record"
     )
 
 
