@@ -52,6 +52,7 @@ from relay.outbound.forward import make_upstream
 from relay.pipeline import Outcome, Pipeline
 from relay.settings import EXAMPLE_LINK_KEY, Settings
 from relay.store.audit import AuditLog
+from relay.store.layout_migrate import refuse_old_layout
 from relay.store.redis_conn import async_client, resolve
 from relay.store.retention import Retention
 from relay.store.stores import open_stores
@@ -326,6 +327,7 @@ def serve(settings: Settings, workers: int = 1) -> int:
     embedded = None
     try:
         redis_url, embedded = resolve(settings.redis)
+        refuse_old_layout(settings.redis, redis_url)
         for warning in first_warnings(settings, redis_url):
             log.warning("%s", warning)
         if workers <= 1:

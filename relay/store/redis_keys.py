@@ -197,3 +197,47 @@ class Keys:
 
 def _scope(controller: str) -> str:
     return f":{controller}" if controller else ""
+
+
+@dataclass(frozen=True, slots=True)
+class LegacyKeys:
+    """The key names of relays before hash tags (read by ``layout_migrate`` only)."""
+
+    prefix: str = "relay:"
+
+    def consent_match(self, kind: str) -> str:
+        """``consent:events:*`` or ``consent:state:*``; the rest is ``[<scope>:]<rkey>``."""
+        return f"{self.prefix}consent:{kind}:*"
+
+    def consent_imported_match(self) -> str:
+        return f"{self.prefix}consent:imported*"
+
+    def scope_of_imported(self, key: str) -> str:
+        return key[len(f"{self.prefix}consent:imported") :].lstrip(":")
+
+    def delivered_match(self) -> str:
+        return f"{self.prefix}delivered:*"
+
+    def address_match(self) -> str:
+        return f"{self.prefix}rcpt:addr:*"
+
+    def last_open(self) -> str:
+        return f"{self.prefix}lastopen"
+
+    def audit_stream(self) -> str:
+        return f"{self.prefix}audit:log"
+
+    def audit_singles(self) -> list[str]:
+        """The audit keys that are one of a kind: stream, counts and their indexes."""
+        names = ("log", "counts", "count-dims", "count-days", "without-consent")
+        return [f"{self.prefix}audit:{name}" for name in names]
+
+    def audit_index_matches(self) -> list[str]:
+        return [f"{self.prefix}audit:msg:*", f"{self.prefix}audit:rcpt:*"]
+
+    def markers(self) -> list[str]:
+        """Keys any relay with data had (one ``EXISTS`` tells an old layout is present)."""
+        return [
+            self.audit_stream(), self.last_open(), f"{self.prefix}consent:imported",
+            f"{self.prefix}audit:counts",
+        ]  # fmt: skip
