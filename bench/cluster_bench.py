@@ -38,12 +38,12 @@ from pathlib import Path
 
 import aiosmtplib
 import redis
+from smtp_bench import free_port, run_sink, wait_port
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # tests.support.cluster lives beside bench/, in the repository root
     sys.path.insert(0, str(ROOT))
 
-from bench.smtp_bench import free_port, run_sink, wait_port  # noqa: E402
 from relay.model import Action, ConsentEvent, EventType, GatewayLink, Purpose  # noqa: E402
 from relay.settings import ConsentSettings, RedisSettings  # noqa: E402
 from relay.store.audit import AuditLog  # noqa: E402
