@@ -7,12 +7,14 @@ test stops and starts (``private_redis``).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -250,3 +252,32 @@ def _last_rejected_or(tmp_path: Path, event: ConsentEvent) -> str:
     record.update(id=event.id, recorded_at=format_time(event.recorded_at))
     line = {"op": "consent", "at": time.time(), "record": record}
     return json.dumps(line) + "\n"
+
+
+async def test_wait_on_one_server_with_a_replica_confirms_and_without_one_journals(
+    private_redis: Callable[[], EmbeddedRedis], tmp_path: Path
+) -> None:
+    """The ``WAIT`` path a Sentinel-managed master takes (one connection, no cluster)."""
+    from relay.store.replicated import Durability
+
+    master, replica = private_redis(), private_redis()
+    client = _client(master)
+    journal = WriteBack(tmp_path / "j")
+    durability = Durability(replicas=1, timeout_ms=100)
+    ledger = Ledger(client, KEYS, timeout=0.5, durability=durability, writeback=journal)
+    await ledger.record("k5", {"a@x.org": "250"})  # no replica yet: nobody confirms it
+    assert journal.pending()
+    follower = _client(replica)
+    await client.config_set("repl-diskless-sync-delay", 0)  # no 5 s wait before the sync
+    await follower.replicaof("127.0.0.1", master.port)
+    for _ in range(200):  # online: synchronised, acknowledging what it receives
+        slave: Any = (await client.info("replication")).get("slave0") or {}
+        if slave.get("state") == "online":
+            break
+        await asyncio.sleep(0.05)
+    assert await journal.replay({"ledger": ledger.replay_records}) == 1  # confirmed now
+    await ledger.record("k5", {"b@x.org": "250"})
+    assert not journal.pending()
+    assert set(await Ledger(follower, KEYS, timeout=0.5).done("k5")) == {"a@x.org", "b@x.org"}
+    await follower.aclose()
+    await client.aclose()
