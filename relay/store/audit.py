@@ -265,7 +265,7 @@ class AuditLog:
             low = "-" if since is None else f"{to_ms(since)}-0"
             high = "+" if until is None else f"({to_ms(until)}-0"
             found: list[DecisionRecord] = []
-            page = min(limit, MERGE_PAGE)
+            page = max(4, min(MERGE_PAGE, limit // len(self._streams()) + 4))
             async for _b, _sid, record in audit_scan.merged_range(
                 self.client, self._streams(), low, high, page=page, timeout=self.timeout
             ):

@@ -101,6 +101,12 @@ def _pairs(raw: object) -> list[tuple[str, bytes]]:
     return out
 
 
+def _page(budget: int, buckets: int) -> int:
+    """Entries read per bucket and request: a budget's share of each bucket, and a little
+    more (records are spread over the buckets evenly), so a page reads about ``budget``."""
+    return max(8, min(BATCH, budget // buckets + 8))
+
+
 class AuditReader:
     def __init__(self, log: AuditLog) -> None:
         self.log = log
@@ -161,7 +167,7 @@ class AuditReader:
             self._streams(),
             low,
             f"({to_ms(until)}-0",
-            page=max(4, min(BATCH, budget // 16)),
+            page=_page(budget, len(self.keys.audit_buckets())),
             timeout=self.log.timeout,
             skip=resume.skips if resume else None,
         )
@@ -202,7 +208,7 @@ class AuditReader:
             indexes,
             to_ms(since),
             f"({to_ms(until)}",
-            page=max(4, min(BATCH, budget // 16)),
+            page=_page(budget, len(self.keys.audit_buckets())),
             timeout=self.log.timeout,
             after=after,
         )

@@ -18,9 +18,9 @@ Rule 2: ``scan_keys`` lists every matching key of every master. A key moves betw
 Rule 4: ``per_master`` reads keys in one pipeline per master, concurrently, so that a master
         that is down (a failover in progress) fails only the keys it serves: the consent of
         the other recipients of a message is still read, and only theirs fails closed.
-Rule 3: ``EVAL`` (the script text), not ``EVALSHA``, in pipelines: a cluster client may not
-        pipeline EVALSHA, and a replica promoted by a failover has an empty script cache,
-        where a pipelined EVALSHA could fail half-way through a batch.
+Rule 3: ``queue_script`` pipelines ``EVAL`` (the script text): a replica promoted by a failover
+        has an empty script cache, where a pipelined EVALSHA would fail half-way through a
+        batch (the writes of ``replicated`` send EVALSHA and resend only what failed).
 """
 
 from __future__ import annotations

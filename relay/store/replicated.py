@@ -20,16 +20,21 @@ Rule 3: an unconfirmed write is not an error (the master has it). The caller jou
         idempotent, so replaying a write that survived changes nothing, and replaying one
         the failover lost restores it. ``Durability.off`` (one server: no replica to wait
         for) confirms every write that succeeded.
+Rule 4: a script goes as ``EVALSHA``; a server that does not know it (a replica just promoted
+        has an empty script cache) answers NOSCRIPT without running it, and only those calls
+        are sent again with their text.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio.cluster import ClusterNode, RedisCluster
-from redis.exceptions import SlotNotCoveredError
+from redis.exceptions import NoScriptError, SlotNotCoveredError
 
 from relay.settings import RedisSettings
 from relay.settings_redis import is_cluster_url
@@ -57,11 +62,19 @@ class Durability:
 class Command:
     args: tuple[Any, ...]
     key: str  # the key that routes the command (a script's first key)
+    fallback: tuple[Any, ...] = ()  # what to send when the server lacks the script (EVAL)
+
+
+@functools.cache
+def _sha(text: str) -> str:
+    return hashlib.sha1(text.encode()).hexdigest()
 
 
 def script(text: str, keys: Sequence[str], args: Sequence[Any]) -> Command:
-    """A script call as a pipelined ``EVAL`` (see ``fanout`` Rule 3)."""
-    return Command(("EVAL", text, len(keys), *keys, *args), keys[0])
+    """A script call: ``EVALSHA``, and ``EVAL`` (the text) for a server whose script cache
+    lacks it (a fresh server, a replica just promoted by a failover: Rule 4)."""
+    tail = (len(keys), *keys, *args)
+    return Command(("EVALSHA", _sha(text), *tail), keys[0], ("EVAL", text, *tail))
 
 
 def _node(client: RedisCluster, key: str) -> ClusterNode:
@@ -81,11 +94,31 @@ async def execute(
     """
     if not commands:
         return [], True
+    replies, confirmed = await _run(client, [c.args for c in commands], commands, durability)
+    missing = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
+    if missing:  # those did not run: send them with their text
+        again = [commands[i] for i in missing]
+        more, also = await _run(client, [c.fallback for c in again], again, durability)
+        for index, reply in zip(missing, more, strict=True):
+            replies[index] = reply
+        confirmed = confirmed and also
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+    return replies, confirmed
+
+
+async def _run(
+    client: AsyncRedis,
+    sent: Sequence[tuple[Any, ...]],
+    commands: Sequence[Command],
+    durability: Durability,
+) -> tuple[list[Any], bool]:
     pipe = client.pipeline(transaction=False)
-    for command in commands:
-        pipe.execute_command(*command.args)
+    for args in sent:
+        pipe.execute_command(*args)
     if durability.replicas <= 0:
-        return list(await pipe.execute()), True
+        return list(await pipe.execute(raise_on_error=False)), True
     if isinstance(client, RedisCluster):
         await client.initialize()
         nodes = {c.key: _node(client, c.key) for c in commands}
@@ -94,11 +127,14 @@ async def execute(
             pipe.execute_command(
                 "WAIT", durability.replicas, durability.timeout_ms, target_nodes=node
             )
-        replies = list(await pipe.execute())
-        acked = replies[len(commands) :]
+        replies = list(await pipe.execute(raise_on_error=False))
+        acked = replies[len(sent) :]
         moved = any(_node(client, k).name != n.name for k, n in nodes.items())
-        confirmed = not moved and all(int(a) >= durability.replicas for a in acked)
-        return replies[: len(commands)], confirmed
+        confirmed = not moved and all(
+            not isinstance(a, Exception) and int(a) >= durability.replicas for a in acked
+        )
+        return replies[: len(sent)], confirmed
     pipe.execute_command("WAIT", durability.replicas, durability.timeout_ms)
-    replies = list(await pipe.execute())
-    return replies[:-1], int(replies[-1]) >= durability.replicas
+    replies = list(await pipe.execute(raise_on_error=False))
+    last = replies[-1]
+    return replies[:-1], not isinstance(last, Exception) and int(last) >= durability.replicas
