@@ -14,6 +14,7 @@ import dataclasses
 import ipaddress
 import os
 import re
+import ssl
 import tomllib
 import typing
 from collections.abc import Mapping
@@ -68,7 +69,8 @@ class UpstreamSettings:
     pool_size: int = 4  # persistent connections kept per relay process
     helo: str = ""  # name sent in EHLO; empty = the machine's FQDN
     tls: str = "opportunistic"  # "none", "opportunistic", "required" (smtps:// is implicit TLS)
-    verify: bool = True  # verify the upstream certificate
+    verify: bool = True  # verify the upstream certificate (tls = "required" and smtps://)
+    ca_file: str = ""  # PEM bundle the upstream certificate must chain to; empty = system CAs
     username: str = ""
     password: str = ""
     profile: str = "none"  # ESP: none, sendgrid, mailgun, mailjet, postmark, ses
@@ -310,12 +312,23 @@ def _check(settings: Settings, loader: _Loader) -> None:
         raise loader.fail(
             "upstream.url", f"must start with smtp://, smtps:// or file:, not {url!r}"
         )
+    _check_ca_file(settings.upstream.ca_file, loader)
     rurl = settings.redis.url
     schemes = ("redis://", "rediss://", "unix://", "redis+sentinel://")
     if rurl != "embedded" and not rurl.startswith(schemes):
         raise loader.fail("redis.url", f"must be 'embedded' or a redis:// URL, not {rurl!r}")
     if not settings.web.public_url.startswith(("http://", "https://")):
         raise loader.fail("web.public_url", "must start with http:// or https://")
+
+
+def _check_ca_file(path: str, loader: _Loader) -> None:
+    if not path:
+        return
+    try:
+        ssl.create_default_context(cafile=path)
+    except (OSError, ssl.SSLError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise loader.fail("upstream.ca_file", f"cannot load {path!r}: {reason}") from None
 
 
 def split_hostport(value: str) -> tuple[str, int]:
