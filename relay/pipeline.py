@@ -34,11 +34,13 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from relay import replies
+from relay.core.downgrade import downgrade_in_context
 from relay.core.filtering import FilterContext, FilterResult, filter_message
 from relay.core.recipients import mask
 from relay.model import Category, ConsentEvent, ConsentState, Envelope, EventType, Purpose
 from relay.ops import metrics
 from relay.outbound.dsn import build_dsn
+from relay.outbound.dsn_relayed import notify_relayed
 from relay.outbound.forward import GroupOutcome, Upstream, UpstreamReply
 from relay.replies import Reply
 from relay.settings import Settings
@@ -224,11 +226,17 @@ class Pipeline:
         for rcpt in envelope.rcpt_tos:
             if rcpt not in upstream and rcpt.lower() in done:
                 upstream[rcpt] = f"(delivered earlier) {done[rcpt.lower()]}"
-        # Both must be written before the client is answered; neither waits for the other.
-        await asyncio.gather(
+        # Both before the client is answered; neither waits for, nor is abandoned by, the other.
+        written = await asyncio.gather(
             self.ledger.record(key, final, settled=settled),
             self._after_delivery(envelope, result, upstream, relay_id, received),
+            return_exceptions=True,
         )
+        await notify_relayed(
+            self.upstream, self.settings, envelope, result.message_id, outcomes, relay_id
+        )
+        if failed := [w for w in written if isinstance(w, BaseException)]:
+            raise failed[0]
         answer = summarise(envelope.rcpt_tos, outcomes, done)
         refused_now = [r for o in outcomes for r in o.refused()]
         if refused_now and answer.code == 250:
@@ -246,10 +254,22 @@ class Pipeline:
         return Outcome(answer, result, upstream, settled_key)
 
     async def _send(self, envelope: Envelope, rcpts: Sequence[str], data: bytes) -> GroupOutcome:
-        options = [o for o in envelope.mail_options if o.upper().startswith(("BODY=", "SMTPUTF8"))]
-        return await self.upstream.send(
-            envelope.mail_from, rcpts, data, options, xforward=envelope.xforward
-        )
+        try:
+            return await self.upstream.send(
+                envelope.mail_from,
+                rcpts,
+                data,
+                envelope.mail_options,
+                xforward=envelope.xforward,
+                rcpt_options=dict(zip(envelope.rcpt_tos, envelope.rcpt_options, strict=False)),
+                downgrade=self._downgrade,
+            )
+        except Exception as exc:  # the other groups' outcomes must still be recorded
+            log.error("upstream send failed unexpectedly: %s", type(exc).__name__)
+            return GroupOutcome({r: UpstreamReply.own(replies.OUT_INTERNAL) for r in rcpts})
+
+    async def _downgrade(self, data: bytes) -> bytes:  # 8-bit data, upstream without 8BITMIME
+        return await asyncio.to_thread(downgrade_in_context, self.context, data)
 
     async def _store_links(self, result: FilterResult) -> None:
         links = [link for group in result.groups for link in group.gateway_links]
