@@ -37,7 +37,7 @@ from relay.inbound.listener import SmtpServer, listening_socket
 from relay.inbound.receive import RelayHandler
 from relay.model import Envelope
 from relay.ops import logs
-from relay.outbound.forward import make_upstream
+from relay.outbound.forward import make_upstream, safe_url
 from relay.pipeline import Outcome, Pipeline
 from relay.settings import Settings
 from relay.store.audit import AuditLog
@@ -181,7 +181,7 @@ async def _serve_forever(settings: Settings, redis_url: str) -> None:
         os.getpid(),
         settings.smtp.listen,
         settings.web.listen,
-        settings.upstream.url,
+        safe_url(settings.upstream.url),
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
