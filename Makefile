@@ -2,7 +2,8 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-CONFIG ?= config.example.toml
+# The configuration every command reads by default; `make run` creates it on first use.
+CONFIG ?= config.toml
 # Test processes: 2 by default (the reference machine has 2 cores); `make test JOBS=1` to serialise.
 JOBS   ?= 2
 
@@ -34,8 +35,10 @@ test-fast: install
 	$(BIN)/pytest -n $(JOBS) --dist loadgroup -m "not browser and not slow"
 
 # Starts the relay with the embedded Redis and the file: outbox (./var/outbox); Ctrl-C stops it.
+# On first use it writes config.toml from config.example.toml with freshly generated secrets.
 run: install
-	mkdir -p var
+	@test -f $(CONFIG) || $(BIN)/relay init --config $(CONFIG)
+	mkdir -p var/outbox
 	$(BIN)/relay serve --config $(CONFIG)
 
 bench: install

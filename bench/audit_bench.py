@@ -6,13 +6,16 @@ For each size N, a fresh private embedded Valkey is filled with N synthetic deci
 (messages of 1-3 recipients, 1-3 trackers each, a pool of N/10 recipients, spread over a year)
 in exactly the layout ``relay.store.audit`` writes: one stream entry per record (the
 stored encoding of ``audit_record.encode``), the message index and the recipient index. The
-fill uses explicit stream ids (so that the records span a year) and ``valkey-cli --pipe`` (so
-that filling a million records takes seconds); the production write path (the
-Lua script) is timed separately.
+fill uses explicit stream ids (so that the records span the year up to today) and ``valkey-cli
+--pipe`` (so that filling a million records takes seconds), and writes the per-day counts and
+the "tracked without consent" index as the write script would have (``audit_counts.tally``);
+the production write path (the Lua script) is timed separately.
 
 Printed, from the same run: the baseline (PING round trip), then p50/p99 of ``by_message``
 (``relay audit show``), ``search`` by recipient (``relay audit search --rcpt``) and an export
-of a 1000-record time range (``relay audit export``), the write rate through ``AuditLog.write``,
+of a 1000-record time range (``relay audit export``); the auditors' workspace over HTTP (its
+first page at 30 and 365 days, "tracked without consent", a filtered list, a message
+drill-down) beside ``/healthz`` as the baseline; the write rate through ``AuditLog.write``,
 and the Redis memory per record (INFO used_memory delta), split by structure, with the
 extrapolation to 10 million records.
 """
@@ -21,13 +24,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import gc
 import io
 import random
 import re
 import subprocess
 import tempfile
+import threading
 import time
+import urllib.request
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -36,17 +42,28 @@ from typing import Any
 
 import redis
 import redis.asyncio as aioredis
+import uvicorn
 
+from relay.core.links import LinkSigner
 from relay.core.recipients import recipient_key
+from relay.passwords import hash_password
+from relay.settings import AuditUiSettings, SecretsSettings, Settings, WebSettings
 from relay.store.audit import AuditLog, message_key
 from relay.store.audit_codec import encode
+from relay.store.audit_counts import DAY_MS, count_keys, has_untracked, tally
 from relay.store.audit_record import DecisionRecord, TrackerRecord, record_id
-from relay.store.embedded import EmbeddedRedis, server_binary
+from relay.store.consent import RedisConsentStore
+from relay.store.embedded import EmbeddedRedis, free_port, server_binary
 from relay.store.redis_keys import Keys
+from relay.web.app import create_app
+from relay.web.limits import web_config
 
 KEYS = Keys("relay:")
 ADDRESS_KEY = b"bench-address-key"
-START = datetime(2025, 11, 1, tzinfo=UTC)
+# The records span the year up to today, so that the workspace's default range (the last 30
+# days) is full of them.
+_TODAY = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+START = _TODAY - timedelta(days=364)
 SPAN_MS = 365 * 86_400_000
 CP = "campaign_performance"
 VENDORS = (
@@ -73,6 +90,7 @@ class Filled:
     message_ids: list[str]
     rcpts: list[str]
     times_ms: list[int]  # stream time of record i
+    extra: int = 0  # commands beyond the three per record (counts, index)
 
 
 def _record(
@@ -124,8 +142,12 @@ def _resp(*args: bytes) -> bytes:
 
 
 def _commands(count: int, filled: Filled, seed: int) -> Iterator[bytes]:
-    """RESP for ``count`` records, in the layout of ``relay.store.audit`` (pre-serialised)."""
+    """RESP for ``count`` records, in the layout of ``relay.store.audit`` (pre-serialised):
+    the stream entry and both indexes per record, then the per-day counts and the "tracked
+    without consent" index exactly as the write script leaves them (``audit_counts``)."""
     rng = random.Random(seed)
+    ck = count_keys(KEYS)[0]
+    days: dict[str, int] = {}
     pool = max(count // 10, 1)
     addresses = [f"user{i}@example{i % 97}.org" for i in range(pool)]
     rkeys = [recipient_key(a, ADDRESS_KEY) for a in addresses]
@@ -144,16 +166,32 @@ def _commands(count: int, filled: Filled, seed: int) -> Iterator[bytes]:
             sid = f"{ms}-{seq}".encode()
             r = rng.randrange(pool)
             at = datetime.fromtimestamp(ms / 1000, UTC)
-            payload = encode(_record(rng, n, message_id, addresses[r], rkeys[r], at))
             filled.rcpts.append(addresses[r])
             filled.times_ms.append(ms)
+            record = _record(rng, n, message_id, addresses[r], rkeys[r], at)
+            payload = encode(record)
             rkey = KEYS.audit_by_rcpt(rkeys[r]).encode()
             yield (
                 _resp(b"XADD", stream, sid, b"r", payload)
                 + _resp(b"RPUSH", mkey, sid)
                 + _resp(b"ZADD", rkey, str(ms).encode(), sid)
             )
+            if has_untracked(record):
+                filled.extra += 1
+                yield _resp(b"ZADD", ck.without_consent.encode(), str(ms).encode(), sid)
+            day = ms // DAY_MS
+            for name, by in tally(record).items():
+                field = f"{day}|{name}"
+                days[field] = days.get(field, 0) + by
             n += 1
+    names = sorted({field.split("|", 1)[1] for field in days})
+    filled.extra += len(names) + len(days) + len({f.split("|", 1)[0] for f in days})
+    for name in names:
+        yield _resp(b"SADD", ck.dims.encode(), name.encode())
+    for field, by in sorted(days.items()):
+        yield _resp(b"HINCRBY", ck.counts.encode(), field.encode(), str(by).encode())
+    for number in sorted({f.split("|", 1)[0] for f in days}):
+        yield _resp(b"ZADD", ck.days.encode(), number.encode(), number.encode())
 
 
 def fill(port: int, count: int, seed: int = 7) -> Filled:
@@ -174,7 +212,7 @@ def fill(port: int, count: int, seed: int = 7) -> Filled:
     report = proc.stdout.read().decode()
     proc.wait()
     match = re.search(r"errors: (\d+), replies: (\d+)", report)
-    if not match or match.group(1) != "0" or int(match.group(2)) != 3 * count:
+    if not match or match.group(1) != "0" or int(match.group(2)) != 3 * count + filled.extra:
         raise SystemExit(f"fill failed: {report}")
     return filled
 
@@ -275,6 +313,76 @@ def memory_report(sync: redis.Redis, count: int, used: int) -> None:
     print(f"  extrapolated to 10M     {per * 10_000_000 / 2**30:7.2f} GiB")
 
 
+class _Workspace:
+    """The real web application (auditors' workspace on) on uvicorn, in a thread."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.port = free_port()
+        self.server: uvicorn.Server | None = None
+        self.thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True)
+
+    async def _main(self) -> None:
+        settings = Settings(
+            web=WebSettings(listen=f"127.0.0.1:{self.port}"),
+            secrets=SecretsSettings(link_key="bench-link-key"),
+            audit_ui=AuditUiSettings(users={"bench": hash_password("bench", n=2**10)}),
+        )
+        client = aioredis.Redis.from_url(self.url, socket_timeout=10)
+        store = RedisConsentStore(client, KEYS, settings.address_key, settings.consent)
+        signer = LinkSigner.from_settings(settings.secrets)
+        app = create_app(settings=settings, redis=client, store=store, signer=signer)
+        config = web_config(app, settings)
+        config.host, config.port = "127.0.0.1", self.port
+        self.server = uvicorn.Server(config)
+        await self.server.serve()
+        await client.connection_pool.disconnect()
+
+    def __enter__(self) -> _Workspace:
+        self.thread.start()
+        while self.server is None or not self.server.started:
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        assert self.server is not None
+        self.server.should_exit = True
+        self.thread.join(10)
+
+    def get(self, path: str) -> float:
+        auth = base64.b64encode(b"bench:bench").decode()
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}{path}", headers={"Authorization": f"Basic {auth}"}
+        )
+        started = time.perf_counter()
+        with urllib.request.urlopen(request, timeout=30) as response:
+            body = response.read()
+            assert response.status == 200 and body, path
+        return time.perf_counter() - started
+
+
+def workspace_timings(url: str, filled: Filled, queries: int) -> None:
+    """Render times of the workspace's pages over HTTP, beside /healthz from the same run."""
+    rng = random.Random(3)
+    runs = max(queries // 10, 30)
+    with _Workspace(url) as web:
+        web.get("/audit/")  # the login's scrypt check, remembered afterwards
+        web.get(f"/audit/m/{message_key(filled.message_ids[0])}")  # rule files, read once
+        year = f"?from={START.date()}&to={_TODAY.date()}"
+        messages = filled.message_ids
+        pages: dict[str, Callable[[], str]] = {
+            "baseline /healthz       ": lambda: "/healthz",
+            "first page (30 days)    ": lambda: "/audit/",
+            "first page (365 days)   ": lambda: "/audit/" + year,
+            "tracked without consent ": lambda: "/audit/without-consent",
+            "records, filtered       ": lambda: "/audit/records?basis=legacy&category=marketing",
+            "message drill-down      ": lambda: f"/audit/m/{message_key(rng.choice(messages))}",
+        }  # fmt: skip
+        for label, path in pages.items():
+            samples = [web.get(path()) for _ in range(runs)]
+            print(f"  {label}{_percentiles(samples)}  (HTTP, {runs} requests)")
+
+
 def run(count: int, queries: int, workdir: Path) -> None:
     server = EmbeddedRedis(workdir / f"valkey-{count}", appendonly=False).start()
     try:
@@ -291,6 +399,7 @@ def run(count: int, queries: int, workdir: Path) -> None:
         print(f"records {count:,}: filled in {elapsed:.1f} s ({count / elapsed:,.0f} records/s)")
         memory_report(sync, count, after - before)
         asyncio.run(measure(server.url, filled, queries, workdir / "journal"))
+        workspace_timings(server.url, filled, queries)
         rate = asyncio.run(write_rate(server.url, workdir / "journal"))
         print(f"  write path (Lua)        {rate:9,.0f} records/s (2 recipients a message)")
         sync.close()

@@ -48,6 +48,7 @@ def serve(redis_url: str, port: int) -> None:
     from relay.store.redis_conn import async_client
     from relay.store.redis_keys import Keys
     from relay.web.app import create_app
+    from relay.web.limits import web_config
 
     settings = settings_for(port)
     client = async_client(redis_url, settings.redis)
@@ -60,9 +61,9 @@ def serve(redis_url: str, port: int) -> None:
         store=store,
         signer=LinkSigner.from_settings(settings.secrets),
     )
-    uvicorn.run(
-        app, host="127.0.0.1", port=port, log_level="warning", lifespan="off", access_log=False
-    )
+    config = web_config(app, settings)
+    config.host, config.port = "127.0.0.1", port
+    uvicorn.Server(config).run()
 
 
 async def seed(redis_url: str, settings: Settings) -> dict[str, str]:

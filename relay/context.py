@@ -13,8 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from relay.core.controllers import build_controllers
 from relay.core.dkim_sign import parse_key_table
 from relay.core.filtering import FilterContext
+from relay.core.footer import check_wording
 from relay.core.links import LinkMinter, LinkSigner
 from relay.core.policy import Policy
 from relay.core.policy_rules import load_policy
@@ -25,8 +27,11 @@ from relay.settings import Settings
 
 
 def footer_wording(rules: RuleSet) -> dict[str, Mapping[str, str]]:
-    """``[footer.fr]`` / ``[footer.en]`` tables of the rule files -> language -> wording."""
+    """``[footer.fr]`` / ``[footer.en]`` tables of the rule files -> language -> wording
+    (``RulesError`` naming file:line for an unknown key or a field a sentence cannot fill)."""
     table: Mapping[str, Any] = rules.tables.get("footer", {})
+    for dotted, problem in check_wording(table):
+        raise RulesError(f"{rules.where(dotted)}: {dotted}: {problem}")
     return {
         lang: {k: str(v) for k, v in values.items()}
         for lang, values in table.items()
@@ -87,7 +92,9 @@ def build_context(settings: Settings, rules: RuleSet | None = None) -> FilterCon
         signed=settings.smtp.signed,
         esp_profile=settings.upstream.profile,
         ses_no_tracking_set=settings.upstream.ses_no_tracking_set,
+        esp_tracking=settings.upstream.esp_tracking,
         dkim_mode=settings.dkim.mode,
         dkim_keys=parse_key_table(settings.dkim.keys, read_key=_read_key_file),
         dkim_replace_all=settings.dkim.replace_all,
+        controllers=build_controllers(settings.controllers),
     )

@@ -51,6 +51,12 @@ class ReaskRefused(RelayError):
     reply = replies.REASK_REFUSED
 
 
+class TrackedConsentRequest(RelayError):
+    """A consent request carrying a vendor's click-tracking links (recommendation 4.2)."""
+
+    reply = replies.CONSENT_REQUEST_TRACKED
+
+
 class TokenError(RelayError):
     """A link token is forged, altered, expired or of the wrong kind."""
 

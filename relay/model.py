@@ -261,6 +261,8 @@ class ConsentEvent:
     rules_digest: str = ""
     recorded_at: datetime | None = None
     id: str = ""
+    # The controller (id) the event belongs to; "" = the only one (the store resolves it).
+    controller: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,6 +294,7 @@ class ConsentState:
     legacy_purposes: tuple[Purpose, ...] = ()
     available: bool = True
     event_ids: tuple[str, ...] = ()
+    controller: str = ""  # the controller (id) this state is for
 
 
 # ---------------------------------------------------------------------------------------------

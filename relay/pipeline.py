@@ -6,8 +6,10 @@ Order of work for one message (only this module knows it):
    each, concurrently);
 2. run the pure core (``filtering.filter_message``) in the event loop for small messages,
    in a worker process for large ones, so that one big message never stalls other sessions;
-3. refuse a consent request to a recipient inside the re-ask window (5xx saying until when);
-4. store the gateway links and the recipients' addresses the web pages need;
+3. refuse a consent request to a recipient inside the re-ask window (5xx saying until when),
+   or from a domain no configured controller covers;
+4. store the gateway links and the addresses of every recipient whose copy carries a relay
+   link (a link that cannot be stored defers the message: every minted link must work);
 5. send every group not already delivered to the upstream, concurrently;
 6. record final upstream answers in the ledger, then the decision records in the audit log,
    and only then answer the client.
@@ -18,12 +20,13 @@ Rule 2: a recipient the upstream refused for good, while others were accepted, i
         to the envelope sender by a delivery status notification and the message is accepted.
 Rule 3: steps 5 and 6 run shielded from the client's connection: a client that disconnects
         or times out mid-way cannot leave a delivered group out of the ledger.
+Rule 4: a copy the core withheld is the relay's own 5xx, noticed like an upstream's (``dsn``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
+import dataclasses
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -34,43 +37,34 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from relay import replies
+from relay.core.controllers import from_domain
 from relay.core.downgrade import downgrade_in_context
-from relay.core.filtering import FilterContext, FilterResult, filter_message
+from relay.core.filtering import FilterContext, FilterResult
 from relay.core.recipients import mask
-from relay.model import Category, ConsentEvent, ConsentState, Envelope, EventType, Purpose
+from relay.filter_pool import FilterRunner
+from relay.model import (
+    Category,
+    ConsentState,
+    Envelope,
+    RenderedGroup,
+)
 from relay.ops import metrics
-from relay.outbound.dsn import build_dsn
+from relay.outbound.dsn import NOTICE_INTRO, failure_notice, first_refusal, withheld_replies
 from relay.outbound.dsn_relayed import notify_relayed
 from relay.outbound.forward import GroupOutcome, Upstream, UpstreamReply
 from relay.replies import Reply
 from relay.settings import Settings
 from relay.store.audit import AuditLog
 from relay.store.consent import ConsentStore
-from relay.store.ledger import Ledger, message_key
+from relay.store.ledger import IN_FLIGHT, Ledger, message_key, rcpt_key
 from relay.store.link_store import remember_recipients, store_gateway_links
 from relay.store.redis_keys import Keys
+from relay.summary import count_decisions, requested_events, summarise
 
 log = logging.getLogger("relay.pipeline")
 
-# Purposes a consent request asks about: every purpose that may need consent.
-REQUESTED_PURPOSES = tuple(p for p in Purpose if p is not Purpose.AUTHENTICATION_SECURITY)
 
-_worker_context: FilterContext | None = None
-
-
-def _init_worker(settings: Settings) -> None:
-    """Process-pool initializer: each worker loads the rules itself (nothing pickled per call)."""
-    global _worker_context
-    from relay.context import build_context
-
-    _worker_context = build_context(settings)
-
-
-def _filter_in_worker(
-    raw: bytes, envelope: Envelope, states: Mapping[str, ConsentState], now: datetime
-) -> FilterResult:
-    assert _worker_context is not None, "worker not initialised"
-    return filter_message(_worker_context, raw, envelope, states, now)
+States = Mapping[str, ConsentState]
 
 
 @dataclass
@@ -104,49 +98,17 @@ class Pipeline:
         self.audit = audit
         self.ledger = ledger
         self.upstream = upstream
-        self._pool: concurrent.futures.ProcessPoolExecutor | None = None
+        self.runner = FilterRunner(settings, context)
         self._deliveries: set[asyncio.Task[Outcome]] = set()
-        if settings.smtp.process_pool > 0:
-            self._pool = self._new_pool()
-
-    def _new_pool(self) -> concurrent.futures.ProcessPoolExecutor:
-        import multiprocessing
-
-        return concurrent.futures.ProcessPoolExecutor(
-            max_workers=self.settings.smtp.process_pool,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=_init_worker,
-            initargs=(self.settings,),
-        )
 
     def reload(self, context: FilterContext) -> None:
         """Swap in validated rules: new messages use them, messages in flight finish as begun."""
         self.context = context
-        if self._pool is not None:
-            old, self._pool = self._pool, self._new_pool()
-            old.shutdown(wait=False)
+        self.runner.reload(context)
 
     async def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
+        self.runner.close()
         await self.upstream.close()
-
-    async def _filter(
-        self, raw: bytes, envelope: Envelope, states: Mapping[str, ConsentState], now: datetime
-    ) -> FilterResult:
-        if self._pool is None or len(raw) <= self.settings.smtp.inline_max_bytes:
-            return filter_message(self.context, raw, envelope, states, now)
-        loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(
-                self._pool, _filter_in_worker, raw, envelope, states, now
-            )
-        except concurrent.futures.process.BrokenProcessPool:
-            # A worker died (killed, out of memory): nothing was sent yet, so rebuild the pool
-            # and filter this message here rather than fail it.
-            log.error("filter worker died; restarting the pool")
-            self._pool = self._new_pool()
-            return filter_message(self.context, raw, envelope, states, now)
 
     async def process(self, raw: bytes, envelope: Envelope, relay_id: str) -> Outcome:
         outcome = await self._process(raw, envelope, relay_id)
@@ -155,30 +117,43 @@ class Pipeline:
         metrics.MESSAGES.labels(result).inc()
         return outcome
 
+    async def _states(self, raw: bytes, env: Envelope, now: datetime) -> States:
+        """The recipients' consent for the message's controller (none read without one)."""
+        owner = self.context.controllers.for_message(raw, env.mail_from)
+        return await self.store.states(env.rcpt_tos, now, owner.id) if owner else {}
+
     async def _process(self, raw: bytes, envelope: Envelope, relay_id: str) -> Outcome:
         received = datetime.now(UTC)
         key = message_key(envelope.mail_from, raw)
         done, states = await asyncio.gather(
-            self.ledger.done(key), self.store.states(envelope.rcpt_tos, received)
+            self.ledger.done(key), self._states(raw, envelope, received)
         )
         unavailable = sum(not s.available for s in states.values())
         metrics.CONSENT_LOOKUPS.labels("unavailable").inc(unavailable)
         metrics.CONSENT_LOOKUPS.labels("ok").inc(len(states) - unavailable)
         if self.settings.smtp.redis_down == "tempfail" and unavailable:
             return Outcome(replies.TEMP_REDIS, None, {})
+        earlier = frozenset(r for r in envelope.rcpt_tos if rcpt_key(r) in done)
         with metrics.PROCESSING.time():
-            result = await self._filter(raw, envelope, states, received)
+            result = await self.runner.run(raw, envelope, states, received, earlier)
         if result.category is Category.CONSENT_REQUEST and unavailable:
             # The re-ask window cannot be checked: asking again could harass a recipient who
             # refused, and refusing for good would punish a Redis outage. Retry later.
             return Outcome(replies.TEMP_REDIS, result, {})
+        if result.category is Category.CONSENT_REQUEST and result.controller is None:
+            domain = from_domain(raw) or envelope.mail_from.rpartition("@")[2]
+            return Outcome(replies.NO_CONTROLLER.with_detail(domain or "(none)"), result, {})
         if result.reask_blocked:
             until = max(result.reask_blocked.values()).date().isoformat()
             detail = f"{len(result.reask_blocked)} recipient(s) may not be asked before {until}"
             return Outcome(replies.REASK_REFUSED.with_detail(detail), result, {})
+        # The renderings are owned by ``batch``, which the sender empties as it goes
+        # (filtering Rule 5: the memory of one message stays bounded).
+        batch = list(result.groups)
+        result = dataclasses.replace(result, groups=())
         # Steps 4-6 must complete even if the client goes away (Rule 3).
         task = asyncio.ensure_future(
-            self._deliver(raw, envelope, relay_id, key, done, result, received)
+            self._deliver(raw, envelope, relay_id, key, done, result, batch, received, states)
         )
         self._deliveries.add(task)
         metrics.IN_FLIGHT.inc()
@@ -202,33 +177,44 @@ class Pipeline:
         key: str,
         done: Mapping[str, str],
         result: FilterResult,
+        batch: list[RenderedGroup],
         received: datetime,
+        states: Mapping[str, ConsentState],
     ) -> Outcome:
-        await self._store_links(result)
-        sends = []
-        for group in result.groups:
-            todo = [r for r in group.rcpts if r.lower() not in done]
-            if todo:
-                sends.append(self._send(envelope, todo, group.data))
+        assumed = [r for r in envelope.rcpt_tos if done.get(rcpt_key(r)) == IN_FLIGHT]
+        if assumed:
+            log.warning(
+                "[%s] %d recipient(s) were in flight when the relay last stopped: counted as"
+                " delivered, not sent again (RFC 1047 window)",
+                relay_id,
+                len(assumed),
+            )
         started = time.perf_counter()
-        outcomes: list[GroupOutcome] = list(await asyncio.gather(*sends))
+        sent = await self._send_batches(
+            raw, envelope, key, done, result, batch, received, states, relay_id
+        )
+        if sent is None:
+            return Outcome(replies.TEMP_LINKS, result, {})
+        outcomes = sent
         elapsed = (time.perf_counter() - started) * 1000
         metrics.UPSTREAM.observe(elapsed / 1000)
-        _count_decisions(result, outcomes)
+        count_decisions(result, outcomes)
+        outcomes.append(GroupOutcome(withheld := withheld_replies(result.withheld)))
         upstream: dict[str, str] = {}
         final: dict[str, str] = {}
         for outcome in outcomes:
             for rcpt, reply in outcome.replies.items():
                 upstream[rcpt] = reply.text
-                if reply.accepted or reply.permanent:
-                    final[rcpt] = reply.text
-        settled = all(r in final or r.lower() in done for r in envelope.rcpt_tos)
+                if (reply.accepted or reply.permanent) and rcpt not in withheld:
+                    final[rcpt] = reply.text  # a withheld copy is decided again on a retry
+        settled = all(r in final or r in withheld or rcpt_key(r) in done for r in envelope.rcpt_tos)
         for rcpt in envelope.rcpt_tos:
-            if rcpt not in upstream and rcpt.lower() in done:
-                upstream[rcpt] = f"(delivered earlier) {done[rcpt.lower()]}"
+            if rcpt not in upstream and rcpt_key(rcpt) in done:
+                upstream[rcpt] = f"(delivered earlier) {done[rcpt_key(rcpt)]}"
+        deferred = [r for o in outcomes for r in o.deferred()]
         # Both before the client is answered; neither waits for, nor is abandoned by, the other.
         written = await asyncio.gather(
-            self.ledger.record(key, final, settled=settled),
+            self.ledger.record(key, final, settled=settled, cleared=deferred),
             self._after_delivery(envelope, result, upstream, relay_id, received),
             return_exceptions=True,
         )
@@ -237,15 +223,17 @@ class Pipeline:
         )
         if failed := [w for w in written if isinstance(w, BaseException)]:
             raise failed[0]
-        answer = summarise(envelope.rcpt_tos, outcomes, done)
+        answer = summarise(envelope.rcpt_tos, outcomes, {rcpt_key(r) for r in done}, rcpt_key)
+        if withheld.keys() >= set(envelope.rcpt_tos) and not done:
+            answer = first_refusal(result.withheld)  # nobody gets it: the client is told why
         refused_now = [r for o in outcomes for r in o.refused()]
         if refused_now and answer.code == 250:
-            await self._bounce(envelope, result, refused_now, upstream, relay_id)
+            await self._bounce(raw, envelope, result, refused_now, upstream, relay_id)
         log.info(
             "[%s] %d recipient(s), %d group(s), category=%s, upstream %.1f ms -> %s",
             relay_id,
             len(envelope.rcpt_tos),
-            len(result.groups),
+            len(outcomes),
             result.category,
             elapsed,
             answer.id,
@@ -253,7 +241,53 @@ class Pipeline:
         settled_key = key if settled and answer.code == 250 else None
         return Outcome(answer, result, upstream, settled_key)
 
-    async def _send(self, envelope: Envelope, rcpts: Sequence[str], data: bytes) -> GroupOutcome:
+    async def _send_batches(
+        self,
+        raw: bytes,
+        envelope: Envelope,
+        key: str,
+        done: Mapping[str, str],
+        result: FilterResult,
+        batch: list[RenderedGroup],
+        received: datetime,
+        states: Mapping[str, ConsentState],
+        relay_id: str,
+    ) -> list[GroupOutcome] | None:
+        """Send the rendered groups; while groups are left unrendered (the per-message render
+        budget, filtering Rule 6) and nothing was deferred, render and send the next batch.
+        Each rendering is dropped once sent: only one batch is ever held. None: the first
+        batch's links could not be stored, so nothing was sent (step 4)."""
+        outcomes: list[GroupOutcome] = []
+        unrendered, linked = result.unrendered, result.linked
+        while True:
+            if not await self._store_links(batch, linked, relay_id):
+                return outcomes or None  # a later batch: its recipients are deferred
+            sends = []
+            for group in batch:
+                todo = [r for r in group.rcpts if rcpt_key(r) not in done]
+                if todo:
+                    sends.append(self._send(envelope, todo, group.data, key))
+            batch.clear()
+            outcomes += await asyncio.gather(*sends)
+            sends.clear()
+            if not unrendered or any(o.deferred() for o in outcomes):
+                return outcomes  # recipients left unanswered are deferred: the client retries
+            answered = {r for o in outcomes for r in o.replies}
+            skip = frozenset(r for r in envelope.rcpt_tos if r in answered or rcpt_key(r) in done)
+            following = await self.runner.run(raw, envelope, states, received, skip)
+            batch.extend(following.groups)
+            unrendered, linked = following.unrendered, following.linked
+            del following
+
+    async def _send(
+        self, envelope: Envelope, rcpts: Sequence[str], data: bytes, key: str
+    ) -> GroupOutcome:
+        """One group. The upstream picks which of the client's parameters it can pass on (DSN
+        to an upstream with DSN, ...), and converts 8-bit data for one without 8BITMIME."""
+
+        async def commit(accepted: Sequence[str]) -> None:
+            await self.ledger.in_flight(key, accepted)  # ledger Rule 6 (RFC 1047)
+
         try:
             return await self.upstream.send(
                 envelope.mail_from,
@@ -263,6 +297,7 @@ class Pipeline:
                 xforward=envelope.xforward,
                 rcpt_options=dict(zip(envelope.rcpt_tos, envelope.rcpt_options, strict=False)),
                 downgrade=self._downgrade,
+                commit=commit,
             )
         except Exception as exc:  # the other groups' outcomes must still be recorded
             log.error("upstream send failed unexpectedly: %s", type(exc).__name__)
@@ -271,16 +306,21 @@ class Pipeline:
     async def _downgrade(self, data: bytes) -> bytes:  # 8-bit data, upstream without 8BITMIME
         return await asyncio.to_thread(downgrade_in_context, self.context, data)
 
-    async def _store_links(self, result: FilterResult) -> None:
-        links = [link for group in result.groups for link in group.gateway_links]
-        linked = {p.recipient_key: p.rcpt for p in result.plans if p.needs_links or p.footer}
+    async def _store_links(
+        self, groups: Sequence[RenderedGroup], linked: Mapping[str, str], relay_id: str
+    ) -> bool:
+        """Keep gateway targets and the address of every recipient whose copy carries a relay
+        link (placeholder, footer, pixel): False, and the message waits, if Redis did not."""
+        links = [link for group in groups for link in group.gateway_links]
         try:
             await store_gateway_links(self.redis, self.keys, links, ttl_days=400)
             await remember_recipients(self.redis, self.keys, linked)
         except (RedisError, OSError, TimeoutError) as exc:
-            # Fail closed, not shut: a gateway link Redis did not keep answers the blank GIF,
-            # and minimise links never needed their target. The mail still goes out.
-            log.warning("could not store %d link(s): %s", len(links), exc)
+            # A page link whose recipient cannot be found would answer "unknown" for years.
+            log.warning("[%s] could not store the links of %d recipient(s): %s",
+                        relay_id, len(linked), exc)  # fmt: skip
+            return False
+        return True
 
     async def _after_delivery(
         self,
@@ -304,97 +344,37 @@ class Pipeline:
             await self._record_requested(envelope, result, upstream, received)
 
     async def _record_requested(
-        self,
-        envelope: Envelope,
-        result: FilterResult,
-        upstream: Mapping[str, str],
-        when: datetime,
+        self, envelope: Envelope, result: FilterResult, upstream: Mapping[str, str], when: datetime
     ) -> None:
         """The relay records ``requested`` itself when it relays a consent request (SPEC 1)."""
-        for rcpt in envelope.rcpt_tos:
-            if not upstream.get(rcpt, "").startswith("2"):
-                continue
-            event = ConsentEvent(
-                event=EventType.REQUESTED,
-                purposes=REQUESTED_PURPOSES,
-                address=rcpt,
-                occurred_at=when,
-                actor="system",
-                method="relay",
-                source={"message_ref": result.message_id},
-                rules_digest=result.rules_digest,
-            )
+        for event in requested_events(envelope, result, upstream, when):
             try:
                 await self.store.record(event)
             except Exception as exc:  # the mail went out; losing this event must not fail it
-                log.error("could not record 'requested' for %s: %s", mask(rcpt), exc)
+                log.error("could not record 'requested' for %s: %s", mask(event.address), exc)
 
     async def _bounce(
         self,
+        raw: bytes,
         envelope: Envelope,
         result: FilterResult,
         refused: Sequence[str],
         upstream: Mapping[str, str],
         relay_id: str,
     ) -> None:
-        if not envelope.mail_from:
-            return  # never bounce a bounce
-        dsn = build_dsn(
+        # NOTIFY, ORCPT, ENVID and RET as the sender asked (dsn.py); None: no notice wanted.
+        dsn = failure_notice(
+            envelope,
+            {r: upstream[r] for r in refused},
             reporting_mta=self.settings.smtp.hostname or "consent-relay",
-            original_sender=envelope.mail_from,
             message_id=result.message_id,
-            failures={r: upstream[r] for r in refused},
             relay_id=relay_id,
+            original=raw,
+            intro=NOTICE_INTRO if result.withheld else None,
         )
-        outcome = await self.upstream.send("", [envelope.mail_from], dsn, [])
+        if dsn is None:
+            return
+        options = ["BODY=8BITMIME"] if not dsn.isascii() else []
+        outcome = await self.upstream.send("", [envelope.mail_from], dsn, options)
         if not outcome.accepted():
             log.error("[%s] could not send the failure notice: %s", relay_id, outcome.replies)
-
-
-def _count_decisions(result: FilterResult, outcomes: Sequence[GroupOutcome]) -> None:
-    for outcome in outcomes:
-        for reply in outcome.replies.values():
-            metrics.UPSTREAM_REPLIES.labels(metrics.reply_class(reply.code)).inc()
-    for rplan in result.plans:
-        if rplan.footer:
-            metrics.FOOTERS.inc()
-        for decision in rplan.decisions:
-            purpose = result.candidates[decision.candidate_id].purpose.value
-            metrics.TRACKERS.labels(decision.action.value, purpose).inc()
-
-
-def summarise(
-    rcpts: Sequence[str], outcomes: Sequence[GroupOutcome], done: Mapping[str, str]
-) -> Reply:
-    """Map every recipient's upstream answer to the one reply the client gets (Rules 1, 2)."""
-    replies_by_rcpt: dict[str, UpstreamReply] = {}
-    for outcome in outcomes:
-        replies_by_rcpt.update(outcome.replies)
-    delivered = deferred = refused = 0
-    last_refusal = last_deferral = ""
-    for rcpt in rcpts:
-        reply = replies_by_rcpt.get(rcpt)
-        if reply is None:
-            if rcpt.lower() in done:
-                delivered += 1
-            else:
-                deferred += 1
-            continue
-        if reply.accepted:
-            delivered += 1
-        elif reply.permanent:
-            refused += 1
-            last_refusal = reply.text
-        else:
-            deferred += 1
-            last_deferral = reply.text
-    if deferred:
-        answer = replies.TEMP_PARTIAL if delivered or refused else replies.TEMP_UPSTREAM
-        return answer.with_detail(f"upstream said: {last_deferral}") if last_deferral else answer
-    if refused and not delivered:
-        return replies.UPSTREAM_REJECTED.with_detail(last_refusal)
-    if refused:
-        return replies.OK_QUEUED.with_detail(
-            f"{refused} recipient(s) refused upstream, notice sent"
-        )
-    return replies.OK_QUEUED

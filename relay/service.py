@@ -1,14 +1,22 @@
 """``relay serve``: wire the concrete stores, start SMTP and web listeners, handle signals.
 
 Rule 1: one process runs the SMTP listener and the web endpoints on one event loop; with
-        ``--workers N`` the parent starts N such processes that share both ports through
-        SO_REUSEPORT, and one embedded Redis server (started by the parent) if configured.
+        ``--workers N`` the parent binds every port (one SO_REUSEPORT socket per worker, so
+        the kernel spreads connections) and starts N such processes, each given its sockets,
+        and one embedded Redis server if configured. The parent holds a lock per address
+        (``listener.claim``), so a second relay on the same ports stops with a one-line error
+        instead of silently sharing the traffic.
 Rule 2: SIGHUP reloads the rule files only if they validate, then swaps them in atomically
         (messages in flight finish with the rules they began with); SIGTERM/SIGINT drain:
         stop accepting, answer 421 to new transactions, let messages in flight finish up to
         ``[smtp] shutdown_grace`` seconds, then close.
 Rule 3: the audit journal written while Redis was down is replayed at start and every minute;
-        records older than ``[audit] retention_days`` are trimmed every hour.
+        records older than ``[audit] retention_days`` are trimmed every hour, and so are the
+        last-open days and consent proofs past ``[retention]`` (``store.retention``).
+Rule 4: start-up says what will not work before the first message finds out: Redis or the
+        upstream unreachable, the example link key in use; each a one-line warning naming the
+        key. The relay still starts (Redis down is fail-closed by design), except when a port
+        cannot be bound or a setting is wrong: then one line names the key and the address.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 import uvicorn
 
@@ -33,19 +42,22 @@ from relay.context import build_context, load_rule_set
 from relay.core.esp import startup_warnings
 from relay.core.links import LinkSigner
 from relay.errors import RelayError
-from relay.inbound.listener import SmtpServer, listening_socket
+from relay.inbound.listener import Claim, SmtpServer, claim
 from relay.inbound.receive import RelayHandler
 from relay.model import Envelope
 from relay.ops import logs
-from relay.outbound.forward import make_upstream, safe_url
+from relay.ops.readiness import check_ready
+from relay.outbound.forward import make_upstream
 from relay.pipeline import Outcome, Pipeline
-from relay.settings import Settings
+from relay.settings import EXAMPLE_LINK_KEY, Settings
 from relay.store.audit import AuditLog
 from relay.store.consent import RedisConsentStore
 from relay.store.ledger import Ledger
 from relay.store.redis_conn import async_client, resolve
 from relay.store.redis_keys import Keys
+from relay.store.retention import Retention
 from relay.web.app import create_app
+from relay.web.limits import descriptor_budget, web_config
 
 log = logging.getLogger("relay.service")
 
@@ -68,6 +80,7 @@ class Running:
     web_task: asyncio.Task[None]
     journal_task: asyncio.Task[None]
     settings: Settings
+    claims: list[Claim]
 
     @property
     def smtp_port(self) -> int:
@@ -95,11 +108,14 @@ class Running:
         await self.web_task
         await self.pipeline.close()
         await self.pipeline.redis.aclose()
+        for held in self.claims:
+            held.close()
 
 
-async def _audit_upkeep(audit: AuditLog) -> None:
-    """Replay the journal every minute (Rule 3) and apply the retention every hour."""
-    last_trim = 0.0
+async def _audit_upkeep(audit: AuditLog, retention: Retention | None = None) -> None:
+    """Replay the journal every minute (Rule 3) and apply the retention every hour, the first
+    time at start (the monotonic clock may be younger than an hour on a fresh machine)."""
+    last_trim = float("-inf")
     while True:
         try:
             replayed = await audit.replay_journal()
@@ -110,6 +126,10 @@ async def _audit_upkeep(audit: AuditLog) -> None:
                 last_trim = time.monotonic()
                 if trimmed:
                     log.info("retention: removed %d decision record(s)", trimmed)
+                if retention is not None:
+                    kept = await retention.apply(datetime.now(UTC))
+                    if kept.last_open or kept.consent_chains:
+                        log.info("retention: removed %s", kept)
         except Exception as exc:  # keep trying: the journal keeps the records meanwhile
             log.warning("audit upkeep failed: %s", exc)
         await asyncio.sleep(60)
@@ -121,13 +141,17 @@ async def start(
     *,
     smtp_sock: socket.socket | None = None,
     web_sock: socket.socket | None = None,
+    implicit_sock: socket.socket | None = None,
 ) -> Running:
+    logs.register_secrets(logs.secret_values(settings))
     rules = load_rule_set(settings)
     context = build_context(settings, rules)
     for warning in startup_warnings(
         settings.upstream.profile, ses_no_tracking_set=settings.upstream.ses_no_tracking_set
     ):
         log.warning("upstream profile %s: %s", settings.upstream.profile, warning)
+    for line in context.controllers.describe():
+        log.info("%s", line)  # which From domains get consent-based tracking, and for whom
     keys = Keys(settings.redis.prefix)
     client = async_client(redis_url, settings.redis)
     store = RedisConsentStore(
@@ -137,6 +161,7 @@ async def start(
         settings.consent,
         rules_digest=rules.digest,
         timeout=settings.redis.timeout,
+        controllers=context.controllers,
     )
     audit = AuditLog(
         client,
@@ -160,29 +185,43 @@ async def start(
         return await pipeline.process(raw, envelope, relay_id)
 
     smtp = SmtpServer(settings, RelayHandler(settings, process, pipeline.ledger.forget))
-    await smtp.start(smtp_sock)
+    claims: list[Claim] = []
+    if web_sock is None:  # bind before the SMTP side starts, so a taken port stops both
+        claims.append(claim("web.listen", settings.web.listen))
+        web_sock = claims[-1].sockets[0]
+    try:
+        await smtp.start(smtp_sock, implicit_sock)
+    except BaseException:
+        for held in claims:
+            held.close()
+        raise
     app = create_app(
         settings=settings,
         redis=client,
         store=store,
         signer=LinkSigner.from_settings(settings.secrets),
+        controllers=context.controllers,
     )
-    web = _QuietUvicorn(uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False))
-    web_sock = web_sock or listening_socket(settings.web.listen)
+    # Connection caps and header/body deadlines (relay/web/limits.py), so that a flood of slow
+    # HTTP clients cannot take the descriptors the SMTP listener of this process needs.
+    for warning in descriptor_budget(settings, settings.smtp.max_connections):
+        log.warning("%s", warning)
+    web = _QuietUvicorn(web_config(app, settings))
     web_task = asyncio.create_task(web.serve(sockets=[web_sock]))
-    journal_task = asyncio.create_task(_audit_upkeep(audit))
-    return Running(pipeline, smtp, web, web_task, journal_task, settings)
-
-
-async def _serve_forever(settings: Settings, redis_url: str) -> None:
-    running = await start(settings, redis_url)
+    retention = Retention(client, keys, settings.retention, settings.consent)
+    journal_task = asyncio.create_task(_audit_upkeep(audit, retention))
     log.info(
         "relay pid %d: SMTP on %s, web on %s, upstream %s",
         os.getpid(),
         settings.smtp.listen,
         settings.web.listen,
-        safe_url(settings.upstream.url),
+        logs.redact_url(settings.upstream.url),
     )
+    return Running(pipeline, smtp, web, web_task, journal_task, settings, claims)
+
+
+async def _serve_forever(settings: Settings, redis_url: str, sockets: _Sockets) -> None:
+    running = await start(settings, redis_url, **sockets)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
@@ -193,49 +232,131 @@ async def _serve_forever(settings: Settings, redis_url: str) -> None:
     await running.stop()
 
 
-def _child(settings: Settings, redis_url: str) -> None:
+_Sockets = dict[str, socket.socket]
+
+
+def _child(settings: Settings, redis_url: str, sockets: _Sockets) -> None:
     configure_logging(settings)
-    asyncio.run(_serve_forever(settings, redis_url))
+    asyncio.run(_serve_forever(settings, redis_url, sockets))
 
 
 def configure_logging(settings: Settings) -> None:
-    logs.configure(settings.log.level, settings.log.format)
+    logs.configure(settings.log.level, settings.log.format, logs.secret_values(settings))
+
+
+def _claim_all(settings: Settings, workers: int) -> list[tuple[str, Claim]]:
+    """Every listening address of this relay, bound for ``workers`` processes (Rule 1)."""
+    wanted = [("smtp_sock", "smtp.listen", settings.smtp.listen)]
+    wanted.append(("web_sock", "web.listen", settings.web.listen))
+    tls = settings.smtp.tls
+    if tls.implicit_listen and tls.cert and tls.key:
+        wanted.append(("implicit_sock", "smtp.tls.implicit_listen", tls.implicit_listen))
+    claims: list[tuple[str, Claim]] = []
+    try:
+        for name, key, listen in wanted:
+            claims.append((name, claim(key, listen, workers)))
+    except BaseException:
+        for _name, held in claims:
+            held.close()
+        raise
+    return claims
+
+
+def first_warnings(settings: Settings, redis_url: str) -> list[str]:
+    """Rule 4: what will not work, found before the first message does."""
+    found = []
+    if settings.secrets.link_key == EXAMPLE_LINK_KEY:
+        found.append(
+            f"{settings.source}: secrets.link_key: the example key is in use; anyone who "
+            "read config.example.toml can forge links: run `relay init` or set $RELAY_LINK_KEY"
+        )
+
+    outbox = settings.upstream.url
+    if outbox.startswith("file:"):  # the folder the file upstream would create anyway
+        with contextlib.suppress(OSError):
+            Path(outbox.removeprefix("file:").removeprefix("//")).mkdir(parents=True, exist_ok=True)
+
+    async def probe() -> list[str]:
+        client = async_client(redis_url, settings.redis)
+        try:
+            return await check_ready(settings, client)
+        finally:
+            await client.aclose()
+
+    for problem in asyncio.run(probe()):
+        what, _, detail = problem.partition(": ")
+        if what == "redis":
+            found.append(
+                f"redis.url {logs.redact_url(settings.redis.url)}: unreachable ({detail}); "
+                "consent counts as absent (fail closed) until it answers"
+            )
+        else:
+            found.append(
+                f"upstream.url {logs.redact_url(settings.upstream.url)}: {detail}; "
+                "messages get 451 until it answers"
+            )
+    return found
 
 
 def serve(settings: Settings, workers: int = 1) -> int:
     """Run until SIGTERM/SIGINT. Returns the exit status."""
     configure_logging(settings)
+    if not settings.secrets.link_key and settings.source == "<defaults>":
+        raise RelayError(
+            "no configuration: ./config.toml not found and $RELAY_CONFIG unset; run "
+            "`relay init` (or `make run`) to create one, or pass --config FILE"
+        )
     if not settings.secrets.link_key:
         raise RelayError(
             f"{settings.source}: secrets.link_key: required to sign links "
             "(set it in the file or in $RELAY_LINK_KEY)"
         )
-    redis_url, embedded = resolve(settings.redis)
+    claims = _claim_all(settings, workers)  # before Redis: a second relay stops here
+    embedded = None
     try:
+        redis_url, embedded = resolve(settings.redis)
+        for warning in first_warnings(settings, redis_url):
+            log.warning("%s", warning)
         if workers <= 1:
-            asyncio.run(_serve_forever(settings, redis_url))
+            sockets = {name: held.sockets[0] for name, held in claims}
+            asyncio.run(_serve_forever(settings, redis_url, sockets))
             return 0
-        return _supervise(settings, redis_url, workers)
+        return _supervise(settings, redis_url, claims, workers)
     finally:
+        for _name, held in claims:
+            held.close()
         if embedded is not None:
             embedded.stop()
 
 
-def _supervise(settings: Settings, redis_url: str, workers: int) -> int:
+def _supervise(
+    settings: Settings, redis_url: str, claims: list[tuple[str, Claim]], workers: int
+) -> int:
     # Metrics of every worker in one folder, so that any of them answers /metrics for all.
     metrics_dir = tempfile.mkdtemp(prefix="relay-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     try:
-        return _run_children(settings, redis_url, workers)
+        return _run_children(settings, redis_url, claims, workers)
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
-def _run_children(settings: Settings, redis_url: str, workers: int) -> int:
+def _run_children(
+    settings: Settings, redis_url: str, claims: list[tuple[str, Claim]], workers: int
+) -> int:
     ctx = multiprocessing.get_context("spawn")
-    children = [ctx.Process(target=_child, args=(settings, redis_url)) for _ in range(workers)]
+    # Each worker gets its own socket of every address (multiprocessing passes them over a
+    # Unix socket); the parent keeps only the locks.
+    children = []
+    for number in range(workers):
+        sockets = {name: held.sockets[number] for name, held in claims}
+        children.append(ctx.Process(target=_child, args=(settings, redis_url, sockets)))
     for child in children:
         child.start()
+    # The children hold the sockets now. The parent must not: a socket left open here, once
+    # its worker died, would still be given connections by the kernel that nobody accepts.
+    for _name, held in claims:
+        held.release_sockets()
 
     def forward(signum: int, _frame: object) -> None:
         for child in children:

@@ -14,7 +14,6 @@ import dataclasses
 import ipaddress
 import os
 import re
-import ssl
 import tomllib
 import typing
 from collections.abc import Mapping
@@ -24,6 +23,20 @@ from typing import Any
 
 from relay.errors import SettingsError
 from relay.passwords import check_hash
+from relay.settings_controllers import ControllerSettings, check_controllers
+from relay.settings_retention import RetentionSettings, check_retention
+from relay.settings_upstream import check_upstream
+from relay.settings_web import AuditUiSettings, WebSettings, check_web
+
+__all__ = [
+    "AuditUiSettings",
+    "ControllerSettings",
+    "RetentionSettings",
+    "Settings",
+    "WebSettings",
+    "load_settings",
+    "parse_settings",
+]
 
 DEFAULT_CONFIG = "config.toml"
 
@@ -46,15 +59,18 @@ class SmtpSettings:
     listen: str = "127.0.0.1:2525"
     hostname: str = ""  # name in the greeting; empty = the machine's FQDN
     max_message_size: int = 36_700_160  # bytes (35 MiB), announced with SIZE; 552 above
+    max_render_bytes: int = 134_217_728  # per-recipient renderings of one message held at once
     allowed_clients: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
     data_timeout: float = 300.0  # seconds a client may take per command / for the DATA body
     shutdown_grace: float = 30.0  # seconds sessions in flight may take after SIGTERM
     malformed: str = "reject"  # "reject" (5xx) or "strip" (forward with every tracker removed)
-    signed: str = "pass"  # multipart/signed or encrypted: "pass" unmodified, or "reject"
+    signed: str = "pass"  # signed or encrypted: "pass" to who has a basis, or "reject" all
     redis_down: str = "fail_closed"  # "fail_closed" (strip consent trackers) or "tempfail" (4xx)
     inline_max_bytes: int = 262_144  # messages up to this size are filtered in the event loop
     process_pool: int = 1  # worker processes per relay process for larger messages (0 = none)
     rate_limit: int = 0  # messages per minute per client IP (451 4.7.0 at MAIL above), 0 = off
+    max_connections: int = 512  # open SMTP connections per listener and process; 421 above
+    max_connections_per_client: int = 64  # per client IP address; 0 = no per-client cap
     proxy_protocol: bool = False  # expect a HAProxy PROXY v1/v2 header on every connection
     proxy_from: tuple[str, ...] = ("127.0.0.1/32", "::1/128")  # who may send a PROXY header
     xforward: bool = True  # accept Postfix XFORWARD from allowed_clients and pass it upstream
@@ -75,6 +91,7 @@ class UpstreamSettings:
     password: str = ""
     profile: str = "none"  # ESP: none, sendgrid, mailgun, mailjet, postmark, ses
     ses_no_tracking_set: str = ""  # SES configuration set without open/click tracking
+    esp_tracking: str = "consented"  # the ESP's own tracking: "consented" recipients, or "off"
 
 
 @dataclass(frozen=True)
@@ -84,13 +101,6 @@ class RedisSettings:
     data_dir: str = "./var/redis"  # embedded server: data and append-only file
     timeout: float = 2.0  # seconds for every Redis call
     prefix: str = "relay:"  # prefix of every key the relay writes
-
-
-@dataclass(frozen=True)
-class WebSettings:
-    listen: str = "127.0.0.1:8025"
-    public_url: str = "http://127.0.0.1:8025"
-    api_tokens: tuple[str, ...] = ()  # bearer tokens accepted by the consent API
 
 
 @dataclass(frozen=True)
@@ -146,8 +156,11 @@ class Settings:
     rules: RulesSettings = field(default_factory=RulesSettings)
     consent: ConsentSettings = field(default_factory=ConsentSettings)
     audit: AuditSettings = field(default_factory=AuditSettings)
+    retention: RetentionSettings = field(default_factory=RetentionSettings)
+    audit_ui: AuditUiSettings = field(default_factory=AuditUiSettings)
     dkim: DkimSettings = field(default_factory=DkimSettings)
     log: LogSettings = field(default_factory=LogSettings)
+    controllers: Mapping[str, ControllerSettings] = field(default_factory=dict)
     source: str = "<defaults>"  # the file these settings came from
 
     @property
@@ -161,6 +174,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "smtp.redis_down": ("fail_closed", "tempfail"),
     "upstream.tls": ("none", "opportunistic", "required"),
     "upstream.profile": ("none", "sendgrid", "mailgun", "mailjet", "postmark", "ses"),
+    "upstream.esp_tracking": ("consented", "off"),
     "log.format": ("text", "json"),
     "dkim.mode": ("off", "resign", "upstream"),
     "log.level": ("DEBUG", "INFO", "WARNING", "ERROR"),
@@ -208,9 +222,6 @@ class _Loader:
             values[key] = self.convert(hints[key], raw, dotted)
         return cls(**values)
 
-    def _table_of_tables(self, raw: Any, dotted: str) -> dict[str, dict[str, str]]:
-        return _table_of_tables_check(self, raw, dotted)
-
     def convert(self, hint: Any, raw: Any, dotted: str) -> Any:  # noqa: C901 - one type a branch
         if dataclasses.is_dataclass(hint) and isinstance(hint, type):
             if not isinstance(raw, dict):
@@ -242,8 +253,12 @@ class _Loader:
             return tuple(raw)
         if origin in (Mapping, dict) or (isinstance(origin, type) and issubclass(origin, Mapping)):
             args = typing.get_args(hint)
+            if args and dataclasses.is_dataclass(args[1]):  # [controllers.<id>] tables
+                if not isinstance(raw, dict):
+                    raise self.fail(dotted, "must be a table of tables")
+                return {k: self.convert(args[1], v, f"{dotted}.{k}") for k, v in raw.items()}
             if args and typing.get_origin(args[1]) in (Mapping, dict):
-                return self._table_of_tables(raw, dotted)
+                return _table_of_tables_check(self, raw, dotted)
             if not isinstance(raw, dict) or not all(isinstance(v, str) for v in raw.values()):
                 raise self.fail(dotted, "must be a table of strings")
             return dict(raw)  # a plain dict: settings must pickle into worker processes
@@ -299,6 +314,9 @@ def _check_smtp(smtp: SmtpSettings, loader: _Loader) -> None:
 def _check(settings: Settings, loader: _Loader) -> None:
     """Cross-field checks that a type alone cannot express."""
     _check_smtp(settings.smtp, loader)
+    check_retention(settings.retention, settings.audit.retention_days, loader.fail)
+    check_controllers(settings.controllers, loader.fail)
+    check_web(settings.web, settings.audit_ui, loader.fail)
     for dotted, value in (
         ("smtp.listen", settings.smtp.listen),
         ("web.listen", settings.web.listen),
@@ -307,28 +325,13 @@ def _check(settings: Settings, loader: _Loader) -> None:
             split_hostport(value)
         except ValueError as exc:
             raise loader.fail(dotted, str(exc)) from None
-    url = settings.upstream.url
-    if not (url.startswith(("smtp://", "smtps://", "file:"))):
-        raise loader.fail(
-            "upstream.url", f"must start with smtp://, smtps:// or file:, not {url!r}"
-        )
-    _check_ca_file(settings.upstream.ca_file, loader)
+    check_upstream(settings.upstream.url, settings.upstream.ca_file, loader.fail)
     rurl = settings.redis.url
     schemes = ("redis://", "rediss://", "unix://", "redis+sentinel://")
     if rurl != "embedded" and not rurl.startswith(schemes):
         raise loader.fail("redis.url", f"must be 'embedded' or a redis:// URL, not {rurl!r}")
     if not settings.web.public_url.startswith(("http://", "https://")):
         raise loader.fail("web.public_url", "must start with http:// or https://")
-
-
-def _check_ca_file(path: str, loader: _Loader) -> None:
-    if not path:
-        return
-    try:
-        ssl.create_default_context(cafile=path)
-    except (OSError, ssl.SSLError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise loader.fail("upstream.ca_file", f"cannot load {path!r}: {reason}") from None
 
 
 def split_hostport(value: str) -> tuple[str, int]:
@@ -375,6 +378,10 @@ def config_path(explicit: str | None, env: Mapping[str, str] | None = None) -> s
     if environ.get("RELAY_CONFIG"):
         return environ["RELAY_CONFIG"]
     return DEFAULT_CONFIG if Path(DEFAULT_CONFIG).exists() else None
+
+
+# The link key printed in config.example.toml: start-up warns when it is in use.
+EXAMPLE_LINK_KEY = "dev-only-change-me-8f3a1c9e2b7d4f60"
 
 
 def load_settings(explicit: str | None = None) -> Settings:

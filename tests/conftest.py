@@ -7,7 +7,10 @@ that need to stop or break Redis take ``private_redis`` and get a server of thei
 
 from __future__ import annotations
 
+import logging
 import os
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -94,3 +97,49 @@ def private_redis(tmp_path: Path) -> Iterator[Callable[[], EmbeddedRedis]]:
     yield make
     for server in started:
         server.stop()
+
+
+# Every log line of the suite, as the relay's formatter writes it, goes to a file per test
+# process; the controlling process reads them all once the session ends, and a secret or an
+# unmasked address in any line fails the run (no secret or address ever reaches a log).
+_LOG_DIR = "RELAY_TEST_LOG_DIR"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not os.environ.get("PYTEST_XDIST_WORKER"):  # the controller, before workers start
+        os.environ[_LOG_DIR] = tempfile.mkdtemp(prefix="relay-test-logs-")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _every_log_line() -> Iterator[None]:
+    from relay.ops.logs import TextFormatter
+
+    name = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    handler = logging.FileHandler(Path(os.environ[_LOG_DIR]) / f"{name}.log", encoding="utf-8")
+    handler.setLevel(logging.INFO)
+    handler.setFormatter(TextFormatter())
+    root = logging.getLogger()
+    root.addHandler(handler)
+    level = root.level
+    root.setLevel(logging.INFO)
+    yield
+    root.setLevel(level)
+    root.removeHandler(handler)
+    handler.close()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if os.environ.get("PYTEST_XDIST_WORKER") or not os.environ.get(_LOG_DIR):
+        return
+    from tests.support.leaks import leaks
+
+    folder = Path(os.environ[_LOG_DIR])
+    lines = [
+        line for path in sorted(folder.glob("*.log")) for line in path.read_text().splitlines()
+    ]
+    shutil.rmtree(folder, ignore_errors=True)
+    found = leaks(lines)
+    if found:
+        shown = "\n  ".join(found[:20])
+        print(f"\n{len(found)} log line(s) carry a secret or an unmasked address:\n  {shown}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

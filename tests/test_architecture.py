@@ -21,7 +21,18 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "relay"
 PURE = ("relay.core", "relay.detect", "relay.smtp")
 VOCABULARY = frozenset(
-    {"relay", "relay.model", "relay.errors", "relay.replies", "relay.rulefiles", "relay.settings"}
+    {
+        "relay",
+        "relay.model",
+        "relay.errors",
+        "relay.replies",
+        "relay.rulefiles",
+        "relay.settings",
+        "relay.settings_controllers",
+        "relay.settings_retention",
+        "relay.settings_upstream",
+        "relay.settings_web",
+    }
 )
 # Standard-library and third-party modules a pure stage may use: computation only.
 PURE_EXTERNAL = frozenset(

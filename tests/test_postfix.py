@@ -365,3 +365,128 @@ async def test_content_filter_placement_passes_xforward(
         await asyncio.to_thread(postfix.stop_all)
         await running.stop()
         await sink.stop()
+
+
+# --- DSN requests through Postfix (issue 14.3) ------------------------------------------------
+
+
+def _submit_with_dsn(port: int, data: bytes) -> None:
+    """An application asking Postfix for no notice about bob, failures only about carol."""
+    import smtplib
+
+    with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
+        client.ehlo("app.test")
+        client.mail("app@shop.example", ["RET=HDRS", "ENVID=App+2BEnv1"])
+        for rcpt, options in (
+            ("alice@example.org", []),
+            ("bob@example.org", ["NOTIFY=NEVER"]),
+            ("carol@example.org", ["NOTIFY=FAILURE"]),
+        ):
+            code, text = client.rcpt(rcpt, options)
+            assert code == 250, text
+        code, text = client.data(data)
+        assert code == 250, text
+
+
+def _bounces(sink: Sink) -> list[Received]:
+    return [r for r in sink.handler.received if r.mail_from == ""]
+
+
+async def test_smarthost_placement_honours_notify_in_the_relays_own_notices(
+    postfix: Postfixes, corpus_dir: Path, redis_url: str, tmp_path: Path
+) -> None:
+    """Postfix passes NOTIFY/ORCPT/ENVID to a relay that announces DSN; bob and carol are refused
+    by the relay's upstream after the relay accepted them: only carol's notice is sent."""
+    sink = await Sink().start()
+    for rcpt in ("bob@example.org", "carol@example.org"):
+        sink.handler.faults.rcpt_replies[rcpt] = "550 5.1.1 no such user"
+    settings = make_settings(tmp_path, redis_url, sink.url)
+    running = await start_relay(settings, redis_url)
+    try:
+        relay_port = int(settings.smtp.listen.rsplit(":", 1)[1])
+        mta = await postfix.start(listen_port=free_port(), relayhost=f"[127.0.0.1]:{relay_port}")
+        data = (corpus_dir / CORPUS_MESSAGE).read_bytes()
+        await asyncio.to_thread(_submit_with_dsn, mta.listen_port, data)
+        await wait_received(sink, [mta], count=2)  # alice's copy and one notice
+        await asyncio.to_thread(mta.wait_for_log, r"to=<alice@example.org>.*status=sent", 10)
+        await asyncio.sleep(1.0)  # a notice for bob would have come with carol's
+        [notice] = _bounces(sink)
+        assert notice.rcpt_tos == ["app@shop.example"]
+        assert b"Final-Recipient: rfc822; carol@example.org" in notice.data
+        assert b"Original-Recipient: rfc822; carol@example.org" in notice.data  # Postfix's ORCPT
+        assert b"Original-Envelope-Id: App+Env1" in notice.data
+        assert b"bob@example.org" not in notice.data
+    finally:
+        await asyncio.to_thread(postfix.stop_all)
+        await running.stop()
+        await sink.stop()
+
+
+async def test_content_filter_placement_accepts_postfix_dsn_parameters(
+    postfix: Postfixes, corpus_dir: Path, redis_url: str, tmp_path: Path
+) -> None:
+    """Postfix's scan transport sends NOTIFY/ORCPT/RET/ENVID to a filter that announces DSN;
+    the relay takes them (aiosmtpd answered 555 and Postfix deferred or dropped them) and the
+    message is delivered on the first attempt."""
+    sink = await Sink().start()
+    reinjection = free_port()
+    settings = make_settings(tmp_path, redis_url, f"smtp://127.0.0.1:{reinjection}")
+    running = await start_relay(settings, redis_url)
+    seen: list[Any] = []
+    process = running.smtp.handler.process
+
+    async def recording(raw: bytes, envelope: Any, relay_id: str) -> Any:
+        seen.append(envelope)
+        return await process(raw, envelope, relay_id)
+
+    running.smtp.handler.process = recording
+    try:
+        relay_port = int(settings.smtp.listen.rsplit(":", 1)[1])
+        mta = await postfix.start(
+            listen_port=free_port(),
+            relayhost=f"[127.0.0.1]:{sink.port}",
+            content_filter=f"scan:[127.0.0.1]:{relay_port}",
+            reinjection_port=reinjection,
+        )
+        data = (corpus_dir / CORPUS_MESSAGE).read_bytes()
+        await asyncio.to_thread(_submit_with_dsn, mta.listen_port, data)
+        await wait_received(sink, [mta], count=1)
+        [envelope] = seen
+        assert "ENVID=App+2BEnv1" in envelope.mail_options
+        by_rcpt = dict(zip(envelope.rcpt_tos, envelope.rcpt_options, strict=True))
+        assert "NOTIFY=NEVER" in by_rcpt["bob@example.org"]
+        assert any(o.upper().startswith("ORCPT=RFC822;") for o in by_rcpt["alice@example.org"])
+    finally:
+        await asyncio.to_thread(postfix.stop_all)
+        await running.stop()
+        await sink.stop()
+
+
+async def test_content_filter_placement_keeps_notify_never_end_to_end(
+    postfix: Postfixes, corpus_dir: Path, redis_url: str, tmp_path: Path
+) -> None:
+    """Issue 14.3's case: after re-injection the final server refuses bob, who asked
+    NOTIFY=NEVER: Postfix must not bounce (it would if the relay dropped the parameter)."""
+    sink = await Sink().start()
+    sink.handler.faults.rcpt_replies["bob@example.org"] = "550 5.1.1 no such user"
+    reinjection = free_port()
+    settings = make_settings(tmp_path, redis_url, f"smtp://127.0.0.1:{reinjection}")
+    running = await start_relay(settings, redis_url)
+    try:
+        relay_port = int(settings.smtp.listen.rsplit(":", 1)[1])
+        mta = await postfix.start(
+            listen_port=free_port(),
+            relayhost=f"[127.0.0.1]:{sink.port}",
+            content_filter=f"scan:[127.0.0.1]:{relay_port}",
+            reinjection_port=reinjection,
+        )
+        data = (corpus_dir / CORPUS_MESSAGE).read_bytes()
+        await asyncio.to_thread(_submit_with_dsn, mta.listen_port, data)
+        await wait_received(sink, [mta], count=1)
+        await asyncio.to_thread(mta.wait_for_log, r"to=<bob@example.org>.*status=bounced", 20)
+        await asyncio.sleep(2.0)
+        assert _bounces(sink) == []
+    finally:
+        await asyncio.to_thread(postfix.stop_all)
+        await running.stop()
+        await sink.stop()

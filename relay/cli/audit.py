@@ -1,4 +1,4 @@
-"""``relay audit show|search|export``: the auditors' view of the decision log (SPEC section 3).
+"""``relay audit show|search|export|report``: the auditors' view of the decision log (SPEC 3).
 
 Stage: command line (edge). Input: arguments and the configured Redis. Output: decision records
 printed for people (with the basis of every tracker decision), as JSON, or exported as JSON
@@ -21,7 +21,7 @@ import json
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO
 
@@ -65,6 +65,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     export.add_argument("--out", metavar="FILE", help="write here (default: standard output)")
     export.add_argument("--no-progress", action="store_true", help="no progress bar")
     export.set_defaults(func=cmd_export)
+
+    report = verbs.add_parser("report", parents=[common], help="the auditors' report, HTML")
+    report.add_argument("--since", required=True, metavar="T", help="first UTC day (included)")
+    report.add_argument("--until", required=True, metavar="T", help="UTC time, excluded")
+    report.add_argument("--out", required=True, metavar="FILE.html", help="write here")
+    report.add_argument("--controller", metavar="ID", help="only this controller's mail")
+    report.add_argument("--full-addresses", action="store_true", help="do not mask addresses")
+    report.add_argument("--no-progress", action="store_true", help="no progress bar")
+    report.set_defaults(func=cmd_report)
 
 
 def parse_time(text: str, flag: str) -> datetime:
@@ -234,6 +243,49 @@ def cmd_export(args: argparse.Namespace) -> int:
                 out.flush()
                 out.detach()
         print(f"{PROG}: exported {count} record(s)", file=sys.stderr)
+        return 0
+
+    return _run(args, body)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """The report covers whole UTC days: ``--since`` rounded down, ``--until`` up (said on
+    stderr when that widens the range), so that its per-day counts are exact."""
+    from relay.cli.export_file import output_file
+    from relay.store.audit_query import AuditReader
+    from relay.web.audit.params import DayRange
+    from relay.web.audit.report import default_templates, write_report
+
+    try:
+        since = parse_time(args.since, "--since")
+        until = parse_time(args.until, "--until")
+    except ValueError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 2
+    if until <= since:
+        print(f"{PROG}: --until must be later than --since", file=sys.stderr)
+        return 2
+    last = (until - timedelta(microseconds=1)).date()
+    span = DayRange(since.date(), last)
+    if span.since != since or span.until != until:
+        print(f"{PROG}: the report covers whole UTC days: {span.first} to {last}", file=sys.stderr)
+
+    async def body(audit: AuditLog) -> int:
+        from tqdm import tqdm
+
+        with (
+            tqdm(unit=" records", file=sys.stderr, disable=args.no_progress) as bar,
+            output_file(args.out) as out,
+        ):
+            facts = await write_report(
+                AuditReader(audit), default_templates(), span, args.controller, out,
+                full_addresses=args.full_addresses, on_progress=bar.update,
+            )  # fmt: skip
+        print(
+            f"{PROG}: report of {facts.summary.records} record(s), {facts.listed} tracked "
+            f"without consent, written to {args.out}",
+            file=sys.stderr,
+        )
         return 0
 
     return _run(args, body)

@@ -25,6 +25,7 @@ from pathlib import Path
 from relay.context import build_context
 from relay.core.parse import parse_message
 from relay.detect.trackers import detect
+from relay.inbound.listener import IDENT
 from relay.settings import load_settings, split_hostport
 
 
@@ -61,7 +62,17 @@ def cmd_send(args: argparse.Namespace) -> int:
     host, port = split_hostport(settings.smtp.listen)
     data = canary_message(args.sender, args.to, token)
     try:
-        with smtplib.SMTP(host if host != "0.0.0.0" else "127.0.0.1", port, timeout=60) as smtp:
+        with smtplib.SMTP(timeout=60) as smtp:
+            _code, banner = smtp.connect(host if host != "0.0.0.0" else "127.0.0.1", port)
+            # The canary proves something only if it went through this relay, not through
+            # whatever else answers on that port (aiosmtpd greets with the relay's ident).
+            if IDENT.encode() not in banner:
+                print(
+                    f"relay canary: {settings.smtp.listen} (smtp.listen) answers, but not as "
+                    f"consent-relay ({banner.decode('latin-1')[:80]!r}); nothing sent",
+                    file=sys.stderr,
+                )
+                return 2
             smtp.sendmail(args.sender, [args.to], data)
     except (OSError, smtplib.SMTPException) as exc:
         print(f"relay canary: the relay at {settings.smtp.listen} refused or is down: {exc}",

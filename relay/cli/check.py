@@ -2,7 +2,8 @@
 
 Nothing is sent and nothing is recorded: consent is read from the configured Redis when one
 answers (otherwise every recipient counts as having no events), the pure core decides, and the
-result is printed (one JSON object per message with ``--json``).
+result is printed (one JSON object per message with ``--json``). The consent read is that of
+the message's controller (its From domain), or of ``--controller ID``.
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ def register(
     check.add_argument("--category", choices=[c.value for c in Category])
     check.add_argument("--json", action="store_true", help="one JSON object per message")
     check.add_argument("--out", metavar="DIR", help="write each recipient group's message here")
+    check.add_argument(
+        "--controller", metavar="ID", help="decide for this controller (default: by From domain)"
+    )
     check.set_defaults(func=cmd_check)
 
 
@@ -46,8 +50,11 @@ def _recipients(raw: bytes, explicit: Sequence[str]) -> tuple[str, ...]:
     return tuple(addr for _name, addr in found if "@" in addr)
 
 
-def _consent_states(settings: Settings, rcpts: Sequence[str]) -> dict[str, ConsentState]:
+def _consent_states(
+    settings: Settings, rcpts: Sequence[str], controller: str
+) -> dict[str, ConsentState]:
     """Consent from the configured Redis when one answers; otherwise "no events recorded"."""
+    from relay.core.controllers import build_controllers
     from relay.store.consent import RedisConsentStore
     from relay.store.redis_conn import async_client, running_url
     from relay.store.redis_keys import Keys
@@ -69,9 +76,10 @@ def _consent_states(settings: Settings, rcpts: Sequence[str]) -> dict[str, Conse
             settings.address_key,
             settings.consent,
             timeout=settings.redis.timeout,
+            controllers=build_controllers(settings.controllers),
         )
         try:
-            return await store.states(rcpts, datetime.now(UTC))
+            return await store.states(rcpts, datetime.now(UTC), controller)
         finally:
             await client.aclose()
 
@@ -104,6 +112,10 @@ def result_json(path: str, result: FilterResult) -> dict[str, object]:
                 "pack": result.packs.get(plan.rcpt, ""),
                 "footer_injected": plan.footer,
                 "trackers": trackers,
+                # Why this recipient's copy would not be delivered (a signed part), if so.
+                **(
+                    {"withheld": result.withheld[plan.rcpt]} if plan.rcpt in result.withheld else {}
+                ),
             }
         )
     return {
@@ -112,6 +124,7 @@ def result_json(path: str, result: FilterResult) -> dict[str, object]:
         "category": result.category.value,
         "category_reason": result.category_reason,
         "rules_digest": result.rules_digest,
+        "controller": result.controller.id if result.controller else None,
         "recipients": recipients,
         "links": [{"url": link.url, "rule": link.rule} for link in result.links],
         "defects": list(result.defects),
@@ -123,9 +136,13 @@ def _print_human(data: dict[str, object]) -> None:
     print(
         f"  category {data['category']} ({data['category_reason']}), rules {data['rules_digest']}"
     )
+    controller = data["controller"] or "none (no consent-based tracker: no controller's domain)"
+    print(f"  controller {controller}")
     for rcpt in data["recipients"]:  # type: ignore[attr-defined]
         footer = "footer link added" if rcpt["footer_injected"] else "no footer link"
         print(f"  {rcpt['rcpt']}  [{rcpt['pack']}; {footer}]")
+        if "withheld" in rcpt:
+            print(f"    NOT DELIVERED: {rcpt['withheld']}")
         if not rcpt["trackers"]:
             print("    no tracker found")
         for t in rcpt["trackers"]:
@@ -145,6 +162,11 @@ def cmd_check(args: argparse.Namespace) -> int:
         secrets = dataclasses.replace(settings.secrets, link_key="relay-check-preview")
         settings = dataclasses.replace(settings, secrets=secrets)
     context = dataclasses.replace(build_context(settings), report_links=True)
+    if args.controller and context.controllers.get(args.controller) is None:
+        known = ", ".join(context.controllers.ids)
+        print(f"--controller: unknown controller {args.controller!r} (known: {known})",
+              file=sys.stderr)  # fmt: skip
+        return 2
     status = 0
     for path in args.messages:
         try:
@@ -161,11 +183,15 @@ def cmd_check(args: argparse.Namespace) -> int:
             status = 2
             continue
         envelope = Envelope(mail_from="", rcpt_tos=rcpts)
-        states = _consent_states(settings, rcpts)
+        owner = context.controllers.resolve(args.controller) if args.controller else None
+        owner = owner or context.controllers.for_message(raw, "")
+        states = _consent_states(settings, rcpts, owner.id) if owner else {}
         for rcpt in rcpts:
             states.setdefault(rcpt, ConsentState(recipient_key(rcpt, settings.address_key)))
         try:
-            result = filter_message(context, raw, envelope, states, datetime.now(UTC))
+            result = filter_message(
+                context, raw, envelope, states, datetime.now(UTC), args.controller
+            )
         except RelayError as exc:
             print(f"{path}: {exc}", file=sys.stderr)
             status = 2

@@ -1,4 +1,4 @@
-"""``relay consent record|show|import|verify``: the consent store from the command line.
+"""``relay consent record|show|import|verify|export``: the consent store from the command line.
 
 Stage: CLI edge. Input: arguments and the settings file. Output: text (or JSON) on stdout,
 problems on stderr, an exit status (0 done, 1 problems found: bad rows or a broken chain,
@@ -8,7 +8,12 @@ Rule 1: every error a user can cause is one line naming what is wrong, never a t
 Rule 2: with ``[redis] url = "embedded"`` the command uses the relay's running server (found
         through ``<data_dir>/server.port``) or starts one on the same data folder for the
         duration of the command (``relay.store.redis_conn.resolve``).
-Rule 3: events recorded here are ``actor = admin``; the method defaults to ``admin``.
+Rule 3: events recorded here are ``actor = admin`` and carry the rules digest. A ``granted``
+        or ``informed`` event needs ``--method``, ``--source`` and ``--notice-version``
+        (proof before reliance, ``consent_proof`` Rule 6; exit 2 naming what is missing);
+        other events default to method ``admin`` and the configured notice version.
+Rule 4: every verb reads or writes one controller's consent: ``--controller ID``, which may be
+        left out when there is one (``verify`` without it checks every controller's chains).
 """
 
 from __future__ import annotations
@@ -25,13 +30,21 @@ from typing import Any
 
 from tqdm import tqdm
 
+from relay.context import load_rule_set
+from relay.core.controllers import build_controllers
 from relay.core.recipients import normalise
 from relay.errors import RelayError
 from relay.model import ConsentEvent, ConsentState, EventType, Purpose
 from relay.settings import Settings, load_settings
 from relay.store.consent import RedisConsentStore
 from relay.store.consent_import import ImportFileError, import_csv
-from relay.store.consent_proof import METHODS, format_time, parse_time
+from relay.store.consent_proof import (
+    METHODS,
+    check_proof,
+    format_time,
+    parse_time,
+    validate_event,
+)
 from relay.store.redis_conn import async_client, resolve
 from relay.store.redis_keys import Keys
 
@@ -43,6 +56,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     # --config is accepted before or after the verb; SUPPRESS keeps the earlier value.
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS, help="settings")
+    common.add_argument(
+        "--controller", metavar="ID", help="the controller ([controllers.<id>]); optional if one"
+    )
 
     record = verbs.add_parser("record", parents=[common], help="append one consent event")
     record.add_argument("address", metavar="ADDR")
@@ -53,8 +69,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     record.add_argument("--at", metavar="ISO8601", help="when it happened (default: now)")
     record.add_argument("--source", metavar="S", help="where the consent came from (free text)")
     record.add_argument("--evidence", action="append", default=[], metavar="K=V")
-    record.add_argument("--method", default="admin", choices=METHODS)
-    record.add_argument("--notice-version", help="notice shown (default: [consent] setting)")
+    record.add_argument(
+        "--method", choices=METHODS, help="how it was given (required for granted/informed)"
+    )
+    record.add_argument(
+        "--notice-version",
+        help="notice shown (required for granted/informed; others: the [consent] setting)",
+    )
     record.set_defaults(func=cmd_record)
 
     show = verbs.add_parser("show", parents=[common], help="state per purpose and proofs")
@@ -71,9 +92,20 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     verify.add_argument("address", metavar="ADDR", nargs="?")
     verify.set_defaults(func=cmd_verify)
 
+    export = verbs.add_parser("export", parents=[common], help="every proof, JSON Lines or CSV")
+    export.add_argument("--format", required=True, choices=("jsonl", "csv"))
+    export.add_argument("--out", metavar="FILE", help="write here (default: standard output)")
+    export.add_argument("--no-progress", action="store_true", help="no progress bar")
+    export.set_defaults(func=cmd_export)
+
 
 def _settings(args: argparse.Namespace) -> Settings:
     settings = load_settings(getattr(args, "config", None))
+    if not settings.address_key and settings.source == "<defaults>":
+        raise RelayError(
+            "no configuration: ./config.toml not found and $RELAY_CONFIG unset; run "
+            "`relay init` (or `make run`) to create one, or pass --config FILE"
+        )
     if not settings.address_key:
         raise RelayError(
             f"{settings.source}: secrets.address_key (or secrets.link_key, or "
@@ -84,15 +116,22 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 @asynccontextmanager
 async def open_store(settings: Settings) -> AsyncIterator[RedisConsentStore]:
+    # Events recorded here carry the digest of the rules in force, like the relay's own.
+    digest = load_rule_set(settings).digest
     url, server = resolve(settings.redis)
     client = async_client(url, settings.redis)
     try:
+        # A store that cannot be reached is one clear line (cli.main), not a read that fails
+        # closed and reports "no consent" as if that were the state.
+        await client.ping()
         yield RedisConsentStore(
             client,
             Keys(settings.redis.prefix),
             settings.address_key,
             settings.consent,
+            rules_digest=digest,
             timeout=settings.redis.timeout,
+            controllers=build_controllers(settings.controllers),
         )
     finally:
         # Closing the pool is what Redis.aclose() does for a pooled client; the installed
@@ -114,7 +153,7 @@ def _run(
                 return await body(settings, store)
 
         return asyncio.run(main())
-    except (RelayError, ValueError) as exc:
+    except (RelayError, ValueError, OSError) as exc:
         print(f"relay consent: {exc}", file=sys.stderr)
         return 2
 
@@ -129,6 +168,10 @@ def _evidence(pairs: list[str]) -> dict[str, str]:
     return out
 
 
+# The proof fields (consent_proof Rule 6) as this command's options.
+_PROOF_OPTIONS = {"method": "--method", "source": "--source", "notice.version": "--notice-version"}
+
+
 def cmd_record(args: argparse.Namespace) -> int:
     async def body(settings: Settings, store: RedisConsentStore) -> int:
         event = ConsentEvent(
@@ -137,16 +180,27 @@ def cmd_record(args: argparse.Namespace) -> int:
             address=args.address,
             occurred_at=parse_time(args.at, "--at") if args.at else datetime.now(UTC),
             actor="admin",
-            method=args.method,
+            method=args.method or "admin",
             source={"note": args.source} if args.source else {},
             notice={"version": args.notice_version or settings.consent.notice_version},
             evidence=_evidence(args.evidence),
+            controller=args.controller or "",
+        )
+        # Defaults fill in the other events' proof; a grant or a legacy notice must say it.
+        defaulted = [
+            field
+            for field, given in (("method", args.method), ("notice.version", args.notice_version))
+            if not given
+        ]
+        check_proof(
+            validate_event(event, datetime.now(UTC)), defaulted=defaulted, names=_PROOF_OPTIONS
         )
         stored = await store.record(event)
         purposes = ", ".join(p.value for p in stored.purposes) or "-"
         print(
             f"recorded {stored.event.value} ({purposes}) for {stored.address} "
-            f"at {format_time(stored.occurred_at)}: event {stored.id}"
+            f"at {format_time(stored.occurred_at)} (controller {stored.controller}): "
+            f"event {stored.id}"
         )
         return 0
 
@@ -161,6 +215,7 @@ def state_json(state: ConsentState) -> dict[str, Any]:
     """A ``ConsentState`` as JSON-ready data (also what ``show --json`` prints)."""
     return {
         "recipient_key": state.recipient_key,
+        "controller": state.controller,
         "available": state.available,
         "purposes": {
             p.value: {
@@ -181,7 +236,7 @@ def state_json(state: ConsentState) -> dict[str, Any]:
 
 
 def _print_state(address: str, data: dict[str, Any]) -> None:
-    print(f"recipient {address}  (key {data['recipient_key']})")
+    print(f"recipient {address}  (key {data['recipient_key']}; controller {data['controller']})")
     print(f"  {'purpose':<26}{'state':<11}{'since':<29}event")
     for purpose in Purpose:
         entry = data["purposes"].get(purpose.value)
@@ -218,11 +273,12 @@ def _print_history(records: list[dict[str, Any]]) -> None:
 def cmd_show(args: argparse.Namespace) -> int:
     async def body(settings: Settings, store: RedisConsentStore) -> int:
         now = datetime.now(UTC)
-        state = (await store.states([args.address], now))[args.address]
+        state = (await store.states([args.address], now, args.controller))[args.address]
         if not state.available:
             raise RelayError("the consent store could not be read (see the log above)")
-        raw, _fields = await store.raw_records(state.recipient_key)
-        records = [json.loads(r) for r in raw]
+        raw, _fields = await store.raw_records(state.recipient_key, state.controller)
+        # A record from before controllers names none: it belongs to the one holding it.
+        records = [{"controller": state.controller, **json.loads(r)} for r in raw]
         data = state_json(state)
         if args.json:
             out = {"address": normalise(args.address), **data, "history": records}
@@ -245,6 +301,7 @@ def cmd_import(args: argparse.Namespace) -> int:
             path,
             on_bad=lambda message: tqdm.write(message, file=sys.stderr),
             progress=not args.no_progress,
+            controller=args.controller or "",
         )
         print(
             f"{path}: {report.rows} rows: {report.added} events added, "
@@ -257,11 +314,35 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     async def body(settings: Settings, store: RedisConsentStore) -> int:
-        report = await store.verify(args.address)
+        report = await store.verify(args.address, args.controller)
         for problem in report.problems:
             print(problem)
         verdict = "chains intact" if report.ok else f"{len(report.problems)} problem(s) found"
         print(f"{report.recipients} recipients, {report.events} events checked: {verdict}")
         return 0 if report.ok else 1
+
+    return _run(args, body)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """``relay consent export``: every proof, with a progress bar on stderr."""
+    from relay.cli.export_file import output_file
+    from relay.store.consent_export import export_consent
+
+    async def body(settings: Settings, store: RedisConsentStore) -> int:
+        # Without --controller: every controller's proofs, one after the other.
+        chosen = [store.controller(args.controller)] if args.controller else None
+        owners = chosen or list(store.controllers.by_id.values())
+        bar = tqdm(unit=" recipients", file=sys.stderr, disable=args.no_progress)
+        with bar, output_file(args.out) as out:
+            recipients, events = await export_consent(
+                store.client, store.keys, settings.address_key, args.format, out,
+                [(c.id, c.scope) for c in owners], on_progress=bar.update,
+            )  # fmt: skip
+        print(
+            f"relay consent: exported {events} event(s) of {recipients} recipient(s)",
+            file=sys.stderr,
+        )
+        return 0
 
     return _run(args, body)

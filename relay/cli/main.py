@@ -1,12 +1,17 @@
 """The ``relay`` command: parse arguments, load settings, hand over to the right module.
 
 Exit status (SPEC section 3): 0 done, 1 a check found problems, 2 bad usage or bad input.
-Every error a user can cause is printed as one line naming what is wrong, never a traceback.
+Every error a user can cause is printed as one line naming what is wrong, never a traceback:
+``RelayError`` carries its own sentence (file, key or address, and what to do); Redis that
+cannot be reached and files that cannot be read are named as such; anything else is one
+line with its type, and ``RELAY_DEBUG=1`` shows the traceback for a bug report.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -21,11 +26,13 @@ def _register_others(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     from relay.cli import canary as cli_canary
     from relay.cli import consent as cli_consent
     from relay.cli import inactive as cli_inactive
+    from relay.cli import init as cli_init
     from relay.cli import passwd as cli_passwd
     from relay.cli import rules as cli_rules
 
     for module in (cli_consent, cli_audit, cli_rules, cli_inactive, cli_canary, cli_passwd):
         module.register(sub)
+    cli_init.register(sub)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,6 +68,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command != "serve" and not logging.getLogger().handlers:
+        # Warnings of the stages a verb runs, through the relay's masking formatter (serve
+        # configures its own from the settings; an embedding program keeps its own).
+        from relay.ops.logs import configure
+
+        configure("WARNING", "text")
     try:
         status: int = args.func(args)
         return status
@@ -71,6 +84,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except Exception as exc:
+        if os.environ.get("RELAY_DEBUG") == "1":
+            raise
+        print(f"relay: {_describe(exc)}", file=sys.stderr)
+        return 2
+
+
+def _describe(exc: Exception) -> str:
+    """One line for an error that is not a ``RelayError`` (see the module docstring)."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    from relay.ops.logs import redact
+
+    if isinstance(exc, RedisConnectionError | RedisTimeoutError):
+        return (
+            f"redis: cannot reach the server ({redact(str(exc))}); check [redis] url, "
+            "or start the relay first when it uses the embedded server"
+        )
+    if isinstance(exc, OSError) and exc.filename:
+        return f"{exc.filename}: {exc.strerror}"
+    return f"unexpected error: {type(exc).__name__}: {redact(str(exc))} (RELAY_DEBUG=1 shows more)"
 
 
 if __name__ == "__main__":

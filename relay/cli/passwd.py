@@ -18,8 +18,10 @@ from relay.passwords import hash_password
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(
         "hash-password",
-        help="hash an SMTP AUTH password (read from stdin) for [smtp.auth] users",
+        help="hash a password (read from stdin) for [smtp.auth] users or [audit_ui] users",
     )
+    # Accepted like every command's (the hash does not depend on the settings).
+    parser.add_argument("--config", metavar="FILE", help="TOML settings (not read)")
     parser.set_defaults(func=cmd_hash_password)
 
 

@@ -22,12 +22,13 @@ import argparse
 import sys
 from collections import Counter
 
+from relay.cli.rules_builtin import builtin_lines
 from relay.context import validate_rules
 from relay.core.policy import ConsentCondition, Pack, Policy, Row, RowAction
 from relay.errors import RulesError, SettingsError
 from relay.model import Category, Purpose
 from relay.rulefiles import RuleSet, load_rules
-from relay.settings import load_settings
+from relay.settings import Settings, load_settings
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -51,19 +52,19 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     explain.set_defaults(func=cmd_explain)
 
 
-def _load(args: argparse.Namespace) -> tuple[RuleSet, Policy]:
+def _load(args: argparse.Namespace) -> tuple[RuleSet, Policy, Settings]:
     """Settings, then every rule file through every loader (``SettingsError`` is bad input:
     exit 2; ``RulesError``: exit 1)."""
     settings = load_settings(getattr(args, "config", None))
     shipped = getattr(args, "dir", None) or settings.rules.dir
     local = args.local if args.local is not None else settings.rules.local_dir
     valid = validate_rules(settings, load_rules(shipped, local))
-    return valid.rules, valid.policy
+    return valid.rules, valid.policy, settings
 
 
 def cmd_check(args: argparse.Namespace) -> int:
     try:
-        rules, policy = _load(args)
+        rules, policy, _settings = _load(args)
     except SettingsError as exc:
         print(f"relay rules check: {exc}", file=sys.stderr)
         return 2
@@ -87,7 +88,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_explain(args: argparse.Namespace) -> int:
     try:
-        _rules, policy = _load(args)
+        _rules, policy, settings = _load(args)
     except SettingsError as exc:
         print(f"relay rules explain: {exc}", file=sys.stderr)
         return 2
@@ -97,7 +98,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     if args.pack is not None and args.pack not in policy.packs:
         print(f"relay rules explain: no pack {args.pack!r}", file=sys.stderr)
         return 2
-    print(explain(policy, only=args.pack))
+    print(explain(policy, only=args.pack, settings=settings))
     return 0
 
 
@@ -105,8 +106,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
 # Plain words
 
 
-def explain(policy: Policy, only: str | None = None) -> str:
-    """The effective policy as text a lawyer can read."""
+def explain(policy: Policy, only: str | None = None, settings: Settings | None = None) -> str:
+    """The effective policy as text a lawyer can read: the table per pack, then the decisions
+    built into the relay (``rules_builtin``)."""
     requested = _names(sorted(policy.requested_categories))
     lines = [
         f"Rules digest {policy.digest}.",
@@ -125,6 +127,7 @@ def explain(policy: Policy, only: str | None = None) -> str:
     for name, pack in sorted(policy.packs.items(), key=lambda item: item[0] != policy.default_pack):
         if only is None or name == only:
             lines += ["", *_explain_pack(policy, pack)]
+    lines += builtin_lines(policy, settings)
     return "\n".join(lines)
 
 
@@ -156,8 +159,9 @@ _ACTIONS = {
     RowAction.STRIP_PARAMS: "loses its identifying parameters",
     RowAction.NEUTRALISE: "is replaced by a transparent inline image (nothing is fetched)",
     RowAction.REMOVE: "is removed",
-    RowAction.NO_CONSENT: "gets the no-consent action of its signature (neutralised, "
-    "identifying parameters stripped, or removed)",
+    RowAction.NO_CONSENT: "gets the no-consent action of its signature: neutralised when it is "
+    "an invisible pixel, removed otherwise; nothing is fetched, not even with its identifying "
+    "parameters stripped (recommendation 2.1: the request itself reads the terminal)",
     RowAction.STRIP: "is neutralised or removed (nothing is fetched)",
 }
 

@@ -49,6 +49,17 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
+from relay.model import (
+    TRACKING_ACTIONS,
+    Action,
+    Basis,
+    Candidate,
+    Decision,
+    ElementKind,
+    Purpose,
+    Span,
+)
+
 PROFILES = ("none", "sendgrid", "mailgun", "mailjet", "postmark", "ses")
 
 SMTPAPI = "X-SMTPAPI"
@@ -71,6 +82,62 @@ _SES_SET_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 # Folding keeps lines well under SMTP's 998-octet limit; SendGrid asks for the same.
 _FOLD_AT = 78
+
+
+# The ESP's own open pixel, added after the relay (SPEC section 2): decided like any
+# campaign_performance tracker, by the same table, for each recipient, and listed in the
+# decision record with its basis.
+ESP_PIXEL_RULE = "esp-open-tracking"
+ESP_TRACKING_OFF = "esp-tracking-off"  # [upstream] esp_tracking = "off"
+ESP_UNCONTROLLED = "esp-uncontrolled"  # SES without a no-tracking configuration set
+_VENDORS = {
+    "sendgrid": "SendGrid",
+    "mailgun": "Mailgun",
+    "mailjet": "Mailjet",
+    "postmark": "Postmark",
+    "ses": "Amazon SES",
+}
+
+
+def esp_pixel(profile: str, candidate_id: int) -> Candidate:
+    """The open pixel the ESP behind the relay adds downstream, as a tracker to decide."""
+    _check_profile(profile)
+    return Candidate(
+        id=candidate_id,
+        part_index=-1,  # in no part of the message: the ESP adds it after the relay
+        url=f"esp:{profile}",
+        element=ElementKind.OTHER,
+        element_text=f"(open pixel {_VENDORS.get(profile, profile)} adds downstream)",
+        rule=ESP_PIXEL_RULE,
+        vendor=_VENDORS.get(profile, profile),
+        purpose=Purpose.CAMPAIGN_PERFORMANCE,
+        no_consent_action=Action.REMOVE,
+        identifying_params=(),
+        url_span=Span(0, 0),
+        removal_span=Span(0, 0),
+    )
+
+
+def esp_decision(
+    table: Decision, profile: str, *, tracking: str = "consented", ses_no_tracking_set: str = ""
+) -> tuple[Decision, bool]:
+    """(the recorded decision for the ESP's pixel, whether the ESP may track this group).
+
+    The ESP adds its pixel as written (the relay's gateway cannot sit in front of it), so a
+    basis from the table is recorded as ``keep``; without one the relay's control switches it
+    off (``remove``). With ``tracking = "off"`` the ESP never tracks. Where no control can be
+    sent (SES without ``ses_no_tracking_set``) the record says so: ``keep``, basis ``none``.
+    """
+    cid = table.candidate_id
+    if tracking == "off":
+        return Decision(cid, Action.REMOVE, Basis.NONE, ESP_TRACKING_OFF), False
+    if table.action in TRACKING_ACTIONS:
+        return Decision(
+            cid, Action.KEEP, table.basis, table.policy_rule, table.consent_event_ids
+        ), True
+    if profile == "ses" and not ses_no_tracking_set:
+        return Decision(cid, Action.KEEP, Basis.NONE, ESP_UNCONTROLLED), False
+    return Decision(cid, Action.REMOVE, Basis.NONE, table.policy_rule), False
 
 
 def _check_profile(profile: str) -> None:

@@ -4,10 +4,13 @@ Input: a recipient key (never an address), a link kind, a message reference, a t
 Output: a URL under ``[web] public_url``; and, on the way back, the verified claims of a token.
 
 Rule 1: a token is ``base64url(payload) "." base64url(HMAC-SHA256(key, "v1." payload)[:16])``.
-        The payload is compact text: ``kind|key id|rkey|issued|expires|ref|extra`` (times in
-        UNIX seconds, expires empty for none). It never holds an address: the rkey is a keyed
-        hash, and message references are hashed here before they enter a token, because a
-        Message-ID or an envelope sender can contain an address.
+        The payload is compact text: ``kind|key id|rkey|issued|expires|ref|extra|controller|
+        lang`` (times in UNIX seconds, expires empty for none; controller and lang may be
+        empty). It never holds an address: the rkey is a keyed hash, and message references
+        are hashed here before they enter a token, because a Message-ID or an envelope sender
+        can contain an address. Tokens minted before controllers existed have the first seven
+        fields only; they verify with an empty controller (the one owning the older consent)
+        and no language.
 Rule 2: the key id names the key that signed: the current key signs, retired keys (kept in
         ``[secrets] retired_link_keys``) only verify, so keys rotate without breaking links in
         emails already sent.
@@ -102,6 +105,8 @@ class TokenClaims:
     ref: str  # message reference id (pages) or link id (gateway, minimise)
     extra: str  # purpose (gateway) or ""
     token_id: str  # short id of this very token, for proofs and nonce binding
+    controller: str = ""  # the controller the link speaks for ("": the older consent's owner)
+    lang: str = ""  # the email's language ("" when it declared none)
 
 
 class SecretsLike(Protocol):
@@ -163,15 +168,22 @@ class LinkSigner:
         extra: str = "",
         ttl: timedelta | None,
         now: datetime,
+        controller: str = "",
+        lang: str = "",
     ) -> str:
         if kind not in KINDS:
             raise ValueError(f"unknown link kind {kind!r}")
-        for name, value in (("rkey", rkey), ("ref", ref), ("extra", extra)):
+        named = (("rkey", rkey), ("ref", ref), ("extra", extra), ("controller", controller),
+                 ("lang", lang))  # fmt: skip
+        for name, value in named:
             # The separator would shift fields, and '@' would mean someone passed an address.
             if _SEP in value or "@" in value:
                 raise ValueError(f"link {name} must not contain '|' or '@'")
         expires = _ts(now + ttl) if ttl is not None else ""
-        payload = _SEP.join((kind, self.key_id, rkey, _ts(now), expires, ref, extra))
+        fields = [kind, self.key_id, rkey, _ts(now), expires, ref, extra]
+        if controller or lang:
+            fields += [controller, lang]
+        payload = _SEP.join(fields)
         payload_b64 = _b64e(payload.encode("utf-8"))
         return payload_b64 + "." + _b64e(self._mac(self.key, payload_b64))
 
@@ -184,9 +196,11 @@ class LinkSigner:
             fields = _b64d(payload_b64).decode("utf-8").split(_SEP)
         except UnicodeDecodeError:
             raise TokenError("malformed") from None
-        if len(fields) != 7:
+        if len(fields) == 7:
+            fields += ["", ""]  # minted before tokens carried a controller and a language
+        if len(fields) != 9:
             raise TokenError("malformed")
-        kind, kid, rkey, issued, expires, ref, extra = fields
+        kind, kid, rkey, issued, expires, ref, extra, controller, lang = fields
         key = self._key(kid)
         if key is None:
             raise TokenError("unknown key")
@@ -206,11 +220,13 @@ class LinkSigner:
             ref=ref,
             extra=extra,
             token_id=_b64e(mac[:9]),
+            controller=controller,
+            lang=lang,
         )
 
 
 class LinkMinter:
-    """Builds the per-recipient URLs the pipeline writes into messages."""
+    """Builds the per-recipient URLs the pipeline writes into messages (and the pages link)."""
 
     def __init__(self, public_url: str, signer: LinkSigner) -> None:
         self.base = public_url.rstrip("/")
@@ -219,26 +235,51 @@ class LinkMinter:
     def _url(self, path: str, token: str) -> str:
         return f"{self.base}/{path}/{token}"
 
-    def withdraw_url(self, rkey: str, message_ref: str, now: datetime) -> str:
-        ref = message_ref_id(message_ref)
-        return self._url(WITHDRAW, self.signer.mint(WITHDRAW, rkey, ref=ref, ttl=PAGE_TTL, now=now))
-
-    def preferences_url(self, rkey: str, message_ref: str, now: datetime) -> str:
-        ref = message_ref_id(message_ref)
-        token = self.signer.mint(PREFERENCES, rkey, ref=ref, ttl=PAGE_TTL, now=now)
-        return self._url(PREFERENCES, token)
-
-    def consent_url(self, rkey: str, message_ref: str, now: datetime) -> str:
-        ref = message_ref_id(message_ref)
-        token = self.signer.mint(CONSENT, rkey, ref=ref, ttl=CONSENT_TTL, now=now)
-        return self._url(CONSENT, token)
-
-    def gateway_url(self, rkey: str, link_id: str, purpose: Purpose, now: datetime) -> str:
+    def page_url(
+        self,
+        kind: str,
+        rkey: str,
+        message_ref: str,
+        now: datetime,
+        *,
+        controller: str = "",
+        lang: str = "",
+        ref_id: str | None = None,
+    ) -> str:
+        """A withdrawal, preference or consent page URL (``ref_id``: an already hashed ref)."""
+        ref = ref_id if ref_id is not None else message_ref_id(message_ref)
+        ttl = CONSENT_TTL if kind == CONSENT else PAGE_TTL
         token = self.signer.mint(
-            GATEWAY, rkey, ref=link_id, extra=purpose.value, ttl=GATEWAY_TTL, now=now
+            kind, rkey, ref=ref, ttl=ttl, now=now, controller=controller, lang=lang
         )
+        return self._url(kind, token)
+
+    def withdraw_url(
+        self, rkey: str, message_ref: str, now: datetime, controller: str = "", lang: str = ""
+    ) -> str:
+        return self.page_url(WITHDRAW, rkey, message_ref, now, controller=controller, lang=lang)
+
+    def preferences_url(
+        self, rkey: str, message_ref: str, now: datetime, controller: str = "", lang: str = ""
+    ) -> str:
+        return self.page_url(PREFERENCES, rkey, message_ref, now, controller=controller, lang=lang)
+
+    def consent_url(
+        self, rkey: str, message_ref: str, now: datetime, controller: str = "", lang: str = ""
+    ) -> str:
+        return self.page_url(CONSENT, rkey, message_ref, now, controller=controller, lang=lang)
+
+    def gateway_url(
+        self, rkey: str, link_id: str, purpose: Purpose, now: datetime, controller: str = ""
+    ) -> str:
+        token = self.signer.mint(
+            GATEWAY, rkey, ref=link_id, extra=purpose.value, ttl=GATEWAY_TTL, now=now,
+            controller=controller,
+        )  # fmt: skip
         return self._url(GATEWAY, token)
 
-    def minimise_url(self, rkey: str, link_id: str, now: datetime) -> str:
-        token = self.signer.mint(MINIMISE, rkey, ref=link_id, ttl=GATEWAY_TTL, now=now)
+    def minimise_url(self, rkey: str, link_id: str, now: datetime, controller: str = "") -> str:
+        token = self.signer.mint(
+            MINIMISE, rkey, ref=link_id, ttl=GATEWAY_TTL, now=now, controller=controller
+        )
         return self._url(MINIMISE, token)

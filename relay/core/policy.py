@@ -11,11 +11,21 @@ Rule 1: every ``[[decision]]`` row names its pack, its conditions, an action and
         before a shipped one), first match wins.
 Rule 2: the last enabled row of every pack is a catch-all that strips with basis ``none``; a
         pack without one, or with a row after it, is refused (a table must never fall through).
-Rule 3: a row whose action lets the tracker work (keep, gateway) must rest on a basis; basis
-        ``consent`` needs ``consent = "granted"`` and basis ``legacy`` needs
-        ``consent = "legacy"``; a row that strips has basis ``none``.
-Rule 4: every error is a ``RulesError`` naming file:line and the key; unknown keys are refused.
-Rule 5: which values come from where. Rule files (compliance): the tables, the packs and their
+Rule 3: a row whose action lets anything read the recipient's terminal (keep, gateway,
+        strip_params: the tracker is still fetched; minimise: the relay's own counter is) must
+        rest on a basis; basis ``consent`` needs ``consent = "granted"`` and basis ``legacy``
+        needs ``consent = "legacy"``; a row that strips has basis ``none``.
+Rule 4: "no consent" means no request reaches the tracker (SPEC section 1; recommendation
+        2.1: "its collection, by the server hosting the image, constitutes a reading
+        operation on the user's terminal", whatever parameters the URL still carries). A
+        no-consent row therefore resolves only to ``neutralise`` or ``remove``: a signature
+        whose own no-consent action would still contact the tracker (``strip_params``,
+        ``keep``, ``gateway``) or the relay's counter (``minimise``) gets ``remove`` instead
+        (``neutralise`` is what detection gives invisible pixels; a visible image is
+        removed), and ``relay rules check`` refuses such a signature outright
+        (``policy_check``).
+Rule 5: every error is a ``RulesError`` naming file:line and the key; unknown keys are refused.
+Rule 6: which values come from where. Rule files (compliance): the tables, the packs and their
         per-domain choice, the categories, the legacy dates, the re-ask delay. Settings
         (deployment), when given: the default pack (``[rules] pack``), more sender domains
         (``[rules] packs_by_domain``, over the rule files'), and the consent lifetime and
@@ -61,6 +71,11 @@ class RowAction(StrEnum):
 STRIPPING = frozenset(
     {RowAction.NO_CONSENT, RowAction.STRIP, RowAction.NEUTRALISE, RowAction.REMOVE}
 )
+# Row actions after which the recipient's client still makes a request (to the tracker, or to
+# the relay's own counter): such rows need a basis (Rule 3).
+READING = frozenset({RowAction.KEEP, RowAction.GATEWAY, RowAction.STRIP_PARAMS, RowAction.MINIMISE})
+# The only actions that leave the recipient's client nothing to fetch (Rule 4).
+NO_REQUEST_ACTIONS = frozenset({Action.NEUTRALISE, Action.REMOVE})
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,10 +152,15 @@ def norm_domain(domain: str) -> str:
     return domain.strip().strip(".").lower()
 
 
+def without_request(no_consent: Action) -> Action:
+    """A signature's no-consent action, made one that fetches nothing (Rule 4)."""
+    return no_consent if no_consent in NO_REQUEST_ACTIONS else Action.REMOVE
+
+
 def row_action(row: RowAction, no_consent: Action) -> Action:
     """Resolve a row's action for a tracker whose signature says ``no_consent`` without consent."""
     if row is RowAction.NO_CONSENT:
-        return no_consent
+        return without_request(no_consent)
     if row is RowAction.STRIP:
         return Action.REMOVE if no_consent is Action.REMOVE else Action.NEUTRALISE
     return Action(row.value)

@@ -15,13 +15,31 @@ from typing import Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from relay.core.classify_rules import load_categories, load_classification
-from relay.core.policy import STRIPPING, ConsentCondition, Pack, Policy, Row, RowAction, norm_domain
+from relay.core.policy import (
+    READING,
+    STRIPPING,
+    ConsentCondition,
+    Pack,
+    Policy,
+    Row,
+    RowAction,
+    norm_domain,
+)
+from relay.core.policy_check import check_no_consent_actions
 from relay.errors import RulesError
 from relay.model import Basis, Category, Purpose
 from relay.rulefiles import RuleEntry, RuleSet
 from relay.settings import ConsentSettings, RulesSettings, Settings
 
 E = TypeVar("E", bound=StrEnum)
+# Why each reading action needs a basis (policy Rule 3), for the error message.
+_READS = {
+    RowAction.KEEP: "keeps the tracker",
+    RowAction.GATEWAY: "keeps the tracker behind the gateway",
+    RowAction.STRIP_PARAMS: "still sends the request to the tracker (recommendation 2.1: the "
+    "request itself is the read operation; use neutralise or remove)",
+    RowAction.MINIMISE: "still counts the opening on the relay's day-only counter",
+}
 _ROW_KEYS = ("pack", "category", "requested", "purpose", "consent", "action", "basis", "before")
 
 
@@ -43,6 +61,7 @@ def load_policy(rules: RuleSet, settings: Settings | None = None) -> Policy:
             f"settings [rules] pack: no pack {deploy.pack!r} (packs: {', '.join(sorted(packs))})"
         )
     categories = load_categories(rules)
+    check_no_consent_actions(rules, packs, categories[1])
     legacy = _legacy(rules)
     return Policy(
         digest=rules.digest,
@@ -175,8 +194,10 @@ def _row(entry: RuleEntry, packs: Mapping[str, str]) -> Row:
 
 
 def _check_basis(entry: RuleEntry, row: Row) -> None:
-    if row.action in (RowAction.KEEP, RowAction.GATEWAY) and row.basis is Basis.NONE:
-        raise entry.error("basis", f"action {row.action.value!r} keeps the tracker: needs a basis")
+    if row.action in READING and row.basis is Basis.NONE:
+        raise entry.error(
+            "basis", f"action {row.action.value!r} {_READS[row.action]}: needs a basis"
+        )
     if row.basis is Basis.CONSENT and row.consent is not ConsentCondition.GRANTED:
         raise entry.error("basis", 'basis "consent" needs the condition consent = "granted"')
     if row.basis is Basis.LEGACY and row.consent is not ConsentCondition.LEGACY:

@@ -5,9 +5,11 @@ Stage: rewrite (pure). Input: the parsed message, the tracker candidates with th
 
 Rule 1: the output equals the input except inside the edited spans: headers, boundaries, other
         parts and the HTML around an edit are copied from the raw bytes, never re-serialised.
-Rule 2: an edited part keeps its charset and transfer encoding; only the encoded lines that
-        hold an edit are re-encoded (quoted-printable), or the lines from the first change on
-        (base64); 7bit/8bit bytes are spliced in place (see ``transfer``).
+Rule 2: an edited part keeps its charset and transfer encoding: quoted-printable edits are
+        spliced into the encoded text with every other encoded byte kept (``qp_splice``;
+        whole touched lines are re-encoded only for input whose escapes cannot be located),
+        base64 is re-encoded from the first changed line on, 7bit/8bit bytes are spliced in
+        place (see ``transfer``).
 Rule 3: locked parts (signed, encrypted) are never modified: an edit aimed at one is a
         ValueError, as the pipeline must not ask for it.
 Rule 4: the ``data-relay-purpose`` attribute never goes out, whatever the action.
@@ -18,6 +20,8 @@ Rule 6: analyse once, render many: per-part layouts (the quoted-printable lines 
         edits, the base64 wrapping) are worked out on a message's first rendering and reused
         for the next recipients (a small cache keyed on the raw bytes object, kept alive).
 Rule 7: rewriting never fetches anything and never adds a URL except the ones it is given.
+Rule 8: no edit makes a line longer than 998 octets (RFC 5321): a 7bit/8bit part whose edited
+        line would be is re-encoded quoted-printable, its header saying so (``longlines``).
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import unquote
 
+from relay.core.longlines import requoted, too_long
+from relay.core.qp_splice import splice as qp_splice
 from relay.core.transfer import (
     B64Layout,
     QPLines,
@@ -296,7 +302,9 @@ def _part_splices(message: ParsedMessage, part: Part, edits: Sequence[Edit]) -> 
     body = message.raw[part.body_start : part.body_end]
     newline = part.newline.encode()
     if part.cte == "quoted-printable":
-        splices = _qp_splices(layout.qp or QPLines(body), byte_edits, newline)
+        lines = layout.qp or QPLines(body)
+        found = qp_splice(lines, byte_edits, newline)
+        splices = found if found is not None else _qp_splices(lines, byte_edits, newline)
     elif part.cte == "base64" and layout.b64 is not None:
         new = _apply(layout.data, 0, byte_edits)
         first = byte_edits[0][0] if byte_edits else 0
@@ -304,6 +312,8 @@ def _part_splices(message: ParsedMessage, part: Part, edits: Sequence[Edit]) -> 
     else:
         # 7bit, 8bit, binary and unknown encodings were decoded as identity.
         splices = byte_edits
+        if too_long(body, splices):
+            return requoted(message, part, body, splices)  # Rule 8
     return [(s + part.body_start, e + part.body_start, rep) for s, e, rep in splices]
 
 

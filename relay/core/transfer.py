@@ -7,9 +7,11 @@ rewrite stage the encoded bytes of an edited region.
 Rule 1: decoding never loses a byte. Where the declared charset is unknown, fails to decode, or
         does not give back the same bytes when encoded again, the bytes are read as latin-1
         (one char per byte), so that re-encoding is always exact.
-Rule 2: quoted-printable is re-encoded per physical line: the lines an edit touches are
-        replaced by new lines of at most 76 characters (soft breaks with ``=``), every other line
-        is left as it was, and each hard line break keeps its own line ending.
+Rule 2: quoted-printable edits are spliced into the encoded text (``qp_splice``): every
+        encoded byte outside an edit stays as the sender wrote it, an "=0A" stays "=0A", and
+        only soft line breaks are added around the new text, which is encoded in lines of at
+        most 76 characters. ``qp_encode`` (whole-region re-encoding) is the fallback for input
+        whose escapes cannot be located exactly, and the encoder for re-encoded 8bit parts.
 Rule 3: base64 keeps the original line length and line ending; the lines before the first
         change are kept as they were when the original wrapping is regular.
 Rule 4: nothing here touches ``email``: its serialiser rewrites bytes nobody edited.
@@ -47,7 +49,7 @@ _STATEFUL = frozenset(
 _EXACT = frozenset({"utf-8", "ascii", "latin-1", "iso8859-1"})
 
 QP_MAX_LINE = 76
-_LINE_BREAK = re.compile(rb"(\r\n|\n)")
+LINE_BREAK = re.compile(rb"(\r\n|\n)")
 _B64_ALPHABET = re.compile(rb"[^A-Za-z0-9+/]")
 
 
@@ -59,7 +61,7 @@ def _qp_token(byte: int) -> bytes:
     return b"=%02X" % byte
 
 
-_QP_TOKENS = tuple(_qp_token(b) for b in range(256))
+QP_TOKENS = tuple(_qp_token(b) for b in range(256))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -213,7 +215,7 @@ def qp_is_soft(body: bytes, line_end: int) -> bool:
 def _qp_lines(content: bytes, *, last_soft: bool, max_line: int) -> list[bytes]:
     """Encode one hard line's content into physical lines (without their line endings); every
     line but the last ends with a soft break "=", the last one too when ``last_soft``."""
-    encoded = b"".join(map(_QP_TOKENS.__getitem__, content))
+    encoded = b"".join(map(QP_TOKENS.__getitem__, content))
     if not last_soft and encoded[-1:] in (b" ", b"\t"):
         # Trailing white space before a line break would be lost in transport.
         encoded = encoded[:-1] + b"=%02X" % encoded[-1]
@@ -237,7 +239,7 @@ def qp_encode(data: bytes, *, soft_end: bool, newline: bytes, max_line: int = QP
     """Quoted-printable encoding of ``data``. Hard line breaks keep their own ending; soft
     breaks use ``newline``. With ``soft_end`` the result ends with a soft break, so that it
     joins the unchanged line that follows."""
-    pieces = _LINE_BREAK.split(data)
+    pieces = LINE_BREAK.split(data)
     out: list[bytes] = []
     for i in range(0, len(pieces) - 1, 2):
         lines = _qp_lines(pieces[i], last_soft=False, max_line=max_line)

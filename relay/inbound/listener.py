@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import socket
 import ssl
@@ -22,12 +23,16 @@ from aiosmtpd.smtp import SMTP
 
 from relay import replies
 from relay.errors import SettingsError
+from relay.inbound.limits import ConnectionLimits
 from relay.inbound.receive import PROXY_TIMEOUT, RelayHandler
 from relay.inbound.smtpd import RelaySMTP, server_tls_context
 from relay.ops import metrics
 from relay.settings import Settings, split_hostport
 
 log = logging.getLogger("relay.inbound.receive")
+
+# The greeting's software name: `relay canary send` checks it to know it talks to a relay.
+IDENT = "consent-relay"
 
 
 def smtp_factory(
@@ -38,19 +43,26 @@ def smtp_factory(
     implicit_tls: bool = False,
 ) -> Callable[[], SMTP]:
     """Protocol factory for the plain listener (STARTTLS with ``tls_context``) or, with
-    ``implicit_tls``, for the SMTPS listener (the transport is TLS already)."""
+    ``implicit_tls``, for the SMTPS listener (the transport is TLS already); each factory
+    holds its listener's connection caps (``limits.py``)."""
     hostname = settings.smtp.hostname or socket.getfqdn()
     smtp = settings.smtp
     excluded = [] if handler.users else ["LOGIN", "PLAIN"]
+    limits = ConnectionLimits(
+        smtp.max_connections,
+        smtp.max_connections_per_client,
+        per_client_applies=not (smtp.proxy_protocol and not implicit_tls),
+    )
 
     def make() -> SMTP:
         return RelaySMTP(
             handler,
+            limits=limits,
             data_size_limit=smtp.max_message_size,
             enable_SMTPUTF8=True,
             decode_data=False,
             hostname=hostname,
-            ident="consent-relay",
+            ident=IDENT,
             timeout=smtp.data_timeout,
             tls_context=None if implicit_tls else tls_context,
             # On the SMTPS listener aiosmtpd does not know the transport is TLS: the
@@ -67,18 +79,85 @@ def smtp_factory(
     return make
 
 
-def listening_socket(listen: str) -> socket.socket:
-    """A TCP socket with SO_REUSEPORT, so several relay processes share one port."""
-    host, port = split_hostport(listen)
+class Claim:
+    """The listening sockets of one relay for one address: ``sockets`` (one per worker, all
+    bound with SO_REUSEPORT so the kernel spreads connections over the workers) and the lock
+    that keeps every other relay off that address for as long as this one runs."""
+
+    def __init__(self, key: str, listen: str, sockets: list[socket.socket], lock: socket.socket):
+        self.key, self.listen, self.sockets, self.lock = key, listen, sockets, lock
+
+    @property
+    def port(self) -> int:
+        port: int = self.sockets[0].getsockname()[1]
+        return port
+
+    def release_sockets(self) -> None:
+        """Close the sockets but keep the lock (the workers have their own copies)."""
+        for sock in self.sockets:
+            sock.close()
+
+    def close(self) -> None:
+        self.release_sockets()
+        self.lock.close()
+
+
+def _lock_name(host: str, port: int) -> str:
+    # An abstract Unix socket (Linux): unique per network namespace, like the TCP port it
+    # guards, and released by the kernel when the process ends, so no stale lock survives.
+    return f"\0consent-relay {host}:{port}"
+
+
+def _bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if hasattr(socket, "SO_REUSEPORT"):
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host, port))
-    sock.listen(512)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if hasattr(socket, "SO_REUSEPORT"):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+        sock.listen(512)
+    except BaseException:
+        sock.close()
+        raise
     sock.setblocking(False)
     return sock
+
+
+def claim(key: str, listen: str, workers: int = 1) -> Claim:
+    """Bind ``listen`` (the value of settings key ``key``) for this relay and its workers.
+
+    SO_REUSEPORT lets this relay's own workers share the port; a second relay on the same
+    address would be let in by it too, so the lock below refuses it. Every failure is a
+    ``SettingsError`` naming the key and the address, never a traceback.
+    """
+    host, port = split_hostport(listen)
+    try:
+        first = _bind(host, port)
+    except OSError as exc:
+        reason = "already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+        raise SettingsError(
+            f"{key} = {listen!r}: cannot listen: {reason} (stop the program holding it, "
+            "or choose another address)"
+        ) from None
+    sockets = [first]
+    lock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        lock.bind(_lock_name(host, first.getsockname()[1]))
+    except OSError:
+        lock.close()
+        first.close()
+        raise SettingsError(
+            f"{key} = {listen!r}: another consent-relay is already listening there "
+            "(stop it first; only one relay's own --workers share a port)"
+        ) from None
+    try:
+        actual = first.getsockname()[1]
+        sockets += [_bind(host, actual) for _ in range(workers - 1)]
+    except OSError as exc:
+        Claim(key, listen, sockets, lock).close()
+        raise SettingsError(f"{key} = {listen!r}: cannot listen: {exc.strerror}") from None
+    return Claim(key, listen, sockets, lock)
 
 
 class SmtpServer:
@@ -93,6 +172,8 @@ class SmtpServer:
         # Weak: a session's protocol object must go with its connection, not live as long as
         # the relay (a long-running relay serves millions of connections).
         self.protocols: weakref.WeakSet[SMTP] = weakref.WeakSet()
+        # Addresses this server bound itself (no socket handed in): released on stop.
+        self.claims: list[Claim] = []
 
     def _tracked(self, factory: Callable[[], SMTP]) -> Callable[[], SMTP]:
         def make() -> SMTP:
@@ -113,11 +194,15 @@ class SmtpServer:
         implicit = self.settings.smtp.tls.implicit_listen
         if self.tls_context is not None and (implicit or implicit_sock is not None):
             smtps = smtp_factory(self.settings, self.handler, self.tls_context, implicit_tls=True)
-            implicit_sock = implicit_sock or listening_socket(implicit)
+            if implicit_sock is None:
+                self.claims.append(claim("smtp.tls.implicit_listen", implicit))
+                implicit_sock = self.claims[-1].sockets[0]
             self.implicit_server = await loop.create_server(
                 self._tracked(smtps), sock=implicit_sock, ssl=self.tls_context
             )
-        sock = sock or listening_socket(self.settings.smtp.listen)
+        if sock is None:
+            self.claims.append(claim("smtp.listen", self.settings.smtp.listen))
+            sock = self.claims[-1].sockets[0]
         self.server = await loop.create_server(self._tracked(factory), sock=sock)
 
     def reload_tls(self) -> bool:
@@ -167,3 +252,5 @@ class SmtpServer:
                 transport.close()
         for server in servers:
             await server.wait_closed()
+        for held in self.claims:
+            held.close()

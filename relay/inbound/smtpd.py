@@ -14,6 +14,16 @@ Rule 4: XFORWARD attributes belong to one transaction: the end of DATA, RSET, HE
         command is refused with 503.
 Rule 5: a certificate or key that cannot be read or used stops start-up with a
         ``SettingsError`` naming the key.
+Rule 7: a client that half-closes (TCP FIN) after pipelining its last commands, as Exim does
+        with ``...<CRLF>.<CRLF>QUIT<CRLF>`` on every first attempt, gets those commands
+        served and answered before the relay closes (RFC 5321 4.1.1.10); aiosmtpd cancelled
+        the session instead, losing the message. The end of input after the last command is
+        an ordinary disconnect, logged at INFO, never an ERROR.
+Rule 6: MAIL and RCPT are parsed here, not by aiosmtpd (``smtp.address``, ``smtp.param_syntax``):
+        the address the handler decides on is the one written between the brackets, and the
+        parameters reach the envelope as written (aiosmtpd upper-cases them and refuses DSN's).
+        A bad address is 553 (5.1.7 sender, 5.1.3 recipient), a non-ASCII one without
+        SMTPUTF8 553 5.6.7, a bad parameter 501 5.5.4, an unknown one 555 5.5.4.
 """
 
 from __future__ import annotations
@@ -25,14 +35,15 @@ import ssl
 from pathlib import Path
 from typing import Any, Protocol
 
-from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword, Session
+from aiosmtpd.smtp import MISSING, SMTP, AuthResult, LoginPassword, Session
 from aiosmtpd.smtp import Envelope as SmtpEnvelope
 
 from relay import replies
 from relay.errors import SettingsError
 from relay.inbound.data import read_data
+from relay.inbound.limits import ConnectionLimits
 from relay.settings import Settings
-from relay.smtp import xforward
+from relay.smtp import address, param_syntax, xforward
 
 log = logging.getLogger("relay.inbound.receive")
 
@@ -72,6 +83,16 @@ def ip_of(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     return address
 
 
+class RelayEnvelope(SmtpEnvelope):
+    """aiosmtpd's envelope plus each recipient's parameters as written, aligned with
+    ``rcpt_tos``, and the folded recipients (duplicates are delivered once)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rcpt_params: list[tuple[str, ...]] = []
+        self.rcpt_keys: set[str] = set()
+
+
 class RelaySession(Session):
     """aiosmtpd's session plus the XFORWARD attributes of the current transaction."""
 
@@ -94,13 +115,132 @@ def _capture_login(
 class RelaySMTP(SMTP):
     """aiosmtpd's protocol plus XFORWARD, per-transaction XFORWARD state and threaded AUTH."""
 
-    def __init__(self, handler: Policy, **kwargs: Any) -> None:
+    def __init__(
+        self, handler: Policy, *, limits: ConnectionLimits | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(handler, authenticator=_capture_login, **kwargs)
         self.relay_handler = handler
         self.pending_login: LoginPassword | None = None
+        self.limits = limits
+        self._admitted: str | None = None  # the client counted in ``limits``
+        self._refused = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """``limits.py`` Rule 1: over a cap, 421 before the greeting, then close."""
+        if self.transport is None and self.limits is not None:  # not again after STARTTLS
+            peer = transport.get_extra_info("peername")
+            client = str(peer[0]) if isinstance(peer, tuple) and peer else ""
+            if not self.limits.admit(client):
+                self._refused = True
+                assert isinstance(transport, asyncio.WriteTransport)
+                transport.write(replies.TOO_MANY_CONNECTIONS.text.encode() + b"\r\n")
+                transport.close()
+                return
+            self._admitted = client
+        super().connection_made(transport)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if self._refused:
+            return  # aiosmtpd never started a session for it
+        if self._admitted is not None and self.limits is not None:
+            self.limits.release(self._admitted)
+            self._admitted = None
+        super().connection_lost(error)
 
     def _create_session(self) -> Session:
         return RelaySession(self.loop)
+
+    def eof_received(self) -> bool | None:
+        """Rule 7: the reader sees the end of input after the commands already received;
+        the write side stays open for their replies (plain TCP; TLS cannot half-close)."""
+        if self._refused:
+            return False
+        asyncio.StreamReaderProtocol.eof_received(self)
+        return self.transport is not None and self.transport.get_extra_info("sslcontext") is None
+
+    async def handle_exception(self, error: Exception) -> str:
+        """Rule 7: the end of input between commands closes the session quietly; any other
+        error goes to the handler (a named 4xx)."""
+        if isinstance(error, asyncio.IncompleteReadError) and self._reader.at_eof():
+            log.info("client %s closed its side; closing", client_address(self._session()))
+            self._writer.close()
+            # connection_lost cancels this task once the replies are flushed; until then
+            # nothing may be read or answered (the loop would spin on the closed reader).
+            await self._writer.wait_closed()
+            raise asyncio.CancelledError
+        return await super().handle_exception(error)
+
+    async def push(self, status: Any) -> None:
+        # aiosmtpd pushes whatever ``handle_exception`` returned, also when it was
+        # interrupted (None); and a reply to a connection already closing goes nowhere.
+        if status is None or self.transport is None or self.transport.is_closing():
+            return
+        await super().push(status)
+
+    def _create_envelope(self) -> SmtpEnvelope:
+        return RelayEnvelope()
+
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        """Rule 6: ``MAIL FROM:<path> [parameters]``; the hook gets the parameters as written."""
+        if await self.check_helo_needed() or await self.check_auth_needed("MAIL"):
+            return
+        assert self.envelope is not None and self.session is not None
+        text = self._strip_command_keyword("FROM:", arg or "")
+        if not text:
+            await self.push(replies.MAIL_SYNTAX.text)
+            return
+        if self.envelope.mail_from:
+            await self.push(replies.NESTED_MAIL.text)
+            return
+        try:
+            parsed = address.parse(text, null_allowed=True)
+            if parsed.params and not self.session.extended_smtp:
+                raise param_syntax.ParamError("parameters need EHLO")
+            mail = param_syntax.mail(parsed.params)
+        except address.AddressError as exc:
+            await self.push(_refusal(exc, replies.BAD_SENDER).text)
+            return
+        except param_syntax.ParamError as exc:
+            await self.push(_param_refusal(exc).text)
+            return
+        if parsed.utf8 and not mail.smtputf8:
+            await self.push(replies.NON_ASCII_ADDRESS.text)
+            return
+        if mail.size and self.data_size_limit and mail.size > self.data_size_limit:
+            await self.push(replies.TOO_BIG.text)
+            return
+        self.envelope.smtp_utf8 = mail.smtputf8
+        status = await self._call_handler_hook("MAIL", parsed.address, list(mail.written))
+        await self.push(replies.OK_SENDER.text if status is MISSING else status)
+
+    async def smtp_RCPT(self, arg: str | None) -> None:
+        """Rule 6: ``RCPT TO:<path> [parameters]``; NOTIFY and ORCPT are accepted (DSN)."""
+        if await self.check_helo_needed() or await self.check_auth_needed("RCPT"):
+            return
+        assert self.envelope is not None and self.session is not None
+        if not self.envelope.mail_from:
+            await self.push(replies.NEED_MAIL.text)
+            return
+        text = self._strip_command_keyword("TO:", arg or "")
+        if not text:
+            await self.push(replies.RCPT_SYNTAX.text)
+            return
+        try:
+            parsed = address.parse(text, null_allowed=False)
+            if parsed.params and not self.session.extended_smtp:
+                raise param_syntax.ParamError("parameters need EHLO")
+            rcpt = param_syntax.rcpt(parsed.params, smtputf8=bool(self.envelope.smtp_utf8))
+        except address.AddressError as exc:
+            await self.push(_refusal(exc, replies.BAD_ADDRESS).text)
+            return
+        except param_syntax.ParamError as exc:
+            await self.push(_param_refusal(exc).text)
+            return
+        if parsed.utf8 and not self.envelope.smtp_utf8:
+            await self.push(replies.NON_ASCII_ADDRESS.text)
+            return
+        status = await self._call_handler_hook("RCPT", parsed.address, list(rcpt.written))
+        await self.push(replies.OK_RCPT.text if status is MISSING else status)
 
     def _set_post_data_state(self) -> None:
         # Called after DATA and (through _set_rset_state) on RSET, HELO and EHLO: the end of a
@@ -188,6 +328,18 @@ class RelaySMTP(SMTP):
     def _session(self) -> Session:
         assert self.session is not None
         return self.session
+
+
+def _refusal(exc: address.AddressError, reply: replies.Reply) -> replies.Reply:
+    if exc.kind == "parameter":
+        return replies.BAD_PARAMETER.with_detail(str(exc))
+    return reply.with_detail(str(exc))
+
+
+def _param_refusal(exc: param_syntax.ParamError) -> replies.Reply:
+    return (replies.UNKNOWN_PARAMETER if exc.unknown else replies.BAD_PARAMETER).with_detail(
+        str(exc)
+    )
 
 
 def server_tls_context(settings: Settings) -> ssl.SSLContext | None:

@@ -34,6 +34,11 @@ FOOTERS = Counter("relay_footers_injected", "Recipient copies that got a withdra
 CONSENT_LOOKUPS = Counter(
     "relay_consent_lookups", "Consent states read per recipient", ["result"]
 )  # ok, unavailable
+PAGE_ACTIONS = Counter(
+    "relay_page_actions",
+    "Choices recipients made on the pages, per purpose (controller: a configured id)",
+    ["action", "purpose", "controller"],
+)  # action: granted, refused, withdrawn, objected
 PROCESSING = Histogram(
     "relay_processing_seconds",
     "Time to filter one message (parse, detect, decide, rewrite)",

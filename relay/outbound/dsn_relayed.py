@@ -25,19 +25,28 @@ from urllib.parse import urlsplit
 from relay.model import Envelope
 from relay.outbound.outcome import GroupOutcome, Upstream
 from relay.settings import Settings
-from relay.smtp import params
-from relay.smtp.xforward import xtext_decode
+from relay.smtp import param_syntax
 
 log = logging.getLogger("relay.outbound.dsn_relayed")
 
 
-def _decoded(value: str | None) -> str | None:
-    if value is None:
-        return None
+def _envid(options: Sequence[str]) -> str | None:
     try:
-        return xtext_decode(value)
-    except ValueError:
+        return param_syntax.mail(tuple(options)).envid
+    except param_syntax.ParamError:
+        return None  # checked at MAIL; never refuse a notice here
+
+
+def _orcpt(options: Sequence[str]) -> tuple[str, str] | None:
+    try:
+        return param_syntax.rcpt(tuple(options), smtputf8=True).orcpt
+    except param_syntax.ParamError:
         return None
+
+
+def _one_line(text: str) -> str:
+    """A field value never carries a line break."""
+    return " ".join(text.split())
 
 
 def build_relayed_dsn(
@@ -63,24 +72,24 @@ def build_relayed_dsn(
         "notifications, so no further notice of success can be sent:",
         "",
     ]
-    envid = _decoded(params.value_of(mail_options, "ENVID"))
+    envid = _envid(mail_options)
     per_message = [f"Reporting-MTA: dns; {reporting_mta}", f"X-Relay-Id: {relay_id}"]
     if envid:
-        per_message.insert(0, f"Original-Envelope-Id: {envid}")
+        per_message.insert(0, f"Original-Envelope-Id: {_one_line(envid)}")
     per_message.append(f"Arrival-Date: {format_datetime(now)}")
     per_rcpt: list[str] = []
     for rcpt, reply in relayed.items():
         human.append(f"  <{rcpt}>: {reply}")
         per_rcpt.append("")
-        orcpt = _decoded(params.value_of(rcpt_options.get(rcpt, ()), "ORCPT"))
-        if orcpt and ";" in orcpt:
-            per_rcpt.append(f"Original-Recipient: {orcpt}")
+        orcpt = _orcpt(rcpt_options.get(rcpt, ()))
+        if orcpt is not None:
+            per_rcpt.append(f"Original-Recipient: {orcpt[0]}; {_one_line(orcpt[1])}")
         per_rcpt += [
             f"Final-Recipient: rfc822; {rcpt}",
             "Action: relayed",
             "Status: 2.0.0",
             f"Remote-MTA: dns; {remote_mta}",
-            f"Diagnostic-Code: smtp; {reply}",
+            f"Diagnostic-Code: smtp; {_one_line(reply)}",
         ]
     lines = [
         f"From: Mail Delivery System <MAILER-DAEMON@{reporting_mta}>",

@@ -14,7 +14,6 @@ Modules of this folder, in the order a message meets them:
 
 Rule 1: ``file:`` upstreams write each group atomically (temporary name, fsync, rename) with
         its envelope beside it, so a reader never sees half a message.
-Rule 2: the upstream's URL is logged only through ``safe_url`` (no password).
 """
 
 from __future__ import annotations
@@ -27,10 +26,10 @@ import time
 import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 from relay import replies
 from relay.outbound.outcome import (
+    Commit,
     Downgrade,
     GroupOutcome,
     Upstream,
@@ -42,6 +41,7 @@ from relay.outbound.pool import SmtpUpstream
 from relay.settings import UpstreamSettings
 
 __all__ = [
+    "Commit",
     "FileUpstream",
     "GroupOutcome",
     "SmtpUpstream",
@@ -49,7 +49,6 @@ __all__ = [
     "UpstreamReply",
     "XForward",
     "make_upstream",
-    "safe_url",
 ]
 
 log = logging.getLogger("relay.outbound.forward")
@@ -72,7 +71,10 @@ class FileUpstream:
         xforward: XForward = (),
         rcpt_options: Mapping[str, Sequence[str]] | None = None,
         downgrade: Downgrade | None = None,
+        commit: Commit | None = None,
     ) -> GroupOutcome:
+        if commit is not None:
+            await commit(rcpts)
         name = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:12]}"
         envelope: dict[str, object] = {
             "mail_from": mail_from,
@@ -101,17 +103,6 @@ class FileUpstream:
 
     async def close(self) -> None:
         return None
-
-
-def safe_url(url: str) -> str:
-    """The upstream URL without its password (Rule 2)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    host = f"[{host}]" if ":" in host else host
-    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def make_upstream(settings: UpstreamSettings, local_hostname: str | None = None) -> Upstream:

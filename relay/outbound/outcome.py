@@ -68,6 +68,9 @@ def every(rcpts: Sequence[str], reply: UpstreamReply) -> GroupOutcome:
 
 
 XForward = Sequence[tuple[str, str]]
+# Called with the recipients the upstream accepted, as the end of the data goes out (before its
+# reply is read): the conductor writes them "in flight" in the delivery ledger (RFC 1047).
+Commit = Callable[[Sequence[str]], Awaitable[None]]
 # Re-encodes an 8-bit message for an upstream without 8BITMIME (and re-signs it where DKIM is
 # configured); raises ``relay.errors.DowngradeRefused`` naming why it cannot.
 Downgrade = Callable[[bytes], Awaitable[bytes]]
@@ -84,6 +87,7 @@ class Upstream(Protocol):
         xforward: XForward = (),
         rcpt_options: Mapping[str, Sequence[str]] | None = None,
         downgrade: Downgrade | None = None,
+        commit: Commit | None = None,
     ) -> GroupOutcome: ...
 
     async def close(self) -> None: ...

@@ -31,7 +31,14 @@ from urllib.parse import unquote, urlsplit
 
 from relay import replies
 from relay.outbound.connection import Connection
-from relay.outbound.outcome import Downgrade, GroupOutcome, UpstreamReply, XForward, every
+from relay.outbound.outcome import (
+    Commit,
+    Downgrade,
+    GroupOutcome,
+    UpstreamReply,
+    XForward,
+    every,
+)
 from relay.outbound.session import Endpoint, Notices, SessionFailed, open_session
 from relay.outbound.transaction import NotSent, SentUnknown, Submission, Transaction, prepare
 from relay.settings import UpstreamSettings
@@ -108,10 +115,12 @@ class SmtpUpstream:
         xforward: XForward = (),
         rcpt_options: Mapping[str, Sequence[str]] | None = None,
         downgrade: Downgrade | None = None,
+        commit: Commit | None = None,
     ) -> GroupOutcome:
         sub = Submission(
-            mail_from, tuple(rcpts), data, tuple(options), rcpt_options or {}, tuple(xforward)
-        )
+            mail_from, tuple(rcpts), data, tuple(options), rcpt_options or {}, tuple(xforward),
+            commit,
+        )  # fmt: skip
         async with self._slots:
             try:
                 return await self._send(sub, downgrade)

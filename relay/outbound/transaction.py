@@ -21,6 +21,10 @@ Rule 3: what needs no upstream is checked first and writes nothing: data with NU
 Rule 4: before the message is written, a lost connection is ``NotSent``: nothing reached the
         upstream, so the pool may retry on a new connection. From the first byte of the message
         on it is ``SentUnknown``: the upstream may have taken it (RFC 1047), so nobody retries.
+Rule 5: ``commit`` (the delivery ledger's in-flight entry) is awaited once the end line is
+        written and before its reply is read, while the upstream decides: a relay killed after
+        the entry sends no second copy; killed before it, a duplicate, never a loss. A commit
+        that fails is logged and the reply still read: the ledger's final record follows.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from dataclasses import dataclass, field
 from relay import replies
 from relay.errors import DowngradeRefused
 from relay.outbound.connection import Connection, UpstreamLost
-from relay.outbound.outcome import Downgrade, GroupOutcome, UpstreamReply, XForward
+from relay.outbound.outcome import Commit, Downgrade, GroupOutcome, UpstreamReply, XForward
 from relay.outbound.session import Notices
 from relay.smtp import command, params
 from relay.smtp import xforward as xfwd
@@ -51,6 +55,7 @@ class Submission:
     options: tuple[str, ...] = ()
     rcpt_options: Mapping[str, Sequence[str]] = field(default_factory=dict)
     xforward: XForward = ()
+    commit: Commit | None = None  # the ledger's in-flight entry (forward.Commit)
 
 
 @dataclass
@@ -299,6 +304,17 @@ class Transaction:
             self.outcome.replies[rcpt] = answer
         return False
 
+    async def _commit(self) -> None:
+        """Rule 5."""
+        if self.sub.commit is None:
+            return
+        try:
+            await self.sub.commit(list(self.accepted))
+        except Exception as exc:
+            log.error(
+                "in-flight ledger entry not written (%s): reading the reply", type(exc).__name__
+            )
+
     async def _message(self) -> None:
         """The message and its end line, then the reply that decides (Rule 4 from here on)."""
         conn = self.conn
@@ -311,6 +327,7 @@ class Transaction:
                 for start in range(0, len(payload), CHUNK):
                     conn.write(view[start : start + CHUNK])
                     await conn.drain(self.timeout)
+            await self._commit()
             final = await conn.read1(self.timeout)
         except UpstreamLost as exc:
             raise SentUnknown(exc.reason, self.known) from None

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from relay.smtp import param_syntax
 from relay.smtp.reply import Extensions
 
 MAIL_DSN = frozenset({"RET", "ENVID"})
@@ -90,11 +91,10 @@ def rcpt_params(options: Sequence[str], extensions: Extensions) -> list[str]:
     return [o for o in options if keyword(o) in RCPT_DSN]
 
 
-def notify(options: Sequence[str]) -> frozenset[str]:
-    """The NOTIFY keywords of one recipient (``{"SUCCESS", "FAILURE"}``); empty if none given."""
-    value = value_of(options, "NOTIFY")
-    return frozenset(v.strip().upper() for v in value.split(",")) if value else frozenset()
-
-
 def wants_success_notice(options: Sequence[str]) -> bool:
-    return "SUCCESS" in notify(options)
+    """Rule 2: NOTIFY (as parsed at RCPT, ``param_syntax``) includes SUCCESS."""
+    try:
+        notify = param_syntax.rcpt(tuple(options), smtputf8=True).notify
+    except param_syntax.ParamError:
+        return False  # checked at RCPT already; a notice is never owed on a doubt
+    return notify is not None and "SUCCESS" in notify

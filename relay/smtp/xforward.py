@@ -15,8 +15,9 @@ Rule 3: values travel xtext-encoded (RFC 3461) on the wire and decoded in ``Enve
 from __future__ import annotations
 
 import ipaddress
-import re
 from collections.abc import Iterable, Sequence
+
+from relay.smtp import xtext
 
 ATTRIBUTES = ("NAME", "ADDR", "PORT", "PROTO", "HELO", "IDENT", "SOURCE")
 ANNOUNCEMENT = "XFORWARD " + " ".join(ATTRIBUTES)
@@ -24,22 +25,6 @@ SPECIAL = ("[UNAVAILABLE]", "[TEMPUNAVAIL]")
 MAX_VALUE = 255
 # RFC 5321 4.5.3.1.4: a command line is at most 512 octets with CRLF.
 MAX_LINE = 510
-
-_XTEXT_HEX = re.compile(r"\+([0-9A-F]{2})")
-
-
-def xtext_decode(value: str) -> str:
-    if "+" in _XTEXT_HEX.sub("", value):
-        raise ValueError("bad xtext escape")
-    return _XTEXT_HEX.sub(lambda m: chr(int(m.group(1), 16)), value)
-
-
-def xtext_encode(value: str) -> str:
-    out = []
-    for ch in value:
-        code = ord(ch)
-        out.append(ch if 33 <= code <= 126 and ch not in "+=" else f"+{code:02X}")
-    return "".join(out)
 
 
 def _valid(name: str, value: str) -> bool:
@@ -68,7 +53,7 @@ def parse(arg: str) -> list[tuple[str, str]]:
         name = name.upper()
         if not sep or name not in ATTRIBUTES:
             raise ValueError(f"unknown attribute {name!r}")
-        value = xtext_decode(raw)
+        value = xtext.decode(raw)
         if not _valid(name, value):
             raise ValueError(f"bad value for {name}")
         pairs.append((name, value))
@@ -79,7 +64,7 @@ def commands(pairs: Iterable[tuple[str, str]], announced: Sequence[str]) -> list
     """XFORWARD arguments for an upstream that announced ``announced`` names, each short enough
     for one command line (Postfix splits the same way)."""
     allowed = {a.upper() for a in announced}
-    words = [f"{n}={xtext_encode(v)}" for n, v in pairs if n in allowed]
+    words = [f"{n}={xtext.encode(v)}" for n, v in pairs if n in allowed]
     lines: list[str] = []
     current = ""
     for word in words:

@@ -10,11 +10,14 @@ Storage (measured in ``bench/audit_bench.py``; figures in the README):
 - ``audit:msg:<hash of Message-ID>`` is a list of the stream ids of that message's records (a
   Message-ID may contain an address, so only its hash is in the key);
 - ``audit:rcpt:<recipient key>`` is a sorted set of stream ids scored by their time, so that
-  "this recipient between these dates" is one ``ZRANGEBYSCORE``.
+  "this recipient between these dates" is one ``ZRANGEBYSCORE``;
+- the per-day counts and the "tracked without consent" index of ``audit_counts``, so that the
+  auditors' first page reads a few hash fields instead of scanning the log.
 
-Rule 1: one Lua script writes a batch: stream entries and both indexes together, atomically,
-        and it skips any record whose id the message's index already holds. So a write retried
-        after a lost reply, or a journal replay interrupted and restarted, never doubles a record.
+Rule 1: one Lua script writes a batch: stream entries, both indexes and the day's counts
+        together, atomically, and it skips any record whose id the message's index already
+        holds. So a write retried after a lost reply, or a journal replay interrupted and
+        restarted, never doubles a record (nor its counts).
 Rule 2: ``write`` never raises and never loses a record: if Redis fails or answers too late,
         the records go to the local journal (``audit_journal``), fsynced, and ``replay_journal``
         stores them later, in journal order. After a failure the log skips Redis for a few
@@ -24,7 +27,7 @@ Rule 4: ranges are half-open ``[since, until)`` over the time the record was sto
         replayed from the journal are stored (and so exported) at replay time; they keep their
         own ``decided_at``. Because a past range never changes, its export is reproducible.
 Rule 5: retention trims the stream by time (``XTRIM MINID``) and removes the trimmed ids from
-        both indexes in the same transaction, batch by batch.
+        both indexes, and their tallies from the counts, in the same transaction, batch by batch.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ import redis.asyncio as aioredis
 from relay.core.recipients import recipient_key
 from relay.errors import RelayError, StoreUnavailable
 from relay.store.audit_codec import CSV_COLUMNS, csv_rows, decode, encode
+from relay.store.audit_counts import DAY_MS, count_keys, encode_tally, has_untracked, tally
 from relay.store.audit_journal import Journal
 from relay.store.audit_record import (
     DecisionRecord,
@@ -53,6 +57,7 @@ from relay.store.audit_record import (
     canonical_json,
     record_from_json,
 )
+from relay.store.audit_script import WRITE_SCRIPT
 from relay.store.redis_keys import Keys
 
 __all__ = [
@@ -71,40 +76,6 @@ T = TypeVar("T")
 BATCH = 500  # records per script call or per XRANGE page: bounded work per Redis round trip
 SKIP_REDIS_AFTER_FAILURE = 5.0  # seconds (Rule 2)
 EXPORT_FORMATS = ("jsonl", "csv")
-
-# Rule 1. KEYS[1] is the stream; KEYS[2i] and KEYS[2i+1] are record i's message and recipient
-# indexes; ARGV[i] is record i, stored as is; it starts with its record id in hex and a colon.
-WRITE_SCRIPT = """
-local stream = KEYS[1]
-local pattern = '^(%x+):'
-local known = {}
-local written = 0
-for i = 1, #ARGV do
-  local mkey, rkey, payload = KEYS[2 * i], KEYS[2 * i + 1], ARGV[i]
-  local rid = string.match(payload, pattern)
-  if not rid then return redis.error_reply('audit record ' .. i .. ' has no record id') end
-  local seen = known[mkey]
-  if seen == nil then
-    seen = {}
-    for _, sid in ipairs(redis.call('LRANGE', mkey, 0, -1)) do
-      local entry = redis.call('XRANGE', stream, sid, sid)[1]
-      if entry then
-        local stored = string.match(entry[2][2], pattern)
-        if stored then seen[stored] = true end
-      end
-    end
-    known[mkey] = seen
-  end
-  if not seen[rid] then
-    local sid = redis.call('XADD', stream, '*', 'r', payload)
-    redis.call('RPUSH', mkey, sid)
-    redis.call('ZADD', rkey, tonumber(string.match(sid, '^(%d+)')), sid)
-    seen[rid] = true
-    written = written + 1
-  end
-end
-return written
-"""
 
 
 def normalise_message_id(message_id: str) -> str:
@@ -177,11 +148,17 @@ class AuditLog:
 
     async def _store(self, records: Sequence[DecisionRecord]) -> int:
         """Store a batch atomically (Rule 1); the number of records that were new."""
-        keys = [self.keys.audit_stream()]
+        ck = count_keys(self.keys)[0]
+        keys = [self.keys.audit_stream(), ck.counts, ck.dims, ck.days, ck.without_consent]
+        args: list[bytes | str] = []
         for record in records:
             keys.append(self.keys.audit_by_message(message_key(record.message_id)))
             keys.append(self.keys.audit_by_rcpt(record.recipient_key))
-        args = [encode(record) for record in records]
+            args += [
+                encode(record),
+                encode_tally(tally(record)),
+                "1" if has_untracked(record) else "0",
+            ]
         written = await self._call(self._script(keys=keys, args=args))
         return int(written)
 
@@ -253,7 +230,8 @@ class AuditLog:
         while True:
             entries = await self._xrange("-", f"({cutoff}-0", BATCH)
             if not entries:
-                return removed
+                break
+            ck = count_keys(self.keys)[0]
             pipe = self.client.pipeline(transaction=True)
             for sid, payload in entries:
                 try:
@@ -263,9 +241,33 @@ class AuditLog:
                     continue
                 pipe.lrem(self.keys.audit_by_message(message_key(record.message_id)), 0, sid)
                 pipe.zrem(self.keys.audit_by_rcpt(record.recipient_key), sid)
+                # audit_counts Rule 1: what leaves the log leaves its day's counts.
+                day = int(sid.partition("-")[0]) // DAY_MS
+                for name, n in tally(record).items():
+                    pipe.hincrby(ck.counts, f"{day}|{name}", -n)
+                pipe.zrem(ck.without_consent, sid)
             pipe.xtrim(stream, minid=_next_id(entries[-1][0]), approximate=False)
             await self._call(pipe.execute())
             removed += len(entries)
+        await self._drop_empty_days(cutoff // DAY_MS)
+        return removed
+
+    async def _drop_empty_days(self, first_kept: int) -> None:
+        """Delete the count fields of days wholly before retention: every record of those days
+        was subtracted as it was trimmed, so only zeros remain."""
+        for ck in count_keys(self.keys):
+            raw_days = await self._call(self.client.zrangebyscore(ck.days, "-inf", first_kept - 1))
+            if not raw_days:
+                continue
+            dims = await self._call(self.client.smembers(ck.dims))
+            names = [d.decode() if isinstance(d, bytes) else str(d) for d in dims]
+            for raw in raw_days:
+                day = raw.decode() if isinstance(raw, bytes) else str(raw)
+                pipe = self.client.pipeline(transaction=True)
+                if names:
+                    pipe.hdel(ck.counts, *[f"{day}|{name}" for name in names])
+                pipe.zrem(ck.days, day)
+                await self._call(pipe.execute())
 
     # -----------------------------------------------------------------------------------------
     # Queries

@@ -14,6 +14,8 @@ Rule 2: a format version names its field order and its dictionary for ever: neve
         know rather than guessing.
 Rule 3: CSV columns are fixed and appended to only: one row per (record, tracker), and one row
         with empty tracker columns for a record without tracker.
+Rule 4: format "3" is format "2" (same dictionary) with the controller as its last scalar;
+        records stored as "2" read back with no controller.
 """
 
 from __future__ import annotations
@@ -30,12 +32,12 @@ from relay.store.audit_record import (
     make_tracker,
 )
 
-FORMAT = b"2"
+FORMAT = b"3"
 
 # Rule 2: frozen. DEFLATE finds the words nearest the end of the dictionary most cheaply, so the
 # most frequent come last.
 _DICTIONARIES: dict[bytes, bytes] = {
-    FORMAT: "\x1f".join(
+    b"2": "\x1f".join(
         [
             "public_service", "consent_request", "authentication", "cross_context_profiling",
             "fraud_detection", "authentication_security", "img_srcset", "source_srcset",
@@ -50,8 +52,9 @@ _DICTIONARIES: dict[bytes, bytes] = {
         ]
     ).encode(),
 }  # fmt: skip
+_DICTIONARIES[b"3"] = _DICTIONARIES[b"2"]  # Rule 4: same words, one more field
 
-_SCALARS = (
+_SCALARS_V2 = (
     "message_id",
     "relay_id",
     "mail_from",
@@ -65,6 +68,8 @@ _SCALARS = (
     "relay_version",
     "rules_digest",
 )
+_SCALARS = (*_SCALARS_V2, "controller")
+_SCALARS_BY_FORMAT = {b"2": _SCALARS_V2, b"3": _SCALARS}
 
 # Fixed CSV columns (Rule 3). Changing this list changes every export: append only.
 CSV_COLUMNS: tuple[str, ...] = (
@@ -95,6 +100,7 @@ CSV_COLUMNS: tuple[str, ...] = (
     "tracker_action",
     "tracker_policy_rule",
     "tracker_consent_event_ids",
+    "controller",
 )
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -144,12 +150,13 @@ def decode(stored: bytes) -> DecisionRecord:
         row = json.loads(unpacker.decompress(rest[1:]) + unpacker.flush())
     except (zlib.error, UnicodeDecodeError) as exc:
         raise ValueError(f"damaged decision record {rid!r}: {exc}") from None
-    if not isinstance(row, list) or len(row) != len(_SCALARS) + 5:
+    names = _SCALARS_BY_FORMAT[rest[:1]]
+    if not isinstance(row, list) or len(row) != len(names) + 5:
         raise ValueError(f"decision record {rid!r} with the wrong number of fields")
-    scalars = row[: len(_SCALARS)]
+    scalars = row[: len(names)]
     if not all(isinstance(v, str) for v in scalars):
         raise ValueError(f"decision record {rid!r} with a wrong field")
-    footer, received, decided, event_ids, trackers = row[len(_SCALARS) :]
+    footer, received, decided, event_ids, trackers = row[len(names) :]
     return DecisionRecord(
         record_id=rid.decode("ascii"),
         trackers=tuple(make_tracker(t[:-1], tuple(t[-1])) for t in trackers),
@@ -157,7 +164,7 @@ def decode(stored: bytes) -> DecisionRecord:
         footer_injected=bool(footer),
         received_at=_from_micros(received),
         decided_at=_from_micros(received + decided),
-        **dict(zip(_SCALARS, scalars, strict=True)),
+        **dict(zip(names, scalars, strict=True)),
     )
 
 
@@ -183,8 +190,8 @@ def csv_rows(record: DecisionRecord) -> list[list[str]]:
         " ".join(record.consent_event_ids),
     ]
     if not record.trackers:
-        return [head + [""] * (len(CSV_COLUMNS) - len(head))]
+        return [[*head, *[""] * (len(CSV_COLUMNS) - len(head) - 1), record.controller]]
     return [
-        [*head, str(number), *_tracker_values(t), " ".join(t.consent_event_ids)]
+        [*head, str(number), *_tracker_values(t), " ".join(t.consent_event_ids), record.controller]
         for number, t in enumerate(record.trackers)
     ]

@@ -11,6 +11,9 @@ Rule 2: the JSON is canonical: the same record gives the same bytes (sorted keys
         UTC timestamps with microseconds and a ``Z``), so that exports are reproducible.
 Rule 3: the address is kept inside the record (auditors must be able to read it); only its
         keyed hash ever appears in a Redis key.
+Rule 4: ``controller`` is the id of the controller whose consent the decisions read ("" when
+        no configured controller covered the message); records made before controllers
+        existed read back with "" as well.
 """
 
 from __future__ import annotations
@@ -76,6 +79,7 @@ class DecisionRecord:
     rules_digest: str
     received_at: datetime
     decided_at: datetime
+    controller: str = ""
 
     def to_json(self) -> dict[str, object]:
         """The SPEC section-3 shape of one recipient, with the audit fields around it."""
@@ -98,11 +102,17 @@ class DecisionRecord:
             "rules_digest": self.rules_digest,
             "received_at": iso(self.received_at),
             "decided_at": iso(self.decided_at),
+            "controller": self.controller,
         }
 
 
 # ---------------------------------------------------------------------------------------------
 # Building records
+
+
+class _Controller(Protocol):
+    @property
+    def id(self) -> str: ...
 
 
 class DecidedMessage(Protocol):
@@ -124,6 +134,8 @@ class DecidedMessage(Protocol):
     def packs(self) -> Mapping[str, str]: ...
     @property
     def rules_digest(self) -> str: ...
+    @property
+    def controller(self) -> _Controller | None: ...
 
 
 def build_records(
@@ -144,6 +156,7 @@ def build_records(
     digest = source.rules_digest
     packs = source.packs
     by_id = {c.id: c for c in source.candidates}
+    controller = source.controller.id if source.controller is not None else ""
     records = []
     for index, plan in enumerate(plans):
         trackers = tuple(_tracker(by_id[d.candidate_id], d) for d in plan.decisions)
@@ -167,6 +180,7 @@ def build_records(
                 rules_digest=digest,
                 received_at=received_at,
                 decided_at=decided_at or received_at,
+                controller=controller,
             )
         )
     return records
@@ -271,6 +285,7 @@ def record_from_json(data: Mapping[str, object]) -> DecisionRecord:
         rules_digest=_str(data, "rules_digest"),
         received_at=_time(data, "received_at"),
         decided_at=_time(data, "decided_at"),
+        controller=_str(data, "controller"),
     )
 
 

@@ -13,6 +13,10 @@ Rule 3: an append and its state update are one Lua script (``consent_state.RECOR
         one recipient are serialised by retrying, never by interleaving.
 Rule 4: recipients are keyed by ``recipient_key`` (keyed hash); the address is only inside the
         stored record. Every other failure of a write or read is a ``StoreUnavailable``.
+Rule 5: every chain, state and import set belongs to one controller (``relay.core.
+        controllers``): an event names its controller (or none when there is one), a read
+        names the controller asked about, and nothing recorded for one controller is ever read
+        for another. The controller owning the older consent keeps the keys it had.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from typing import Any, Protocol
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from relay.core.controllers import Controller, Controllers
 from relay.core.recipients import mask, recipient_key
 from relay.errors import StoreUnavailable
 from relay.model import ConsentEvent, ConsentState
@@ -63,11 +68,15 @@ MAX_CHAIN_RETRIES = 200  # concurrent writers for one recipient; each retry cost
 class ConsentStore(Protocol):
     async def record(self, event: ConsentEvent) -> ConsentEvent: ...
 
-    async def states(self, addresses: Sequence[str], now: datetime) -> dict[str, ConsentState]: ...
+    async def states(
+        self, addresses: Sequence[str], now: datetime, controller: str | None = None
+    ) -> dict[str, ConsentState]: ...
 
-    async def history(self, address: str) -> list[ConsentEvent]: ...
+    async def history(self, address: str, controller: str | None = None) -> list[ConsentEvent]: ...
 
-    async def verify(self, address: str | None = None) -> VerifyReport: ...
+    async def verify(
+        self, address: str | None = None, controller: str | None = None
+    ) -> VerifyReport: ...
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -77,6 +86,7 @@ class Pending:
     rkey: str
     event: ConsentEvent
     fingerprint: bytes = b""
+    scope: str = ""  # the controller's key scope (``Controller.scope``)
 
 
 def _text(value: bytes | str) -> str:
@@ -93,6 +103,7 @@ class RedisConsentStore:
         rules_digest: str = "",
         *,
         timeout: float = 2.0,
+        controllers: Controllers | None = None,
     ) -> None:
         self.client = client
         self.keys = keys
@@ -100,23 +111,30 @@ class RedisConsentStore:
         self.settings = settings
         self.rules_digest = rules_digest
         self.timeout = timeout
+        self.controllers = controllers or Controllers()
         self._script = client.register_script(RECORD_LUA)
 
     def rkey(self, address: str) -> str:
         return recipient_key(address, self.address_key)
 
+    def controller(self, controller_id: str | None) -> Controller:
+        """The controller an event or a read names (ValueError names the choices)."""
+        return self.controllers.resolve(controller_id)
+
     def prepare(
         self, event: ConsentEvent, now: datetime, fingerprint: bytes = b"", validated: bool = False
     ) -> Pending:
-        """Validate an event and give it its id, recorded_at and default rules digest."""
+        """Validate an event and give it its controller, id, recorded_at and rules digest."""
         valid = event if validated else validate_event(event, now)
+        owner = self.controller(valid.controller)
         valid = dataclasses.replace(
             valid,
             id=new_event_id(),
             recorded_at=now,
             rules_digest=valid.rules_digest or self.rules_digest,
+            controller=owner.id,
         )
-        return Pending(self.rkey(valid.address), valid, fingerprint)
+        return Pending(self.rkey(valid.address), valid, fingerprint, owner.scope)
 
     # -- writes ----------------------------------------------------------------------------
 
@@ -130,11 +148,11 @@ class RedisConsentStore:
 
     async def _append(self, item: Pending) -> bool:
         """Append one event, retrying while other writers move the chain; False if seen."""
-        head = await self.client.hget(self.keys.consent_state(item.rkey), FIELD_HEAD)
+        head = await self.client.hget(self.keys.consent_state(item.rkey, item.scope), FIELD_HEAD)
         prev = _text(head) if head else ""
         for _attempt in range(MAX_CHAIN_RETRIES):
             status, head = await self._script(
-                keys=self._script_keys(item.rkey), args=self._args(item, prev)
+                keys=self._script_keys(item.rkey, item.scope), args=self._args(item, prev)
             )
             if status == 1:
                 return True
@@ -143,11 +161,11 @@ class RedisConsentStore:
             prev = _text(head)  # another writer appended first: chain onto its event
         raise StoreUnavailable(f"consent store: too many concurrent writes for {item.rkey}")
 
-    def _script_keys(self, rkey: str) -> list[str]:
+    def _script_keys(self, rkey: str, scope: str) -> list[str]:
         return [
-            self.keys.consent_events(rkey),
-            self.keys.consent_state(rkey),
-            self.keys.consent_import_seen(),
+            self.keys.consent_events(rkey, scope),
+            self.keys.consent_state(rkey, scope),
+            self.keys.consent_import_seen(scope),
         ]
 
     def _args(self, item: Pending, prev: str) -> list[Any]:
@@ -180,23 +198,36 @@ class RedisConsentStore:
             unique.append(item)
         if not unique:
             return added, skipped
-        rkeys = list(dict.fromkeys(item.rkey for item in unique))
+        chains = list(dict.fromkeys((item.rkey, item.scope) for item in unique))
+        scopes = list(dict.fromkeys(item.scope for item in unique))
         pipe = self.client.pipeline(transaction=False)
-        pipe.smismember(self.keys.consent_import_seen(), [i.fingerprint or b"-" for i in unique])
-        for rkey in rkeys:
-            pipe.hget(self.keys.consent_state(rkey), FIELD_HEAD)
+        for scope in scopes:
+            pipe.smismember(
+                self.keys.consent_import_seen(scope),
+                [i.fingerprint or b"-" for i in unique if i.scope == scope],
+            )
+        for rkey, scope in chains:
+            pipe.hget(self.keys.consent_state(rkey, scope), FIELD_HEAD)
         first = await pipe.execute()
-        heads = {rkey: _text(h) if h else "" for rkey, h in zip(rkeys, first[1:], strict=True)}
+        seen_by_scope = {scope: iter(found) for scope, found in zip(scopes, first, strict=False)}
+        heads = {
+            chain: _text(h) if h else ""
+            for chain, h in zip(chains, first[len(scopes) :], strict=True)
+        }
         chained: list[tuple[Pending, str]] = []
-        for item, known in zip(unique, first[0], strict=True):
+        for item in unique:
+            known = next(seen_by_scope[item.scope])
             if known and item.fingerprint:
                 skipped += 1
                 continue
-            prev = heads[item.rkey]
+            chain = (item.rkey, item.scope)
+            prev = heads[chain]
             args = self._args(item, prev)
-            heads[item.rkey] = args[2]  # this event's hash is the next one's prev
+            heads[chain] = str(args[2])  # this event's hash is the next one's prev
             chained.append((item, prev))
-            await self._script(keys=self._script_keys(item.rkey), args=args, client=pipe)
+            await self._script(
+                keys=self._script_keys(item.rkey, item.scope), args=args, client=pipe
+            )
         results = await pipe.execute() if chained else []
         for (item, _prev), (status, _head) in zip(chained, results, strict=True):
             # Status 0: the head moved under us (a concurrent writer): retry alone, in order.
@@ -207,39 +238,52 @@ class RedisConsentStore:
 
     # -- reads -----------------------------------------------------------------------------
 
-    async def states(self, addresses: Sequence[str], now: datetime) -> dict[str, ConsentState]:
+    async def states(
+        self, addresses: Sequence[str], now: datetime, controller: str | None = None
+    ) -> dict[str, ConsentState]:
+        """Each address's state for one controller (``None``: the only one). A controller that
+        is not configured raises ``ValueError``: the caller names the wrong id."""
+        owner = self.controller(controller)
         rkeys = {address: self.rkey(address) for address in addresses}
         try:
             async with asyncio.timeout(self.timeout):
                 pipe = self.client.pipeline(transaction=False)
                 for rkey in rkeys.values():
-                    pipe.hgetall(self.keys.consent_state(rkey))
+                    pipe.hgetall(self.keys.consent_state(rkey, owner.scope))
                 replies = await pipe.execute()
         except Exception as exc:  # Rule 1: fail closed whatever went wrong
             log.warning("consent store unavailable, failing closed: %s", exc or type(exc).__name__)
-            return {a: ConsentState(rkey, available=False) for a, rkey in rkeys.items()}
+            return {
+                a: ConsentState(rkey, available=False, controller=owner.id)
+                for a, rkey in rkeys.items()
+            }
         out: dict[str, ConsentState] = {}
         for (address, rkey), raw in zip(rkeys.items(), replies, strict=True):
             fields = {_text(k): _text(v) for k, v in raw.items()}
             try:
-                out[address] = derive(rkey, fields, now, self.settings)
+                state = derive(rkey, fields, now, self.settings)
+                out[address] = dataclasses.replace(state, controller=owner.id)
             except (ValueError, KeyError) as exc:
                 log.error("consent state of %s is damaged (%s): failing closed", mask(address), exc)
-                out[address] = ConsentState(rkey, available=False)
+                out[address] = ConsentState(rkey, available=False, controller=owner.id)
         return out
 
-    async def raw_records(self, rkey: str) -> tuple[list[bytes], dict[str, str]]:
+    async def raw_records(
+        self, rkey: str, controller: str | None = None
+    ) -> tuple[list[bytes], dict[str, str]]:
         """The stored JSON records of one recipient (append order) and its state hash."""
-        return (await self._raw_many([rkey]))[0]
+        return (await self._raw_many([rkey], self.controller(controller).scope))[0]
 
-    async def _raw_many(self, rkeys: Sequence[str]) -> list[tuple[list[bytes], dict[str, str]]]:
+    async def _raw_many(
+        self, rkeys: Sequence[str], scope: str
+    ) -> list[tuple[list[bytes], dict[str, str]]]:
         # MULTI/EXEC: records and state are read at one instant, so that an append landing in
         # between cannot look like a broken chain.
         try:
             pipe = self.client.pipeline(transaction=True)
             for rkey in rkeys:
-                pipe.lrange(self.keys.consent_events(rkey), 0, -1)
-                pipe.hgetall(self.keys.consent_state(rkey))
+                pipe.lrange(self.keys.consent_events(rkey, scope), 0, -1)
+                pipe.hgetall(self.keys.consent_state(rkey, scope))
             replies = await pipe.execute()
         except STORE_ERRORS as exc:
             raise StoreUnavailable(f"consent store: cannot read the records: {exc}") from exc
@@ -248,14 +292,17 @@ class RedisConsentStore:
             for records, state in zip(replies[::2], replies[1::2], strict=True)
         ]
 
-    async def history(self, address: str) -> list[ConsentEvent]:
-        """The recipient's events in the order recorded (ValueError names a damaged record)."""
+    async def history(self, address: str, controller: str | None = None) -> list[ConsentEvent]:
+        """The recipient's events in the order recorded (ValueError names a damaged record).
+        An event recorded before controllers existed is given the controller that holds it."""
         rkey = self.rkey(address)
-        records, _state = await self.raw_records(rkey)
+        owner = self.controller(controller)
+        records, _state = await self.raw_records(rkey, owner.id)
         events: list[ConsentEvent] = []
         for index, raw in enumerate(records):
             try:
-                events.append(event_from_record(json.loads(raw)))
+                event = event_from_record(json.loads(raw))
+                events.append(event if event.controller else _owned(event, owner.id))
             except (ValueError, KeyError, TypeError, AttributeError) as exc:
                 raise ValueError(
                     f"recipient {rkey}: record #{index} is damaged ({exc}): "
@@ -263,29 +310,48 @@ class RedisConsentStore:
                 ) from None
         return events
 
-    async def verify(self, address: str | None = None) -> VerifyReport:
-        if address is not None:
-            rkeys: list[str] = [self.rkey(address)]
-        else:
-            rkeys = sorted(await self._all_rkeys())
+    async def verify(
+        self, address: str | None = None, controller: str | None = None
+    ) -> VerifyReport:
+        """Check the chains of one controller (or, without one, of every controller)."""
+        owners = (
+            [self.controller(controller)] if controller else list(self.controllers.by_id.values())
+        )
         recipients = events = 0
         problems: list[ChainProblem] = []
-        for start in range(0, len(rkeys), VERIFY_BATCH):
-            batch = rkeys[start : start + VERIFY_BATCH]
-            for rkey, (records, state) in zip(batch, await self._raw_many(batch), strict=True):
-                one = check_chain(rkey, records, state, self.address_key)
-                recipients += one.recipients
-                events += one.events
-                problems.extend(one.problems)
+        for owner in owners:
+            if address is not None:
+                rkeys: list[str] = [self.rkey(address)]
+            else:
+                rkeys = sorted(await self._all_rkeys(owner.scope))
+            for start in range(0, len(rkeys), VERIFY_BATCH):
+                batch = rkeys[start : start + VERIFY_BATCH]
+                chains = await self._raw_many(batch, owner.scope)
+                for rkey, (records, state) in zip(batch, chains, strict=True):
+                    if address is not None and not records and not state and len(owners) > 1:
+                        continue  # this recipient has nothing with that controller
+                    one = check_chain(rkey, records, state, self.address_key, owner.id)
+                    recipients += one.recipients
+                    events += one.events
+                    problems.extend(one.problems)
         return VerifyReport(recipients, events, tuple(problems))
 
-    async def _all_rkeys(self) -> set[str]:
+    async def _all_rkeys(self, scope: str) -> set[str]:
         found: set[str] = set()
         try:
-            for pattern in (self.keys.consent_events_match(), self.keys.consent_state_match()):
+            for pattern in (
+                self.keys.consent_events_match(scope),
+                self.keys.consent_state_match(scope),
+            ):
                 start = len(pattern) - 1  # the pattern ends with the "*" standing for the key
                 async for key in self.client.scan_iter(match=pattern, count=1000):
-                    found.add(_text(key)[start:])
+                    rest = _text(key)[start:]
+                    if ":" not in rest:  # another controller's key under the same prefix
+                        found.add(rest)
         except STORE_ERRORS as exc:
             raise StoreUnavailable(f"consent store: cannot list recipients: {exc}") from exc
         return found
+
+
+def _owned(event: ConsentEvent, controller: str) -> ConsentEvent:
+    return dataclasses.replace(event, controller=controller)

@@ -16,10 +16,14 @@ Columns (header names; order free; only the first three are required):
     method             checkbox, button, link_confirmation, import, api, relay, admin
                        (default: import)
     notice_id, notice_version, notice_language, notice_hash      the notice shown
+    controller         the controller's id (default: ``--controller``, or the only one)
     ip, user_agent, token_id                                     evidence where a person acted
     source_<name>      any number of source fields, e.g. source_form_id, source_form_version,
                        source_page, source_message_ref
 Empty cells mean "not known". The store adds ``source.import_file`` and ``source.import_line``.
+A ``granted`` or ``informed`` row must give ``method``, a ``source_<name>`` and
+``notice_version`` (proof before reliance: ``consent_proof`` Rule 6); the import's own
+defaults prove nothing.
 
 Rule 1: idempotent: each row's fingerprint (what the event says, not where the row sits in
         the file) is stored with the event in the same script, so importing a file twice, or
@@ -43,16 +47,18 @@ from tqdm import tqdm
 
 from relay.model import ConsentEvent
 from relay.store.consent import Pending, RedisConsentStore
-from relay.store.consent_proof import fingerprint, parse_time, validate_event
+from relay.store.consent_proof import check_proof, fingerprint, parse_time, validate_event
 
 BATCH = 1000
 REQUIRED = ("address", "event", "occurred_at")
 OPTIONAL = (
     "purposes", "actor", "method", "notice_id", "notice_version", "notice_language",
-    "notice_hash", "ip", "user_agent", "token_id",
+    "notice_hash", "ip", "user_agent", "token_id", "controller",
 )  # fmt: skip
 EVIDENCE = ("ip", "user_agent", "token_id")
 IMPORT_SOURCE = ("import_file", "import_line")
+# The proof fields of a granted/informed row (consent_proof Rule 6), as columns.
+_NAMES = {"method": "method", "source": "source_<name>", "notice.version": "notice_version"}
 
 
 class ImportFileError(ValueError):
@@ -81,7 +87,9 @@ def _check_header(path: str, header: list[str]) -> list[str]:
     return names
 
 
-def row_event(cells: dict[str, str], file_name: str, line: int) -> ConsentEvent:
+def row_event(
+    cells: dict[str, str], file_name: str, line: int, controller: str = ""
+) -> ConsentEvent:
     """One CSV row (header name -> cell) -> an unvalidated event (ValueError on bad cells)."""
     source = {k[len("source_") :]: v for k, v in cells.items() if k.startswith("source_") and v}
     source.update(import_file=file_name, import_line=str(line))
@@ -99,6 +107,7 @@ def row_event(cells: dict[str, str], file_name: str, line: int) -> ConsentEvent:
         source=source,
         notice=notice,
         evidence={k: cells[k] for k in EVIDENCE if cells.get(k)},
+        controller=cells.get("controller") or controller,
     )
 
 
@@ -145,6 +154,7 @@ async def import_csv(
     on_bad: Callable[[str], None],
     progress: bool = True,
     batch: int = BATCH,
+    controller: str = "",
 ) -> ImportReport:
     """Import one CSV file; ``on_bad`` receives ``FILE:LINE: problem`` for each bad row."""
     report = ImportReport()
@@ -164,13 +174,16 @@ async def import_csv(
             try:
                 if isinstance(cells, str):
                     raise ValueError(cells)
-                event = validate_event(row_event(cells, path.name, line), now)
+                event = validate_event(row_event(cells, path.name, line, controller), now)
+                defaulted = () if cells.get("method") else ("method",)
+                check_proof(event, defaulted=defaulted, names=_NAMES)
+                fp = fingerprint(event, ignore_source=IMPORT_SOURCE)
+                item = store.prepare(event, now, fp, validated=True)  # or an unknown controller
             except ValueError as exc:
                 report.bad += 1
                 on_bad(f"{path}:{line}: {exc}")
                 continue
-            fp = fingerprint(event, ignore_source=IMPORT_SOURCE)
-            pending.append(store.prepare(event, now, fp, validated=True))
+            pending.append(item)
             if len(pending) >= batch:
                 await _flush(store, pending, report)
                 now = datetime.now(UTC)

@@ -12,6 +12,17 @@ Rule 3: the record's hash is SHA-256 over its canonical JSON (sorted keys, no sp
         which includes ``prev``, the hash of the recipient's previous record: changing,
         inserting or deleting a record breaks the chain from that point on.
 Rule 4: the address appears only inside the record (for auditors), never in a Redis key.
+Rule 5: every record names its ``controller`` (an id); records written before controllers
+        existed have none and belong to the controller whose keys hold them.
+Rule 6: proof before reliance. A ``granted`` event (the relay tracks on it) or an ``informed``
+        event (the legacy regime tracks on it) must carry the conditions the recommendation
+        asks the controller to prove (section 6: "a record of each person's consent, as well
+        as the conditions under which that consent was obtained"; Article 7.1 GDPR): how it
+        was given (``method``), where (``source``: form, page, message, beyond the import's
+        own bookkeeping) and which information was shown (``notice.version``). ``check_proof``
+        names every missing field at once; each input path (CLI, API, CSV import, the pages)
+        calls it with its own names for the fields, and a default an input path fills in on
+        its own is not proof (the CLI's ``admin``, the API's ``api``, the import's ``import``).
 """
 
 from __future__ import annotations
@@ -21,7 +32,7 @@ import ipaddress
 import json
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -40,6 +51,7 @@ NEEDS_PURPOSE = DECISIVE | {EventType.REQUESTED}
 FUTURE_SKEW = timedelta(minutes=10)
 
 _FIELD_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+_CONTROLLER_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 # Tabs and line breaks may be part of a wording shown; other control characters are garbage.
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 MAX_VALUE = 2000
@@ -139,6 +151,54 @@ def validate_event(event: ConsentEvent, now: datetime) -> ConsentEvent:
         rules_digest=event.rules_digest,
         recorded_at=event.recorded_at,
         id=event.id,
+        controller=_controller_id(event.controller),
+    )
+
+
+def _controller_id(value: str) -> str:
+    if value and not (isinstance(value, str) and _CONTROLLER_ID.match(value)):
+        raise ValueError(f"controller: not a controller id: {value!r}")
+    return value
+
+
+# Events the relay relies on to track: they must prove their conditions (Rule 6).
+PROOF_EVENTS = frozenset({EventType.GRANTED, EventType.INFORMED})
+PROOF_FIELDS = ("method", "source", "notice.version")
+# Source fields an input path writes itself: they say where the record came from, not where
+# the recipient consented.
+BOOKKEEPING_SOURCE = frozenset({"import_file", "import_line"})
+
+
+def missing_proof(event: ConsentEvent, *, defaulted: Collection[str] = ()) -> list[str]:
+    """The ``PROOF_FIELDS`` a ``granted``/``informed`` event lacks (Rule 6). ``defaulted``:
+    the fields the input path filled in itself, which prove nothing."""
+    if event.event not in PROOF_EVENTS:
+        return []
+    given = {
+        "method": bool(event.method),
+        "source": any(v.strip() for k, v in event.source.items() if k not in BOOKKEEPING_SOURCE),
+        "notice.version": bool(event.notice.get("version", "").strip()),
+    }
+    return [f for f in PROOF_FIELDS if not given[f] or f in defaulted]
+
+
+def check_proof(
+    event: ConsentEvent,
+    *,
+    defaulted: Collection[str] = (),
+    names: Mapping[str, str] | None = None,
+) -> None:
+    """Raise ``ValueError`` naming every missing proof field (Rule 6), in the input's words
+    (``names`` maps ``PROOF_FIELDS`` to the input's own names, e.g. ``--notice-version``)."""
+    missing = missing_proof(event, defaulted=defaulted)
+    if not missing:
+        return
+    shown = [(names or {}).get(field, field) for field in missing]
+    kind = EventType(event.event).value
+    article = "an" if kind[0] in "aeiou" else "a"
+    raise ValueError(
+        f"{shown[0]}: missing: {article} {kind!r} event needs proof of the "
+        f"conditions of consent (recommendation section 6): give {', '.join(shown)}"
     )
 
 
@@ -168,12 +228,18 @@ def proof_fields(event: ConsentEvent) -> dict[str, Any]:
             **event.evidence,
         },
         "rules_digest": event.rules_digest,
+        "controller": event.controller,
     }
 
 
 def fingerprint(event: ConsentEvent, ignore_source: tuple[str, ...] = ()) -> bytes:
-    """16 bytes identifying what an event says (for idempotent imports)."""
+    """16 bytes identifying what an event says (for idempotent imports).
+
+    The controller is left out: each controller has its own set of imported fingerprints, so
+    fingerprints of rows imported before controllers existed still match.
+    """
     fields = proof_fields(event)
+    fields.pop("controller")
     fields["source"] = {k: v for k, v in fields["source"].items() if k not in ignore_source}
     return hashlib.blake2b(canonical(fields), digest_size=16).digest()
 
@@ -212,6 +278,7 @@ def event_from_record(record: Mapping[str, Any]) -> ConsentEvent:
         rules_digest=record["rules_digest"],
         recorded_at=parse_time(record["recorded_at"], "recorded_at"),
         id=record["id"],
+        controller=str(record.get("controller", "")),
     )
 
 
@@ -220,7 +287,7 @@ def event_from_record(record: Mapping[str, Any]) -> ConsentEvent:
 
 _API_FIELDS = frozenset(
     {"address", "event", "purposes", "occurred_at", "actor", "method", "source", "notice",
-     "evidence", "rules_digest"}
+     "evidence", "rules_digest", "controller"}
 )  # fmt: skip
 _API_ACTORS = ("recipient", "api")
 
@@ -250,7 +317,10 @@ def validate_api_payload(payload: object, now: datetime) -> ConsentEvent:
     Body: ``{"address", "event", "purposes": [...], "occurred_at"?: ISO-8601 with offset
     (default now), "actor"?: "recipient"|"api" (default "api"), "method"?: (default "api"),
     "source"?: {...}, "notice"?: {"id", "version", "language", "hash"}, "evidence"?: {"ip",
-    "user_agent", "token_id"}}``. Unknown fields are refused, so that a typo is not lost proof.
+    "user_agent", "token_id"}, "controller"?: id (may be left out when there is one)}``.
+    Unknown fields are refused, so that a typo is not lost proof.
+    A ``granted`` or ``informed`` event must give ``method``, ``source`` and
+    ``notice.version`` (module Rule 6).
     """
     if not isinstance(payload, dict):
         raise ValueError("body: must be a JSON object")
@@ -281,5 +351,8 @@ def validate_api_payload(payload: object, now: datetime) -> ConsentEvent:
         notice=_map_field(payload, "notice"),
         evidence=_map_field(payload, "evidence"),
         rules_digest=_str_field(payload, "rules_digest", ""),
+        controller=_str_field(payload, "controller", ""),
     )
-    return validate_event(event, now)
+    valid = validate_event(event, now)
+    check_proof(valid, defaulted=() if "method" in payload else ("method",))
+    return valid

@@ -10,7 +10,8 @@ Rule 1: every record's hash must match its content, its ``prev`` the hash of the
 Rule 2: the cached state must equal the state replayed from the records, so that an edit of
         the cache alone (which would change decisions without touching the proof) is found too.
 Rule 3: a record must belong to the recipient whose list holds it (its address hashes to the
-        list's key).
+        list's key) and to the controller whose keys hold it (a record written before
+        controllers existed names none, and belongs to the one holding it).
 Limit: the chain proves integrity against edits made without re-hashing; someone able to
 rewrite a whole chain and its state can forge it. Export heads elsewhere to anchor them.
 """
@@ -60,7 +61,11 @@ def _record(raw: str | bytes) -> dict[str, Any] | None:
 
 
 def check_chain(
-    rkey: str, raw_records: Sequence[str | bytes], state: Mapping[str, str], address_key: bytes
+    rkey: str,
+    raw_records: Sequence[str | bytes],
+    state: Mapping[str, str],
+    address_key: bytes,
+    controller: str = "",
 ) -> VerifyReport:
     problems: list[ChainProblem] = []
     prev = ""
@@ -82,6 +87,13 @@ def check_chain(
         address = record.get("address")
         if not isinstance(address, str) or recipient_key(address, address_key) != rkey:
             problems.append(ChainProblem(rkey, index, eid, "belongs to another recipient"))
+        named = record.get("controller", "")
+        if controller and named and named != controller:
+            problems.append(
+                ChainProblem(
+                    rkey, index, eid, f"belongs to controller {named!r}, not {controller!r}"
+                )
+            )
         try:
             events.append(event_from_record(record))
         except (KeyError, ValueError, TypeError, AttributeError) as exc:

@@ -20,6 +20,14 @@ Rule 4: once the client shows it received that 250 (by sending its next command 
         application sending the very same bytes again on purpose gets them delivered again.
 Rule 3: when Redis cannot be reached the ledger keeps the pairs in process memory (bounded), so
         a retry to the same relay process is still deduplicated; the log says so.
+Rule 5: recipients are keyed as RCPT folds them (``smtp.address.fold``: the local part as
+        written, the domain in any case), so two distinct local parts never share an entry.
+Rule 6: RFC 1047's window: as the end of the data goes to the upstream (while it decides), the
+        accepted recipients are written as *in flight*; the upstream's final answer replaces
+        that entry (a deferral removes it). An entry still in flight on a retry means the
+        relay stopped (kill -9, power loss) between the end of the data and the ledger write:
+        the upstream most probably accepted it, so it counts as delivered and the conductor
+        says so in the log and the audit record (``IN_FLIGHT``) rather than send a second copy.
 """
 
 from __future__ import annotations
@@ -28,18 +36,26 @@ import hashlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from relay.smtp.address import fold
 from relay.store.redis_keys import Keys
 
 log = logging.getLogger("relay.store.ledger")
 
 DEFAULT_TTL = 7 * 24 * 3600
 SETTLED_TTL = 3600
+# The value of an entry written as the end of the data went out, before its reply (Rule 6).
+IN_FLIGHT = "(in flight when the relay stopped: counted as delivered, RFC 1047)"
+
+
+def rcpt_key(rcpt: str) -> str:
+    """The ledger's key for a recipient (Rule 5)."""
+    return fold(rcpt)
 
 
 def message_key(mail_from: str, data: bytes) -> str:
@@ -70,7 +86,7 @@ class Ledger:
         self._memory_limit = memory_limit
 
     async def done(self, key: str) -> dict[str, str]:
-        """Recipients (lower-cased) already answered for good -> the upstream reply text."""
+        """Recipients (``rcpt_key``) answered for good, or in flight (Rule 6) -> reply text."""
         found: dict[str, str] = {}
         remembered = self._memory.get(key)
         if remembered and remembered[0] > time.monotonic():
@@ -92,17 +108,34 @@ class Ledger:
         except (RedisError, OSError, TimeoutError) as exc:
             log.warning("ledger entry not removed (%s); it expires by itself", exc)
 
-    async def record(self, key: str, replies: Mapping[str, str], *, settled: bool = False) -> None:
-        """Remember final answers; ``settled``: every recipient is done (Rule 2)."""
-        if not replies:
-            return
-        ttl = self.settled_ttl if settled else self.ttl
-        entries: dict[str | bytes, str | bytes] = {
-            rcpt.lower(): text for rcpt, text in replies.items()
-        }
+    async def in_flight(self, key: str, rcpts: Sequence[str]) -> None:
+        """Rule 6: ``rcpts`` are about to get the end of the data; a final answer replaces this."""
+        await self._write(key, {rcpt_key(r): IN_FLIGHT for r in rcpts}, (), self.ttl)
+
+    async def record(
+        self,
+        key: str,
+        replies: Mapping[str, str],
+        *,
+        settled: bool = False,
+        cleared: Sequence[str] = (),
+    ) -> None:
+        """Remember final answers; ``settled``: every recipient is done (Rule 2); ``cleared``:
+        recipients written in flight whose transaction was deferred after all (Rule 6)."""
+        entries: dict[str, str] = {rcpt_key(r): text for r, text in replies.items()}
+        gone = tuple(rcpt_key(r) for r in cleared if r not in replies)
+        if entries or gone:
+            await self._write(key, entries, gone, self.settled_ttl if settled else self.ttl)
+
+    async def _write(
+        self, key: str, entries: Mapping[str, str], gone: Sequence[str], ttl: int
+    ) -> None:
         try:
             async with self.client.pipeline(transaction=True) as pipe:
-                pipe.hset(self.keys.delivered(key), mapping=cast("Mapping[Any, Any]", entries))
+                if entries:
+                    pipe.hset(self.keys.delivered(key), mapping=cast("Mapping[Any, Any]", entries))
+                if gone:
+                    pipe.hdel(self.keys.delivered(key), *gone)
                 pipe.expire(self.keys.delivered(key), ttl)
                 await pipe.execute()
             return
@@ -110,10 +143,8 @@ class Ledger:
             log.warning("ledger write failed (%s); kept in this process's memory", exc)
         expires = time.monotonic() + ttl
         previous = self._memory.pop(key, (0.0, {}))[1]
-        self._memory[key] = (
-            expires,
-            {**previous, **{_text(k): _text(v) for k, v in entries.items()}},
-        )
+        kept = {k: v for k, v in previous.items() if k not in gone}
+        self._memory[key] = (expires, {**kept, **entries})
         while len(self._memory) > self._memory_limit:
             self._memory.popitem(last=False)
 

@@ -10,8 +10,10 @@ Rule 1: links carry only the recipient key; the address a withdrawal must be rec
         at every message, so an address no longer written to disappears by itself.
 Rule 2: the deliverability minimisation keeps one number per recipient: the day of the last
         open, overwritten (``ZADD`` replaces the score). No time, IP or user agent, ever.
-Rule 3: writes are idempotent (``SET`` with expiry, ``ZADD``): a retried message or a
-        re-opened email writes the same thing again.
+Rule 3: writes are idempotent (``SET`` with expiry, ``ZADD``, ``SET NX``): a retried message
+        or a re-opened email writes the same thing again.
+Rule 4: the wording each page showed is kept by its hash (``notice:<hash>``), never expiring:
+        it is what a proof's ``notice.hash`` refers to.
 """
 
 from __future__ import annotations
@@ -65,6 +67,15 @@ async def remember_recipient(client: Redis, keys: Keys, rkey: str, address: str)
 async def recipient_address(client: Redis, keys: Keys, rkey: str) -> str | None:
     value = await client.get(keys.recipient_address(rkey))
     return _text(value)
+
+
+async def remember_notice(client: Redis, keys: Keys, notice_hash: str, text: str) -> None:
+    """Keep the wording behind a proof's notice hash (once; the same hash is the same text)."""
+    await client.set(keys.notice_text(notice_hash), text, nx=True)
+
+
+async def notice_text(client: Redis, keys: Keys, notice_hash: str) -> str | None:
+    return _text(await client.get(keys.notice_text(notice_hash)))
 
 
 async def note_open_day(client: Redis, keys: Keys, rkey: str, now: datetime) -> None:

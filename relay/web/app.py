@@ -12,6 +12,8 @@ Rule 2: every failure a visitor can cause is a clear 4xx page in their language;
 Rule 3: pages load nothing from elsewhere (one local stylesheet), run no JavaScript, and send a
         Content-Security-Policy saying so, plus ``Referrer-Policy: no-referrer`` because the
         URL holds the recipient's token.
+Rule 4: request framing and body size are checked (``guard``) before any handler runs; the
+        auditors' workspace (``audit``) is mounted only when auditors are configured.
 """
 
 from __future__ import annotations
@@ -21,16 +23,20 @@ import logging
 from redis.asyncio import Redis
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from relay.core.links import LinkSigner
+from relay.core.controllers import Controllers, build_controllers
+from relay.core.links import LinkMinter, LinkSigner
 from relay.settings import Settings
 from relay.store.redis_keys import Keys
 from relay.web import api, gateway, pages
+from relay.web.audit import routes as audit
 from relay.web.context import STATIC, ConsentStore, WebContext, error_page, templates_environment
+from relay.web.guard import RequestGuard
 
 log = logging.getLogger("relay.web")
 
@@ -70,7 +76,12 @@ async def metrics_endpoint(request: Request) -> Response:
 
 
 def create_app(
-    *, settings: Settings, redis: Redis, store: ConsentStore, signer: LinkSigner
+    *,
+    settings: Settings,
+    redis: Redis,
+    store: ConsentStore,
+    signer: LinkSigner,
+    controllers: Controllers | None = None,
 ) -> Starlette:
     page_methods = ["GET", "HEAD", "POST"]
     routes = [
@@ -85,9 +96,12 @@ def create_app(
         Route("/api/v1/consent", api.record_consent, methods=["POST"]),
         Mount("/static", StaticFiles(directory=str(STATIC)), name="static"),
     ]
+    if settings.audit_ui.users:
+        routes += audit.routes()
     app = Starlette(
         routes=routes,
         exception_handlers={HTTPException: _http_error, Exception: _internal},
+        middleware=[Middleware(RequestGuard, max_body=settings.web.max_body_size)],
     )
     app.state.web = WebContext(
         settings=settings,
@@ -96,5 +110,10 @@ def create_app(
         store=store,
         signer=signer,
         templates=templates_environment(),
+        controllers=controllers or build_controllers(settings.controllers),
+        minter=LinkMinter(settings.web.public_url, signer),
     )
+    if settings.audit_ui.users:
+        keys = app.state.web.keys
+        app.state.audit = audit.Workspace(settings, redis, keys, app.state.web.templates)
     return app

@@ -21,11 +21,13 @@ from redis.asyncio import Redis
 from starlette.requests import Request
 from starlette.responses import Response
 
-from relay.core.links import LinkSigner
+from relay.core.controllers import Controllers
+from relay.core.links import LinkMinter, LinkSigner
 from relay.model import ConsentEvent, ConsentState
 from relay.settings import Settings
 from relay.store.redis_keys import Keys
 from relay.web import i18n
+from relay.web.wording import TEXTS
 
 log = logging.getLogger("relay.web")
 
@@ -49,7 +51,7 @@ class ConsentStore(Protocol):
     async def record(self, event: ConsentEvent) -> ConsentEvent: ...
 
     async def states(
-        self, addresses: Sequence[str], now: datetime
+        self, addresses: Sequence[str], now: datetime, controller: str | None = None
     ) -> Mapping[str, ConsentState]: ...
 
 
@@ -61,6 +63,8 @@ class WebContext:
     store: ConsentStore
     signer: LinkSigner
     templates: jinja2.Environment
+    controllers: Controllers
+    minter: LinkMinter  # links between the pages (withdrawal <-> preference centre)
 
 
 def context_of(request: Request) -> WebContext:
@@ -68,9 +72,11 @@ def context_of(request: Request) -> WebContext:
     return web
 
 
-def language(request: Request, form_lang: str | None = None) -> str:
+def language(request: Request, form_lang: str | None = None, email_lang: str = "") -> str:
     return i18n.choose(
-        form_lang or request.query_params.get("lang"), request.headers.get("accept-language")
+        form_lang or request.query_params.get("lang"),
+        request.headers.get("accept-language"),
+        email_lang,
     )
 
 
@@ -81,7 +87,7 @@ def render(
     html = ctx.templates.get_template(template).render(
         lang=lang,
         other=i18n.other(lang),
-        t=i18n.TEXTS[lang],
+        t=TEXTS[lang],
         purposes=i18n.PURPOSES[lang],
         **values,
     )
@@ -91,9 +97,9 @@ def render(
 def error_page(request: Request, status: int, reason: str, lang: str | None = None) -> Response:
     """A 4xx/5xx page naming what went wrong; ``reason`` is a key suffix of ``error_*``."""
     lang = lang or language(request)
-    texts = i18n.TEXTS[lang]
+    texts = TEXTS[lang]
     message = texts.get(f"error_{reason}", texts["error_internal"])
-    reload = reason == "nonce"
+    reload = reason in ("nonce", "notice")
     return render(request, "error.html", lang, status, message=message, reload=reload)
 
 

@@ -5,9 +5,10 @@ Input: a signed gateway or minimise token from an image URL the relay wrote into
 Output: a 302 to the original tracker, or the 43-byte transparent GIF.
 
 Rule 1: ``/g/`` redirects to the original tracker only if consent for the token's purpose
-        holds at this very moment (``store.states``); otherwise, and whenever anything is
-        missing or failing (unknown link, unknown recipient, Redis down), it answers the GIF
-        and records nothing. So a withdrawal also silences the emails sent before it.
+        holds at this very moment (``store.states``), given to the controller the token names;
+        otherwise, and whenever anything is missing or failing (unknown link, unknown
+        recipient or controller, Redis down), it answers the GIF and records nothing. So a
+        withdrawal also silences the emails sent before it.
 Rule 2: ``/m/`` never contacts and never reveals the original tracker; it keeps only the day
         of the last open per recipient (overwritten), and only for GET.
 Rule 3: both answer with ``Cache-Control: no-store`` so that every re-open asks again, and
@@ -91,6 +92,9 @@ async def gateway(request: Request) -> Response:
         return error_page(request, TOKEN_STATUS.get(reason, 400), reason)
     except ValueError:
         return blank()
+    owner = ctx.controllers.for_token(claims.controller)
+    if owner is None:
+        return blank()  # a controller no longer configured: nobody's consent can be checked
     try:
         # One round trip for both lookups; then the consent state.
         target_raw, address_raw = await ctx.redis.mget(
@@ -99,7 +103,7 @@ async def gateway(request: Request) -> Response:
         target, address = _decode(target_raw), _decode(address_raw)
         if target is None or address is None:
             return blank()
-        states = await ctx.store.states([address], now)
+        states = await ctx.store.states([address], now, owner.id)
     except (RedisError, RelayError, OSError):
         return blank()  # fail closed: no consent can be confirmed
     state = states.get(address) or next(iter(states.values()), None)

@@ -96,3 +96,17 @@ def test_local_pack_by_sender_domain_applies_to_the_from_header(
     recipient = json.loads(result.stdout)["recipients"][0]
     assert recipient["pack"] == "strict"
     assert {t["policy_rule"] for t in recipient["trackers"]} == {"strict-default"}
+
+
+def test_check_says_which_recipients_a_signed_message_would_not_reach(tmp_path: Path) -> None:
+    from tests.test_compliance import signed_newsletter
+
+    eml = tmp_path / "signed.eml"
+    eml.write_bytes(signed_newsletter())
+    result = _run("check", str(eml), "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    (recipient,) = json.loads(result.stdout)["recipients"]
+    assert "sendgrid-open (campaign_performance)" in recipient["withheld"]
+    assert recipient["trackers"][0]["policy_rule"] == "signed-no-basis"
+    human = _run("check", str(eml), cwd=tmp_path)
+    assert "NOT DELIVERED: a signed or encrypted part carries" in human.stdout

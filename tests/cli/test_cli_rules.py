@@ -170,3 +170,103 @@ def test_check_refuses_a_table_nobody_reads(
     assert run(["rules", "check", "--config", str(config)]) == 1
     err = capsys.readouterr().err
     assert f"{typo}:2: [[decison]]: unknown table" in err and "also [legcy]" in err
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 10 item 1: "no consent" means no request reaches the tracker.
+
+
+def _with_trackers(folders: tuple[Path, Path, Path]) -> None:
+    """The shipped detection files too, so that ``rules check`` loads everything."""
+    shipped = folders[0]
+    for name in ("trackers.toml", "heuristics.toml", "footer.toml"):
+        shutil.copy(SHIPPED_RULES / name, shipped / name)
+    shutil.copytree(SHIPPED_RULES / "lists", shipped / "lists")
+
+
+@pytest.mark.parametrize("action", ["strip_params", "keep", "gateway", "minimise"])
+def test_check_refuses_a_signature_whose_no_consent_still_fetches(
+    folders: tuple[Path, Path, Path], capsys: pytest.CaptureFixture[str], action: str
+) -> None:
+    _with_trackers(folders)
+    _, local, config = folders
+    bad = local / "vendors.toml"
+    bad.write_text(
+        '[[tracker]]\nid = "acme-open"\ndescription = "ACME open pixel"\nvendor = "ACME"\n'
+        'hosts = ["t.acme.example"]\nidentifying_params = ["rid"]\n'
+        f'no_consent = "{action}"\n'
+        'examples = ["https://t.acme.example/o.gif?rid=abc"]\n',
+        encoding="utf-8",
+    )
+    assert run(["rules", "check", "--config", str(config)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"{bad}:7: [[tracker]] 'acme-open' key 'no_consent':"), err
+    assert "recommendation 2.1" in err and "campaign_performance needs consent" in err
+    assert "row 'cnil-default'" in err and '"neutralise"' in err
+
+
+def test_check_accepts_no_consent_actions_that_fetch_nothing(
+    folders: tuple[Path, Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    _with_trackers(folders)
+    _, local, config = folders
+    (local / "vendors.toml").write_text(
+        '[[tracker]]\nid = "acme-open"\ndescription = "ACME open pixel"\nvendor = "ACME"\n'
+        'hosts = ["t.acme.example"]\nno_consent = "remove"\n'
+        'examples = ["https://t.acme.example/o.gif?rid=abc"]\n'
+        '[[heuristic]]\nid = "tiny-size"\nno_consent = "neutralise"\n',
+        encoding="utf-8",
+    )
+    assert run(["rules", "check", "--config", str(config)]) == 0, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("action", ["strip_params", "minimise"])
+def test_check_refuses_a_row_that_reads_without_a_basis(
+    folders: tuple[Path, Path, Path], capsys: pytest.CaptureFixture[str], action: str
+) -> None:
+    _, local, config = folders
+    bad = local / "rows.toml"
+    bad.write_text(
+        '[[decision]]\nid = "ours"\npack = "fr-cnil-2026"\ndescription = "d"\n'
+        f'category = ["marketing"]\naction = "{action}"\nbasis = "none"\nbefore = "cnil-default"\n',
+        encoding="utf-8",
+    )
+    assert run(["rules", "check", "--config", str(config)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"{bad}:7: [[decision]] 'ours' key 'basis':"), err
+    assert "needs a basis" in err
+
+
+def test_explain_says_no_consent_fetches_nothing(
+    folders: tuple[Path, Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(["rules", "explain", "--config", str(folders[2])]) == 0
+    out = capsys.readouterr().out
+    default = next(line for line in out.splitlines() if "R6 cnil-default" in line)
+    assert "nothing is fetched" in default and "identifying parameters stripped" in default
+
+
+def test_explain_shows_the_decisions_built_into_the_relay(
+    folders: tuple[Path, Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Issue 10: every built-in decision appears with the id decision records carry.
+    shipped, local, config = folders
+    config.write_text(
+        f'[rules]\ndir = "{shipped}"\nlocal_dir = "{local}"\n'
+        '[upstream]\nprofile = "sendgrid"\n[smtp]\nsigned = "pass"\n',
+        encoding="utf-8",
+    )
+    assert run(["rules", "explain", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    built = out[out.index("Built into the relay") :]
+    for rule in ("signed-no-basis", "consent-link", "reask-window", "esp-open-tracking"):
+        assert f" {rule}: " in built, rule
+    assert "within 183 days" in built and "sendgrid ESP adds downstream" in built
+    assert "550 5.7.1" in built and "click-tracking link" in built
+    config.write_text(
+        f'[rules]\ndir = "{shipped}"\nlocal_dir = "{local}"\n'
+        '[upstream]\nprofile = "sendgrid"\nesp_tracking = "off"\n',
+        encoding="utf-8",
+    )
+    assert run(["rules", "explain", "--config", str(config)]) == 0
+    assert " esp-tracking-off: " in capsys.readouterr().out

@@ -12,6 +12,7 @@ import redis
 
 from relay.cli.consent import register
 from relay.core.recipients import recipient_key
+from relay.rulefiles import load_rules
 from relay.store.redis_keys import Keys
 
 KEY = "cli-test-address-key"
@@ -48,16 +49,19 @@ def test_record_then_show(config: str, redis_url: str, capsys: pytest.CaptureFix
     status = run(
         "consent", "record", "Alice@Example.org", "--event", "granted",
         "--purpose", "campaign_performance", "--purpose", "fraud_detection",
-        "--at", "2026-05-01T09:00:00+02:00", "--source", "phone call 2026-05-01",
+        "--at", "2026-05-01T09:00:00+02:00", "--source", "paper form 2026-05-01",
+        "--method", "checkbox", "--notice-version", "3",
         "--evidence", "ip=192.0.2.7", "--config", config,
     )  # fmt: skip
     assert status == 0
     assert "recorded granted (campaign_performance, fraud_detection)" in capsys.readouterr().out
     [record] = events(redis_url, "alice@example.org")
-    assert record["actor"] == "admin" and record["method"] == "admin"
+    assert record["actor"] == "admin" and record["method"] == "checkbox"
     assert record["occurred_at"] == "2026-05-01T07:00:00.000000Z"
     assert record["notice"] == {"id": "", "version": "3", "language": "", "hash": ""}
-    assert record["source"] == {"note": "phone call 2026-05-01"}
+    assert record["source"] == {"note": "paper form 2026-05-01"}
+    # Like the relay's own events, a CLI event names the rules in force.
+    assert record["rules_digest"] == load_rules().digest
 
     assert run("consent", "--config", config, "show", "alice@example.org") == 0
     out = capsys.readouterr().out
@@ -72,12 +76,28 @@ def test_record_then_show(config: str, redis_url: str, capsys: pytest.CaptureFix
     assert data["address"] == "alice@example.org"
 
 
+INFORMED_WITHOUT_SOURCE = (
+    *("--event", "informed", "--purpose", "campaign_performance"),
+    *("--method", "import", "--notice-version", "2"),
+)
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
         (("--event", "granted", "--at", "yesterday"), "--at: not an ISO-8601 time"),
         (("--event", "granted"), "purposes: a 'granted' event needs at least one purpose"),
         (("--event", "collected", "--evidence", "ip"), "--evidence: expected K=V"),
+        # Proof before reliance (recommendation section 6): the defaults prove nothing.
+        (
+            ("--event", "granted", "--purpose", "campaign_performance"),
+            "--method: missing: a 'granted' event needs proof of the conditions of consent "
+            "(recommendation section 6): give --method, --source, --notice-version",
+        ),
+        (
+            INFORMED_WITHOUT_SOURCE,
+            "--source: missing: an 'informed' event needs proof",
+        ),
     ],
 )
 def test_record_bad_input(
@@ -107,7 +127,8 @@ def test_import_reports_bad_rows_and_is_idempotent(
         tmp_path / "legacy.csv",
         [
             "a@example.org,collected,,2025-01-02T10:00:00Z,,,,,signup-v1",  # line 2
-            "a@example.org,informed,campaign_performance,2026-06-01T10:00:00Z,,,,,",  # 3
+            "a@example.org,informed,campaign_performance,2026-06-01T10:00:00Z,,import,1,,"
+            "legacy-notice-mail",  # 3
             "b@example.org,granted,campaign_performance;deliverability,2026-05-01T10:00:00Z,"
             "recipient,checkbox,2,198.51.100.4,signup-v2",  # 4
             "c@example.org,maybe,,2026-05-01T10:00:00Z,,,,,",  # 5: unknown event
@@ -115,10 +136,11 @@ def test_import_reports_bad_rows_and_is_idempotent(
             "e@example.org,granted,campaign_performance,2026-05-01 10:00,,,,,",  # 7: no zone
             "f@example.org,refused,campaign_performance",  # 8: too few fields
             "",  # 9: blank line, ignored
-            'g@example.org,granted,campaign_performance,2026-05-01T10:00:00Z,,,,,"two',
+            'g@example.org,granted,campaign_performance,2026-05-01T10:00:00Z,,checkbox,1,,"two',
             'lines"',  # 10-11: a quoted field over two lines, good
             "not-an-address,collected,,2026-05-01T10:00:00Z,,,,,",  # 12
             "a@example.org,collected,,2025-01-02T10:00:00Z,,,,,signup-v1",  # 13: repeat of 2
+            "h@example.org,granted,campaign_performance,2026-05-01T10:00:00Z,,,,,",  # 14: no proof
         ],
     )
     assert run("consent", "import", str(csv_path), "--config", config) == 1
@@ -134,8 +156,10 @@ def test_import_reports_bad_rows_and_is_idempotent(
         "got '2026-05-01 10:00'",
         f"{csv_path}:8: has 3 fields, the header has 9",
         f"{csv_path}:12: address: not an email address: 'not-an-address'",
+        f"{csv_path}:14: method: missing: a 'granted' event needs proof of the conditions of "
+        "consent (recommendation section 6): give method, source_<name>, notice_version",
     ]
-    assert "10 rows: 4 events added, 1 already imported, 5 bad rows" in captured.out
+    assert "11 rows: 4 events added, 1 already imported, 6 bad rows" in captured.out
     [collected, informed] = events(redis_url, "a@example.org")
     assert collected["source"] == {
         "form_id": "signup-v1", "import_file": "legacy.csv", "import_line": "2"
@@ -150,7 +174,7 @@ def test_import_reports_bad_rows_and_is_idempotent(
     copy = tmp_path / "copy.csv"
     copy.write_bytes(csv_path.read_bytes())
     assert run("consent", "import", str(copy), "--config", config, "--no-progress") == 1
-    assert "10 rows: 0 events added, 5 already imported, 5 bad rows" in capsys.readouterr().out
+    assert "11 rows: 0 events added, 5 already imported, 6 bad rows" in capsys.readouterr().out
     assert len(events(redis_url, "a@example.org")) == 2
     assert run("consent", "verify", "--config", config) == 0
     assert "3 recipients, 4 events checked: chains intact" in capsys.readouterr().out
@@ -163,8 +187,8 @@ def test_import_out_of_order(
         tmp_path / "late.csv",
         [
             "a@example.org,withdrawn,fraud_detection,2026-06-01T10:00:00Z,,,,,",
-            "a@example.org,granted,fraud_detection,2026-05-01T10:00:00Z,,,3,,",
-            "a@example.org,granted,campaign_performance,2026-05-02T10:00:00Z,,,3,,",
+            "a@example.org,granted,fraud_detection,2026-05-01T10:00:00Z,,checkbox,3,,f1",
+            "a@example.org,granted,campaign_performance,2026-05-02T10:00:00Z,,checkbox,3,,f1",
             "a@example.org,refused,campaign_performance,2026-05-01T10:00:00Z,,,,,",
         ],
     )
@@ -210,7 +234,8 @@ def test_verify_names_broken_recipient_and_event(
     config: str, redis_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     for purpose in ("campaign_performance", "fraud_detection"):
-        argv = ("--event", "granted", "--purpose", purpose, "--config", config)
+        argv = ("--event", "granted", "--purpose", purpose, "--config", config, "--method",
+                "button", "--source", "form", "--notice-version", "1")  # fmt: skip
         assert run("consent", "record", "a@example.org", *argv) == 0
         assert run("consent", "record", "b@example.org", *argv) == 0
     capsys.readouterr()

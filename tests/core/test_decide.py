@@ -193,12 +193,27 @@ def test_a_last_event_other_than_granted_is_no_consent(state: EventType) -> None
     assert run(purpose, Category.MARKETING, consent)[2] == "cnil-default"
 
 
-def test_6_the_signature_no_consent_action_applies() -> None:
-    for no_consent in (Action.NEUTRALISE, Action.STRIP_PARAMS, Action.REMOVE):
+def test_6_the_signature_no_consent_action_applies_when_it_fetches_nothing() -> None:
+    for no_consent in (Action.NEUTRALISE, Action.REMOVE):
         action, basis, rule = run(
             Purpose.CAMPAIGN_PERFORMANCE, Category.MARKETING, NOTHING, no_consent=no_consent
         )
         assert (action, basis, rule) == (no_consent, Basis.NONE, "cnil-default")
+
+
+@pytest.mark.parametrize("pack", ["fr-cnil-2026", "strict"])
+@pytest.mark.parametrize(
+    "no_consent", [Action.STRIP_PARAMS, Action.KEEP, Action.GATEWAY, Action.MINIMISE]
+)
+def test_6_no_consent_never_reaches_the_tracker(pack: str, no_consent: Action) -> None:
+    # Recommendation 2.1: fetching the image is the read operation, identifier or not. A
+    # signature's strip_params (detection's default for a visible image with a known
+    # identifying parameter) becomes remove.
+    for purpose in Purpose:
+        action, basis, _rule = run(
+            purpose, Category.MARKETING, NOTHING, pack=pack, no_consent=no_consent
+        )
+        assert (action, basis) == (Action.REMOVE, Basis.NONE), purpose
 
 
 # ---------------------------------------------------------------------------------------------

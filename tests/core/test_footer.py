@@ -84,7 +84,7 @@ def test_injected_before_body_close_and_at_end_of_text() -> None:
     assert out_html.startswith(HTML[: HTML.index("</BODY>")])
     assert out_html.endswith(HTML[HTML.index("</BODY>") :])
     footer = html_edit.replacement
-    assert footer.startswith("<div") and footer.endswith("</div>")
+    assert footer.startswith("<table") and footer.endswith("</table>\r\n")
     assert 'href="https://relay.example/w/TOKEN.mac?x=1&amp;y=2"' in footer
     assert "Retirer mon consentement" in footer
     assert footer.isascii() and "&#224;" in footer  # "à" as a character reference
@@ -92,7 +92,7 @@ def test_injected_before_body_close_and_at_end_of_text() -> None:
     for forbidden in ("<img", "<link", "url(", "@import", "<script", "src="):
         assert forbidden not in footer
     # The unsubscribe link stays on its own line, apart from ours.
-    assert "Unsubscribe</a>\r\n<div" in out_html
+    assert "Unsubscribe</a>\r\n<table" in out_html
     # Text part: a fresh line in the part's own newline style, then the link.
     assert out_text == (
         TEXT + "\r\n\r\nTraceurs soumis à consentement.\r\n"
@@ -105,7 +105,8 @@ def test_lf_text_part_keeps_lf() -> None:
     msg = message(part(0, "text/plain", "Hi\n", newline="\n"))
     (edit,) = footer_edits(msg, [], URLS, inject=True, lang="en", wording={})
     assert "\r" not in edit.replacement
-    assert edit.replacement.startswith("\n" + DEFAULT_WORDING["en"]["text"])
+    assert edit.replacement.startswith("\nThis email contains trackers (tracking pixels) that ")
+    assert DEFAULT_WORDING["en"]["sender"] in edit.replacement
 
 
 def test_nothing_without_inject_and_locked_parts_untouched() -> None:
@@ -155,3 +156,16 @@ def test_text_footer_fits_the_part_charset() -> None:
     (edit,) = footer_edits(message(part(0, "text/plain", "Hi\n")), [], URLS, inject=True,
                            lang="fr", wording=FR)  # fmt: skip
     assert "soumis à consentement" in edit.replacement
+
+
+def test_the_html_footer_never_lengthens_the_body_close_line() -> None:
+    # Issue 10 item 7: a 584-octet line ending in "</body>" became 1,195 octets with the
+    # footer on it, and the upstream refused it ("500 Line too long").
+    line = "<td>" + "x" * 576 + "</td></body>"
+    html = f"<html><body><table><tr>\n{line}\n</html>\n"
+    msg = message(part(0, "text/html", html, newline="\n"))
+    (edit,) = footer_edits(msg, [], URLS, inject=True, lang="en", wording={})
+    out = apply(html, [edit])
+    assert edit.replacement.startswith("\n<table") and edit.replacement.endswith("</table>\n")
+    assert line.replace("</body>", "") in out.splitlines()  # the sender's line, not longer
+    assert max(len(x) for x in out.splitlines()) < 998

@@ -159,3 +159,30 @@ def test_any_single_character_change_is_refused(kind: str, ref: str, flip: int) 
     changed = token[:i] + replacement + token[i + 1 :]
     with pytest.raises(TokenError):
         signer().verify(changed, kinds=ALL, now=NOW)
+
+
+def test_tokens_carry_controller_and_language_and_old_ones_still_verify() -> None:
+    from datetime import UTC, datetime
+
+    from relay.core.links import CONSENT, WITHDRAW, LinkMinter, LinkSigner
+
+    now = datetime(2026, 11, 1, tzinfo=UTC)
+    signer = LinkSigner("k1", b"key")
+    minter = LinkMinter("https://relay.example", signer)
+    url = minter.consent_url("r" * 32, "<m@shop.example>", now, controller="shop", lang="en")
+    claims = signer.verify(url.rsplit("/", 1)[1], kinds={CONSENT}, now=now)
+    assert (claims.controller, claims.lang, claims.rkey) == ("shop", "en", "r" * 32)
+    # A link minted before tokens named a controller: seven fields, same key, still valid.
+    old = signer.mint(WITHDRAW, "r" * 32, ref="abc", ttl=None, now=now)
+    import base64
+
+    payload = base64.urlsafe_b64decode(old.split(".")[0] + "==").decode()
+    assert payload.count("|") == 6
+    claims = signer.verify(old, kinds={WITHDRAW}, now=now)
+    assert (claims.controller, claims.lang) == ("", "")
+    for bad in ("a|b", "x@y"):
+        try:
+            minter.withdraw_url("r" * 32, "<m>", now, controller=bad)
+        except ValueError:
+            continue
+        raise AssertionError(f"{bad!r} accepted in a token")

@@ -143,6 +143,12 @@ def test_a_catch_all_that_keeps_is_refused(dirs: tuple[Path, Path]) -> None:
     write(dirs[1], "x.toml", '[[decision]]\nid = "cnil-default"\naction = "neutralise"\n')
     load_policy(load(dirs))  # still strips: fine
     write(dirs[1], "x.toml", '[[decision]]\nid = "cnil-default"\naction = "minimise"\n')
+    assert "needs a basis" in error_of(dirs)  # the relay's counter still reads the terminal
+    write(
+        dirs[1],
+        "x.toml",
+        '[[decision]]\nid = "cnil-default"\naction = "minimise"\nbasis = "exempt"\n',
+    )
     assert "must be a catch-all" in error_of(dirs)
 
 

@@ -374,3 +374,70 @@ def test_qp_edit_removing_a_hard_line_break_keeps_lines_short() -> None:
     body = out[message.parts[0].body_start : out.rindex(b"--b--")]
     assert all(len(line) <= 76 for line in body.splitlines())
     assert body.endswith(b"\r\n<p>\r\n")  # the next line is byte-identical
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 10 item 7: no edit makes a line longer than 998 octets (RFC 5321 4.5.3.1.6).
+
+
+def _eight_bit(html: str, cte_header: bool = True) -> bytes:
+    cte = b"Content-Transfer-Encoding: 8bit\r\n" if cte_header else b""
+    return (
+        b'From: news@shop.example\r\nMIME-Version: 1.0\r\nContent-Type: multipart/alternative; '
+        b'boundary="b"\r\n\r\n--b\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n'
+        b"Caf\xc3\xa9 du jour\r\n--b\r\nContent-Type: text/html; charset=utf-8\r\n" + cte + b"\r\n"
+        + html.encode() + b"\r\n--b--\r\n"
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("cte_header", [True, False])
+def test_an_edit_that_would_pass_998_octets_requotes_the_part(cte_header: bool) -> None:
+    pixel = '<img src="https://u1.ct.sendgrid.net/wf/open?upn=abc" width="1" height="1">'
+    long_line = "<td>Caf\u00e9 " + "x" * 800 + pixel + "</td>"
+    html = f"<html><body><table><tr>\r\n{long_line}\r\n</tr></table></body></html>"
+    raw = _eight_bit(html, cte_header)
+    parsed = parse_message(raw)
+    text = parsed.parts[1].text or ""
+    url = "https://u1.ct.sendgrid.net/wf/open?upn=abc"
+    start = text.index(url)
+    gateway = "https://relay.example/g/" + "t" * 240
+    out = render(parsed, [Edit(1, Span(start, start + len(url)), gateway)])
+    assert all(len(line) <= 998 for line in out.split(b"\r\n"))
+    again = parse_message(out)
+    assert again.defects == ()
+    assert again.parts[1].cte == "quoted-printable"
+    assert again.parts[1].text == text.replace(url, gateway)
+    # Everything but the HTML part's body and its transfer-encoding field is as received.
+    assert out[: parsed.parts[1].header_start] == raw[: parsed.parts[1].header_start]
+    assert out.endswith(b"\r\n--b--\r\n")
+    head = out[parsed.parts[1].header_start : out.index(b"\r\n\r\n", parsed.parts[1].header_start)]
+    assert head.count(b"Content-Transfer-Encoding: quoted-printable") == 1
+    assert b"8bit" not in head
+
+
+OLD_URL = "https://t.example.net/o.gif?u=42&c=7"
+
+
+def test_an_edit_that_stays_under_998_octets_is_spliced_in_place() -> None:
+    html = '<html><body><p>Hi</p><img src="https://t.example.net/o.gif?u=42&c=7"></body></html>'
+    raw = _eight_bit(html)
+    parsed = parse_message(raw)
+    start = html.index("https://t.example")
+    out = render(
+        parsed, [Edit(1, Span(start, start + len(OLD_URL)), "https://relay.example/g/short")]
+    )
+    assert b"Content-Transfer-Encoding: 8bit" in out
+    assert out == raw.replace(
+        b"https://t.example.net/o.gif?u=42&c=7", b"https://relay.example/g/short"
+    )
+
+
+def test_a_long_line_the_sender_wrote_and_the_relay_did_not_touch_stays() -> None:
+    html = "<p>" + "y" * 1200 + "</p>\r\n" + '<img src="https://t.example.net/o.gif?u=42&c=7">'
+    raw = _eight_bit(html)
+    parsed = parse_message(raw)
+    start = (parsed.parts[1].text or "").index("https://t.example")
+    out = render(
+        parsed, [Edit(1, Span(start, start + len(OLD_URL)), "https://relay.example/g/short")]
+    )
+    assert b"8bit" in out and b"y" * 1200 in out  # not ours to fix

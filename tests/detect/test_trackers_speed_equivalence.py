@@ -195,9 +195,7 @@ def test_plain_attribute_shortcut_matches_decode_then_split(raw: str) -> None:
 
 
 _HREF_REFERENCE = re.compile(
-    r"<a\s"
-    + htmlscan.ATTRS_LAZY
-    + r"""(?<![\w-])href\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s"'>]+))""",
+    r"<a\s" + htmlscan.ATTRS_LAZY + r"""(?<![\w-])href\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s"'>]+))""",
     re.IGNORECASE,
 )
 

@@ -10,81 +10,20 @@ import asyncio
 import json
 import smtplib
 import subprocess
-from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
+from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
 
 import pytest
 import redis
-import redis.asyncio as aioredis
 
-from relay.model import ConsentEvent, EventType, Purpose
-from relay.service import Running
-from relay.settings import Settings
-from relay.store.consent import RedisConsentStore
 from relay.store.embedded import EmbeddedRedis
 from relay.store.redis_keys import Keys
 from tests.conftest import require_tool
 from tests.support.harness import HTML_WITH_PIXEL, PIXEL, asend, make_settings, message, start_relay
+from tests.support.relay import Relay, RelayFactory
 from tests.support.smtp_sink import Sink
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture
-async def sink() -> AsyncIterator[Sink]:
-    s = await Sink().start()
-    yield s
-    await s.stop()
-
-
-class Relay:
-    def __init__(self, running: Running, settings: Settings, redis_url: str) -> None:
-        self.running = running
-        self.settings = settings
-        self.redis_url = redis_url
-
-    @property
-    def port(self) -> int:
-        return self.running.smtp_port
-
-    async def grant(self, address: str, *purposes: Purpose) -> None:
-        client = aioredis.Redis.from_url(self.redis_url)
-        store = RedisConsentStore(
-            client, Keys(self.settings.redis.prefix), self.settings.address_key,
-            self.settings.consent,
-        )  # fmt: skip
-        await store.record(
-            ConsentEvent(
-                event=EventType.GRANTED,
-                purposes=purposes or (Purpose.CAMPAIGN_PERFORMANCE,),
-                address=address,
-                occurred_at=datetime.now(UTC),
-                actor="admin",
-                method="admin",
-            )
-        )
-        await client.aclose()
-
-
-class RelayFactory(Protocol):
-    async def __call__(self, redis_url: str = ..., **sections: dict[str, object]) -> Relay: ...
-
-
-@pytest.fixture
-async def relay_factory(tmp_path: Path, redis_url: str, sink: Sink) -> AsyncIterator[RelayFactory]:
-    started: list[Running] = []
-
-    async def make(redis_url: str = redis_url, **sections: dict[str, object]) -> Relay:
-        settings = make_settings(tmp_path, redis_url, sink.url, **sections)
-        running = await start_relay(settings, redis_url)
-        started.append(running)
-        return Relay(running, settings, redis_url)
-
-    yield make
-    for running in started:
-        await running.stop()
 
 
 async def test_recipients_split_by_consent_and_share_identical_output(
@@ -414,7 +353,7 @@ async def test_a_dead_filter_worker_loses_no_message(
     relay: Relay = await relay_factory(smtp={"process_pool": 1, "inline_max_bytes": 100})
     code, _ = await asend(relay.port, message(HTML_WITH_PIXEL), ["a@example.org"])
     assert code == 250
-    pool = relay.running.pipeline._pool
+    pool = relay.running.pipeline.runner._pool
     assert pool is not None
     for pid in list(pool._processes):  # the worker dies (OOM killer, crash)
         os.kill(pid, signals.SIGKILL)
@@ -500,3 +439,14 @@ async def test_a_250_lost_with_the_connection_is_not_delivered_twice(
     code, _ = await asend(relay.port, data, ["a@example.org"])
     assert code == 250
     assert len(sink.handler.copies_for("a@example.org")) == 1
+
+
+async def test_a_fan_out_past_the_render_budget_is_sent_in_batches_once_each(
+    relay_factory: RelayFactory, sink: Sink
+) -> None:
+    data = message("<p>{{relay:preferences_url}}</p>" + "<p>filler</p>\r\n" * 200)
+    relay = await relay_factory(smtp={"max_render_bytes": 2 * len(data)})
+    rcpts = [f"r{n}@example.org" for n in range(7)]
+    code, _ = await asend(relay.port, data, rcpts)
+    assert code == 250
+    assert sorted(r for copy in sink.handler.received for r in copy.rcpt_tos) == sorted(rcpts)

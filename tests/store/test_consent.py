@@ -385,10 +385,10 @@ async def test_import_batches_and_live_records_interleave(
 
     addresses = [f"u{i}@example.org" for i in range(3)]
     path = tmp_path / "rows.csv"
-    lines = ["address,event,purposes,occurred_at"]
+    lines = ["address,event,purposes,occurred_at,method,notice_version,source_form_id"]
     for i in range(300):
         at = (T0 + timedelta(minutes=i)).strftime("%Y-%m-%dT%H:%M:%SZ")
-        lines.append(f"{addresses[i % 3]},granted,fraud_detection,{at}")
+        lines.append(f"{addresses[i % 3]},granted,fraud_detection,{at},checkbox,1,signup")
     path.write_text("\n".join(lines) + "\n")
     store = make_store(client)
     live = [

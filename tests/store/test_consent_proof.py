@@ -82,6 +82,40 @@ def test_api_payload_errors_name_the_field(change: dict[str, Any], message: str)
     assert str(caught.value).startswith(message)
 
 
+@pytest.mark.parametrize("event", ["granted", "informed"])
+@pytest.mark.parametrize(
+    ("drop", "named"),
+    [
+        (("method",), "method"),
+        (("source",), "source"),
+        (("notice",), "notice.version"),
+        (("method", "source", "notice"), "method, source, notice.version"),
+    ],
+)
+def test_api_proof_before_reliance_names_every_missing_field(
+    event: str, drop: tuple[str, ...], named: str
+) -> None:
+    # Recommendation section 6: proof of each consent "as well as the conditions under which
+    # that consent was obtained". The API's own default method ("api") is not proof.
+    payload = {k: v for k, v in {**GOOD, "event": event}.items() if k not in drop}
+    with pytest.raises(ValueError) as caught:
+        validate_api_payload(payload, NOW)
+    message = str(caught.value)
+    article = "an" if event == "informed" else "a"
+    first = named.split(", ", maxsplit=1)[0]
+    assert message.startswith(f"{first}: missing: {article} {event!r} event needs")
+    assert message.endswith(f"give {named}")
+
+
+def test_api_proof_a_source_of_bookkeeping_only_is_no_source() -> None:
+    payload = {**GOOD, "source": {"import_file": "x.csv", "import_line": "2"}}
+    with pytest.raises(ValueError, match=r"^source: missing"):
+        validate_api_payload(payload, NOW)
+    blank = {**GOOD, "notice": {"id": "tracking", "version": " "}}
+    with pytest.raises(ValueError, match=r"^notice\.version: missing"):
+        validate_api_payload(blank, NOW)
+
+
 def test_api_payload_not_an_object() -> None:
     with pytest.raises(ValueError, match="body: must be a JSON object"):
         validate_api_payload(["granted"], NOW)

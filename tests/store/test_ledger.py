@@ -7,7 +7,7 @@ from collections.abc import Callable
 import redis.asyncio as aioredis
 
 from relay.store.embedded import EmbeddedRedis
-from relay.store.ledger import Ledger, message_key
+from relay.store.ledger import IN_FLIGHT, Ledger, message_key, rcpt_key
 from relay.store.redis_keys import Keys
 
 KEYS = Keys("t:")
@@ -18,7 +18,7 @@ async def test_pairs_are_kept_long_while_a_retry_is_expected(redis_url: str) -> 
     ledger = Ledger(client, KEYS, timeout=1.0)
     key = message_key("a@shop.example", b"data")
     await ledger.record(key, {"Alice@Example.org": "250 ok"})
-    assert await ledger.done(key) == {"alice@example.org": "250 ok"}
+    assert await ledger.done(key) == {"Alice@example.org": "250 ok"}
     assert await client.ttl(KEYS.delivered(key)) > 24 * 3600
     settled = message_key("a@shop.example", b"other")
     await ledger.record(settled, {"bob@example.org": "250 ok"}, settled=True)
@@ -41,4 +41,32 @@ async def test_redis_down_keeps_pairs_in_memory(private_redis: Callable[[], Embe
     key = message_key("a@shop.example", b"data")
     await ledger.record(key, {"alice@example.org": "250 ok"})
     assert await ledger.done(key) == {"alice@example.org": "250 ok"}
+    await client.aclose()
+
+
+async def test_local_parts_are_distinct_and_domains_fold(redis_url: str) -> None:
+    """Two local parts differing in case are two mailboxes to RFC 5321: never one entry."""
+    client = aioredis.Redis.from_url(redis_url)
+    ledger = Ledger(client, KEYS, timeout=1.0)
+    key = message_key("a@shop.example", b"case")
+    await ledger.record(key, {"Alice@Example.org": "250 ok"})
+    done = await ledger.done(key)
+    assert rcpt_key("Alice@EXAMPLE.ORG") in done
+    assert rcpt_key("alice@example.org") not in done
+    await client.aclose()
+
+
+async def test_in_flight_entries_are_replaced_by_the_answer_or_cleared(redis_url: str) -> None:
+    client = aioredis.Redis.from_url(redis_url)
+    ledger = Ledger(client, KEYS, timeout=1.0)
+    key = message_key("a@shop.example", b"flight")
+    await ledger.in_flight(key, ["a@example.org", "b@example.org", "c@example.org"])
+    assert await ledger.done(key) == dict.fromkeys(
+        ["a@example.org", "b@example.org", "c@example.org"], IN_FLIGHT
+    )
+    await ledger.record(
+        key, {"a@example.org": "250 ok"}, cleared=["a@example.org", "b@example.org"]
+    )
+    # a answered, b deferred after all (cleared), c never answered: the relay died.
+    assert await ledger.done(key) == {"a@example.org": "250 ok", "c@example.org": IN_FLIGHT}
     await client.aclose()

@@ -1,8 +1,11 @@
-"""A scripted SMTP server on raw sockets that records exactly the bytes a client wrote.
+"""An upstream that records the exact bytes it is sent: every command line and the DATA wire.
 
-aiosmtpd re-parses addresses and upper-cases parameters; this sink does not interpret what it
-records: every command line is kept as received, and the message both as it came over the wire
-(dot-stuffed) and unstuffed, so that a test can assert "bytes upstream == bytes filtered".
+aiosmtpd parses the commands it receives (addresses through ``email._header_value_parser``),
+upper-cases parameters and splits DATA on LF, so it cannot show what a relay really put on the
+wire. This sink speaks SMTP by hand and interprets nothing it records: every command line is
+kept as received, the message both as it came over the wire (dot-stuffed) and unstuffed, read
+up to the first ``<CRLF>.<CRLF>`` exactly as RFC 5321 4.1.1.4 says, so that a test can assert
+"bytes upstream == bytes filtered". It never repairs anything; a test judges what it recorded.
 
 Scripting: ``replies[VERB]`` is a queue consumed one per occurrence of the verb (``EHLO``,
 ``MAIL``, ``RCPT``, ``DATA``, ``END`` for the end of the message, ``BODY`` for the first
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -31,18 +35,38 @@ DEFAULT_EXTENSIONS = (
     "8BITMIME",
     "SMTPUTF8",
     "DSN",
-    "SIZE 50000000",
+    "SIZE 104857600",
     "ENHANCEDSTATUSCODES",
 )
 
 
 @dataclass
 class RawTransaction:
-    mail: bytes
-    rcpts: list[bytes]
-    wire: bytes  # the message as sent, dot-stuffed, without the end line
-    data: bytes  # the message unstuffed
-    batched: bool  # MAIL, every RCPT and DATA arrived in one read
+    mail: bytes  # the MAIL command line as sent, without its CRLF
+    rcpts: list[bytes] = field(default_factory=list)  # each accepted RCPT line as sent
+    wire: bytes = b""  # DATA as sent, dot-stuffed, up to and without the final <CRLF>.<CRLF>
+    data: bytes = b""  # ``wire`` dot-unstuffed, with the CRLF of its last line
+    batched: bool = False  # MAIL, every RCPT and DATA arrived in one read (pipelined)
+
+    def rcpt_addresses(self) -> list[bytes]:
+        """The bytes between the angle brackets of each RCPT line (quotes respected)."""
+        return [_path(line) for line in self.rcpts]
+
+
+def _path(line: bytes) -> bytes:
+    start = line.index(b"<") + 1
+    quoted = escaped = False
+    for index in range(start, len(line)):
+        ch = line[index : index + 1]
+        if escaped:
+            escaped = False
+        elif ch == b"\\":
+            escaped = True
+        elif ch == b'"':
+            quoted = not quoted
+        elif ch == b">" and not quoted:
+            return line[start:index]
+    return line[start:]
 
 
 @dataclass
@@ -61,12 +85,15 @@ class _Closed(Exception):
 class RawSink:
     def __init__(
         self,
-        *,
         extensions: Sequence[str] = DEFAULT_EXTENSIONS,
+        *,
+        keep: bool = True,
         tls: ssl.SSLContext | None = None,
         implicit_tls: bool = False,
         users: dict[str, str] | None = None,
     ) -> None:
+        self.keep = keep  # False: count the message bytes only (benchmarks)
+        self.received_bytes = 0
         self.port = free_port()
         self.extensions = list(extensions)
         self.tls = tls
@@ -77,6 +104,8 @@ class RawSink:
         self.idle_close: float | None = None
         self.broken_tls = False  # answer 220 to STARTTLS, then plaintext garbage, not TLS
         self.sessions: list[RawSession] = []
+        self.transactions: list[RawTransaction] = []  # of every session, in order
+        self.lines: list[bytes] = []  # every command line of every session, in order
         self.open = 0
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
@@ -86,9 +115,8 @@ class RawSink:
     def url(self) -> str:
         return f"{'smtps' if self.implicit_tls else 'smtp'}://127.0.0.1:{self.port}"
 
-    @property
-    def transactions(self) -> list[RawTransaction]:
-        return [t for s in self.sessions for t in s.transactions]
+    def copies_for(self, rcpt: str) -> list[RawTransaction]:
+        return [t for t in self.transactions if rcpt.encode() in t.rcpt_addresses()]
 
     def script(self, verb: str, *answers: bytes) -> None:
         self.replies.setdefault(verb, []).extend(answers)
@@ -147,7 +175,8 @@ class RawSink:
         finally:
             self.open -= 1
             self._writers.discard(writer)
-            writer.transport.abort()
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                writer.transport.abort()
 
 
 class _Dialogue:
@@ -186,6 +215,7 @@ class _Dialogue:
             await self._more()
         line, _, self.buffer = self.buffer.partition(b"\r\n")
         self.session.lines.append(line)
+        self.sink.lines.append(line)
         return line
 
     async def _send(self, reply: bytes) -> None:
@@ -291,13 +321,16 @@ class _Dialogue:
             return await self._send(scripted)
         await self._send(scripted or b"354 End data with <CR><LF>.<CR><LF>")
         wire = await self._message()
+        self.sink.received_bytes += len(wire)
         data = wire.replace(b"\r\n..", b"\r\n.")
         data = data[1:] if data.startswith(b"..") else data
+        if not self.sink.keep:
+            wire = data = b""
         assert self.mail is not None
         if self.rcpts:
-            self.session.transactions.append(
-                RawTransaction(self.mail[0], self.rcpts, wire, data, batched)
-            )
+            txn = RawTransaction(self.mail[0], self.rcpts, wire, data, batched)
+            self.session.transactions.append(txn)
+            self.sink.transactions.append(txn)
         self.mail, self.rcpts = None, []
         self.sink._queue += 1
         await self.reply("END", b"250 2.0.0 Ok: queued as RAW%d" % self.sink._queue)
@@ -305,6 +338,7 @@ class _Dialogue:
     async def _message(self) -> bytes:
         """Everything up to the end line (kept out), with its dots as sent."""
         first = True
+        searched = 0  # the end line is not in buffer[:searched] (linear for large messages)
         while True:
             if first and self.buffer:
                 first = False
@@ -314,8 +348,9 @@ class _Dialogue:
             if self.buffer.startswith(b".\r\n"):
                 self.buffer = self.buffer[3:]
                 return b""
-            end = self.buffer.find(b"\r\n.\r\n")
+            end = self.buffer.find(b"\r\n.\r\n", searched)
             if end != -1:
                 wire, self.buffer = self.buffer[: end + 2], self.buffer[end + 5 :]
                 return wire
+            searched = max(0, len(self.buffer) - 4)
             await self._more()

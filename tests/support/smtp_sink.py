@@ -29,6 +29,7 @@ class Faults:
     data_delay: float = 0.0
     drop_at_data: int = 0  # drop the connection at the next N DATA commands
     fail_data_for: dict[str, str] = field(default_factory=dict)  # rcpt in group -> reply, once
+    reply_delay: float = 0.0  # seconds between keeping a message and answering 250 (RFC 1047)
 
 
 class SinkHandler:
@@ -81,6 +82,8 @@ class SinkHandler:
                 list(envelope.mail_options),
             )
         )
+        if self.faults.reply_delay:
+            await asyncio.sleep(self.faults.reply_delay)
         return "250 2.0.0 queued"
 
     def copies_for(self, rcpt: str) -> list[Received]:

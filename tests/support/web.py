@@ -16,7 +16,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import TypeVar
 
@@ -24,22 +24,35 @@ import redis
 import redis.asyncio as aioredis
 import uvicorn
 
+from relay.core.controllers import build_controllers
 from relay.core.links import LinkMinter, LinkSigner
 from relay.core.recipients import recipient_key
 from relay.model import ConsentEvent, ConsentState, EventType, Purpose
-from relay.settings import SecretsSettings, Settings, WebSettings
+from relay.settings import (
+    AuditUiSettings,
+    ControllerSettings,
+    SecretsSettings,
+    Settings,
+    WebSettings,
+)
 from relay.store.consent import RedisConsentStore
 from relay.store.embedded import free_port
 from relay.store.link_store import remember_recipient
 from relay.store.redis_keys import Keys
 from relay.web.app import create_app
+from relay.web.limits import web_config
 
 API_TOKEN = "test-api-token-0123456789"
 ADDRESS = "alice@example.org"
 T = TypeVar("T")
 
 
-def make_settings(port: int, redis_url: str) -> Settings:
+def make_settings(
+    port: int,
+    redis_url: str,
+    controllers: Mapping[str, ControllerSettings] | None = None,
+    audit_users: Mapping[str, str] | None = None,
+) -> Settings:
     settings = Settings(
         web=WebSettings(
             listen=f"127.0.0.1:{port}",
@@ -49,17 +62,26 @@ def make_settings(port: int, redis_url: str) -> Settings:
         secrets=SecretsSettings(
             link_key="current-link-key", link_key_id="k2", retired_link_keys={"k1": "old-key"}
         ),
+        controllers=dict(controllers or {}),
     )
+    if audit_users:
+        settings = dataclasses.replace(settings, audit_ui=AuditUiSettings(users=dict(audit_users)))
     return dataclasses.replace(settings, redis=dataclasses.replace(settings.redis, url=redis_url))
 
 
 class WebServer:
     """The real application on uvicorn, on a free loopback port, in a background thread."""
 
-    def __init__(self, redis_url: str) -> None:
+    def __init__(
+        self,
+        redis_url: str,
+        controllers: Mapping[str, ControllerSettings] | None = None,
+        audit_users: Mapping[str, str] | None = None,
+    ) -> None:
         self.port = free_port()
         self.redis_url = redis_url
-        self.settings = make_settings(self.port, redis_url)
+        self.settings = make_settings(self.port, redis_url, controllers, audit_users)
+        self.controllers = build_controllers(self.settings.controllers)
         self.keys = Keys(self.settings.redis.prefix)
         self.signer = LinkSigner.from_settings(self.settings.secrets)
         self.minter = LinkMinter(self.settings.web.public_url, self.signer)
@@ -77,13 +99,13 @@ class WebServer:
     async def _main(self) -> None:
         client: aioredis.Redis = aioredis.Redis.from_url(self.redis_url, socket_timeout=2)
         store = RedisConsentStore(
-            client, self.keys, self.settings.address_key, self.settings.consent
-        )
-        app = create_app(settings=self.settings, redis=client, store=store, signer=self.signer)
-        config = uvicorn.Config(
-            app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off",
-            access_log=False,
+            client, self.keys, self.settings.address_key, self.settings.consent,
+            controllers=self.controllers,
         )  # fmt: skip
+        app = create_app(settings=self.settings, redis=client, store=store, signer=self.signer)
+        # The relay's own transport (connection caps, header and body deadlines).
+        config = web_config(app, self.settings)
+        config.host, config.port = "127.0.0.1", self.port
         self.server = uvicorn.Server(config)
         try:
             await self.server.serve()
@@ -112,8 +134,9 @@ class WebServer:
         async def main() -> T:
             client: aioredis.Redis = aioredis.Redis.from_url(self.redis_url)
             store = RedisConsentStore(
-                client, self.keys, self.settings.address_key, self.settings.consent
-            )
+                client, self.keys, self.settings.address_key, self.settings.consent,
+                controllers=self.controllers,
+            )  # fmt: skip
             try:
                 return await make(store, client)
             finally:
@@ -131,7 +154,9 @@ class WebServer:
         self.run(lambda _s, c: remember_recipient(c, self.keys, rkey, address))
         return rkey
 
-    def grant(self, purposes: tuple[Purpose, ...], address: str = ADDRESS) -> None:
+    def grant(
+        self, purposes: tuple[Purpose, ...], address: str = ADDRESS, controller: str = ""
+    ) -> None:
         event = ConsentEvent(
             event=EventType.GRANTED,
             purposes=purposes,
@@ -139,17 +164,19 @@ class WebServer:
             occurred_at=datetime.now(UTC),
             actor="api",
             method="api",
+            controller=controller,
         )
         self.run(lambda s, _c: s.record(event))
 
     def record(self, event: ConsentEvent) -> ConsentEvent:
         return self.run(lambda s, _c: s.record(event))
 
-    def state(self, address: str = ADDRESS) -> ConsentState:
-        return self.run(lambda s, _c: s.states([address], datetime.now(UTC)))[address]
+    def state(self, address: str = ADDRESS, controller: str | None = None) -> ConsentState:
+        now = datetime.now(UTC)
+        return self.run(lambda s, _c: s.states([address], now, controller))[address]
 
-    def history(self, address: str = ADDRESS) -> list[ConsentEvent]:
-        return self.run(lambda s, _c: s.history(address))
+    def history(self, address: str = ADDRESS, controller: str | None = None) -> list[ConsentEvent]:
+        return self.run(lambda s, _c: s.history(address, controller))
 
 
 @dataclasses.dataclass
