@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 import pytest
 
@@ -303,3 +303,38 @@ async def test_utf8_addresses_to_an_upstream_with_smtputf8(sink: RawSink) -> Non
     assert outcome.accepted() == ["jörg@example.org"]
     (txn,) = sink.transactions
     assert b"SMTPUTF8" in txn.mail and txn.rcpts == ["RCPT TO:<jörg@example.org>".encode()]
+
+
+async def test_the_in_flight_commit_comes_after_the_end_line_before_the_reply(
+    sink: RawSink,
+) -> None:
+    """The delivery ledger's in-flight entry (RFC 1047): written while the upstream decides."""
+    seen: list[tuple[list[str], int]] = []
+
+    async def commit(accepted: Sequence[str]) -> None:
+        seen.append((list(accepted), len(sink.transactions)))
+
+    sink.rcpt_replies["gone@example.org"] = b"550 5.1.1 no such user"
+    up = upstream(sink)
+    outcome = await up.send(
+        "n@shop.example", ["a@example.org", "gone@example.org"], DATA, [], commit=commit
+    )
+    assert outcome.accepted() == ["a@example.org"]
+    # Called once, with the accepted recipient only; the sink had not recorded it yet (it
+    # records when it answers the end of data).
+    assert seen == [(["a@example.org"], 0)]
+    sink.script("END", HANG)
+    seen.clear()
+    lost = await up.send("n@shop.example", ["b@example.org"], DATA, [], commit=commit)
+    assert lost.deferred() == ["b@example.org"] and seen == [(["b@example.org"], 1)]
+    await up.close()
+
+
+async def test_a_failing_commit_still_reads_the_reply(sink: RawSink) -> None:
+    async def broken(accepted: Sequence[str]) -> None:
+        raise ConnectionError("ledger down")
+
+    up = upstream(sink)
+    outcome = await up.send("n@shop.example", ["a@example.org"], DATA, [], commit=broken)
+    await up.close()
+    assert outcome.accepted() == ["a@example.org"]
