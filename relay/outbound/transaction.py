@@ -16,8 +16,8 @@ Rule 2: every reply counts (RFC 2920 3.1): a refused MAIL refuses every recipien
 Rule 3: what needs no upstream is checked first and writes nothing: data with NUL or a bare CR
         or LF (never sent; see ``relay.smtp.command``), an address that cannot be written, an
         address or header that needs SMTPUTF8 the upstream lacks (553 5.6.7 for that address:
-        RFC 6531 3.4), 8-bit data for an upstream without 8BITMIME (re-encoded by ``downgrade``
-        or refused with 554 5.6.3: RFC 6152 3).
+        RFC 6531 3.4), 8-bit data for an upstream without 8BITMIME (re-encoded by ``downgrade``,
+        by default ``core.downgrade.to_seven_bit``, or refused with 554 5.6.3: RFC 6152 3).
 Rule 4: before the message is written, a lost connection is ``NotSent``: nothing reached the
         upstream, so the pool may retry on a new connection. From the first byte of the message
         on it is ``SentUnknown``: the upstream may have taken it (RFC 1047), so nobody retries.
@@ -29,11 +29,13 @@ Rule 5: ``commit`` (the delivery ledger's in-flight entry) is awaited once the e
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from relay import replies
+from relay.core.downgrade import to_seven_bit
 from relay.errors import DowngradeRefused
 from relay.outbound.connection import Connection, UpstreamLost
 from relay.outbound.outcome import Commit, Downgrade, GroupOutcome, UpstreamReply, XForward
@@ -122,8 +124,10 @@ async def _seven_bit(
 ) -> bytes:
     if data not in converted:
         if downgrade is None:
-            raise DowngradeRefused("no conversion configured")
-        converted[data] = await downgrade(data)
+            # The relay's own notices (no DKIM of the sender's to keep): the plain conversion.
+            converted[data] = await asyncio.to_thread(to_seven_bit, data)
+        else:
+            converted[data] = await downgrade(data)
     return converted[data]
 
 

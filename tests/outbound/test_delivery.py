@@ -151,6 +151,9 @@ async def test_8bit_mail_for_a_7bit_upstream_is_converted(relay: Relay, sink: Ra
     parsed = email.message_from_bytes(copy.data, policy=email.policy.default)
     html = next(p for p in parsed.walk() if p.get_content_type() == "text/html")
     assert "Crème brûlée" in html.get_content() and PIXEL not in html.get_content()
+    # The failure notice for jörg (its text holds the UTF-8 address) is converted as well.
+    (notice,) = [t for t in sink.transactions if t.mail.startswith(b"MAIL FROM:<>")]
+    assert notice.data.isascii() and b"j=C3=B6rg@example.org" in notice.data
 
 
 async def test_consent_decided_for_an_address_is_the_address_sent(
