@@ -30,6 +30,7 @@ VOCABULARY = frozenset(
         "relay.settings",
         "relay.settings_controllers",
         "relay.settings_retention",
+        "relay.settings_upstream",
         "relay.settings_web",
     }
 )
