@@ -37,6 +37,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import uvicorn
+from redis.exceptions import RedisError
 
 from relay.context import build_context, load_rule_set
 from relay.core.esp import startup_warnings
@@ -81,6 +82,8 @@ class Running:
     journal_task: asyncio.Task[None]
     settings: Settings
     claims: list[Claim]
+    # Keeps this process's ledger liveness key fresh (ledger Rule 7).
+    alive_task: asyncio.Task[None] | None = None
 
     @property
     def smtp_port(self) -> int:
@@ -106,6 +109,10 @@ class Running:
         with contextlib.suppress(asyncio.CancelledError):
             await self.journal_task
         await self.web_task
+        if self.alive_task is not None:  # after the drain: no entry of ours is in flight
+            self.alive_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.alive_task
         await self.pipeline.close()
         await self.pipeline.redis.aclose()
         for held in self.claims:
@@ -142,6 +149,7 @@ async def start(
     smtp_sock: socket.socket | None = None,
     web_sock: socket.socket | None = None,
     implicit_sock: socket.socket | None = None,
+    worker: int = 0,
 ) -> Running:
     logs.register_secrets(logs.secret_values(settings))
     rules = load_rule_set(settings)
@@ -177,7 +185,13 @@ async def start(
         keys=keys,
         store=store,
         audit=audit,
-        ledger=Ledger(client, keys, timeout=settings.redis.timeout),
+        ledger=Ledger(
+            client,
+            keys,
+            timeout=settings.redis.timeout,
+            # Stable across restarts, so a restarted relay tells its predecessor is gone.
+            identity=f"{socket.gethostname()} {settings.smtp.listen} worker {worker}",
+        ),
         upstream=make_upstream(settings.upstream, settings.smtp.hostname or socket.getfqdn()),
     )
 
@@ -185,6 +199,10 @@ async def start(
         return await pipeline.process(raw, envelope, relay_id)
 
     smtp = SmtpServer(settings, RelayHandler(settings, process, pipeline.ledger.forget))
+    # Before the first connection: a relay restarted after a crash must be known at once as
+    # the successor of the one that died (ledger Rule 7), so a retry is not sent twice.
+    with contextlib.suppress(RedisError, OSError, TimeoutError):
+        await pipeline.ledger.announce()
     claims: list[Claim] = []
     if web_sock is None:  # bind before the SMTP side starts, so a taken port stops both
         claims.append(claim("web.listen", settings.web.listen))
@@ -217,11 +235,14 @@ async def start(
         settings.web.listen,
         logs.redact_url(settings.upstream.url),
     )
-    return Running(pipeline, smtp, web, web_task, journal_task, settings, claims)
+    alive_task = asyncio.create_task(pipeline.ledger.keep_alive())
+    return Running(pipeline, smtp, web, web_task, journal_task, settings, claims, alive_task)
 
 
-async def _serve_forever(settings: Settings, redis_url: str, sockets: _Sockets) -> None:
-    running = await start(settings, redis_url, **sockets)
+async def _serve_forever(
+    settings: Settings, redis_url: str, sockets: _Sockets, worker: int = 0
+) -> None:
+    running = await start(settings, redis_url, **sockets, worker=worker)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
@@ -235,9 +256,9 @@ async def _serve_forever(settings: Settings, redis_url: str, sockets: _Sockets) 
 _Sockets = dict[str, socket.socket]
 
 
-def _child(settings: Settings, redis_url: str, sockets: _Sockets) -> None:
+def _child(settings: Settings, redis_url: str, sockets: _Sockets, worker: int) -> None:
     configure_logging(settings)
-    asyncio.run(_serve_forever(settings, redis_url, sockets))
+    asyncio.run(_serve_forever(settings, redis_url, sockets, worker))
 
 
 def configure_logging(settings: Settings) -> None:
@@ -350,7 +371,8 @@ def _run_children(
     children = []
     for number in range(workers):
         sockets = {name: held.sockets[number] for name, held in claims}
-        children.append(ctx.Process(target=_child, args=(settings, redis_url, sockets)))
+        args = (settings, redis_url, sockets, number)
+        children.append(ctx.Process(target=_child, args=args))
     for child in children:
         child.start()
     # The children hold the sockets now. The parent must not: a socket left open here, once

@@ -28,13 +28,27 @@ Rule 6: RFC 1047's window: as the end of the data goes to the upstream (while it
         relay stopped (kill -9, power loss) between the end of the data and the ledger write:
         the upstream most probably accepted it, so it counts as delivered and the conductor
         says so in the log and the audit record (``IN_FLIGHT``) rather than send a second copy.
+Rule 7: ...but only when the relay that wrote it is gone. An entry names its writer (a stable
+        identity: host, SMTP address and worker number; and the process's instance id), and
+        every relay process keeps ``alive:<identity> = <instance>`` fresh in Redis (a few
+        seconds' expiry, refreshed every second, overwritten at once by a restarted relay of
+        the same identity). An entry whose writer is still alive belongs to a transaction
+        still under way (the same bytes sent again concurrently, on purpose): it counts as
+        nothing, so that message is delivered rather than taken for a copy of one whose
+        outcome is not known yet. A retry after a crash reaches either the restarted relay
+        (the identity now names another instance) or another relay once the writer's key has
+        expired (``ALIVE_SECONDS``): a retry to another relay within those seconds after a
+        crash is the one case sent twice.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import logging
 import time
+import uuid
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
@@ -51,6 +65,10 @@ DEFAULT_TTL = 7 * 24 * 3600
 SETTLED_TTL = 3600
 # The value of an entry written as the end of the data went out, before its reply (Rule 6).
 IN_FLIGHT = "(in flight when the relay stopped: counted as delivered, RFC 1047)"
+# What an in-flight entry stores: the marker, then "<identity>|<instance>" of its writer.
+_WRITTEN_IN_FLIGHT = "inflight:"
+# Seconds a relay process's liveness key lasts without refresh (Rule 7).
+ALIVE_SECONDS = 5.0
 
 
 def rcpt_key(rcpt: str) -> str:
@@ -76,7 +94,12 @@ class Ledger:
         ttl: int = DEFAULT_TTL,
         settled_ttl: int = SETTLED_TTL,
         memory_limit: int = 100_000,
+        identity: str | None = None,
     ) -> None:
+        # Rule 7: who writes this process's in-flight entries. Without a stable identity
+        # (tests, tools) a fresh one: such a writer is recognised as gone only by expiry.
+        self.identity = identity or uuid.uuid4().hex
+        self.instance = uuid.uuid4().hex[:16]
         self.client = client
         self.keys = keys
         self.timeout = timeout
@@ -97,7 +120,51 @@ class Ledger:
             log.warning("ledger read failed (%s); using this process's memory only", exc)
             return found
         found.update({_text(k): _text(v) for k, v in raw.items()})
-        return found
+        return await self._settle_in_flight(found)
+
+    async def _settle_in_flight(self, found: dict[str, str]) -> dict[str, str]:
+        """Rule 7: in-flight entries of a live writer count as nothing, of a gone one as sent."""
+        writers = {v.removeprefix(_WRITTEN_IN_FLIGHT) for v in found.values()
+                   if v.startswith(_WRITTEN_IN_FLIGHT)}  # fmt: skip
+        if not writers:
+            return found
+        alive = {f"{self.identity}|{self.instance}"}
+        others = sorted(w for w in writers if w not in alive)
+        if others:
+            try:
+                names = [self.keys.relay_alive(w.partition("|")[0]) for w in others]
+                current = await self.client.mget(names)
+            except (RedisError, OSError, TimeoutError) as exc:
+                # Unknown: take them as sent (no second copy), as before Rule 7.
+                log.warning("liveness of in-flight writers unknown (%s)", exc)
+                current = [None] * len(others)
+            alive |= {w for w, now in zip(others, current, strict=True)
+                      if now is not None and _text(now) == w.partition("|")[2]}  # fmt: skip
+        settled: dict[str, str] = {}
+        for rcpt, value in found.items():
+            if not value.startswith(_WRITTEN_IN_FLIGHT):
+                settled[rcpt] = value
+            elif value.removeprefix(_WRITTEN_IN_FLIGHT) not in alive:
+                settled[rcpt] = IN_FLIGHT
+        return settled
+
+    async def announce(self) -> None:
+        """Rule 7: this process is alive (and its predecessor of the same identity is not)."""
+        name = self.keys.relay_alive(self.identity)
+        await self.client.set(name, self.instance, px=int(ALIVE_SECONDS * 1000))
+
+    async def keep_alive(self) -> None:
+        """Rule 7: refresh this process's liveness key every second, until cancelled."""
+        name = self.keys.relay_alive(self.identity)
+        try:
+            while True:
+                with contextlib.suppress(RedisError, OSError, TimeoutError):
+                    await self.announce()
+                await asyncio.sleep(1.0)
+        finally:
+            with contextlib.suppress(RedisError, OSError, TimeoutError, RuntimeError):
+                # Shielded: a stopping relay says at once that it is gone.
+                await asyncio.shield(self.client.delete(name))
 
     async def forget(self, key: str) -> None:
         """The client acknowledged the 250 of a settled message (it sent another command on
@@ -110,7 +177,8 @@ class Ledger:
 
     async def in_flight(self, key: str, rcpts: Sequence[str]) -> None:
         """Rule 6: ``rcpts`` are about to get the end of the data; a final answer replaces this."""
-        await self._write(key, {rcpt_key(r): IN_FLIGHT for r in rcpts}, (), self.ttl)
+        value = f"{_WRITTEN_IN_FLIGHT}{self.identity}|{self.instance}"
+        await self._write(key, {rcpt_key(r): value for r in rcpts}, (), self.ttl, alive=True)
 
     async def record(
         self,
@@ -128,9 +196,17 @@ class Ledger:
             await self._write(key, entries, gone, self.settled_ttl if settled else self.ttl)
 
     async def _write(
-        self, key: str, entries: Mapping[str, str], gone: Sequence[str], ttl: int
+        self,
+        key: str,
+        entries: Mapping[str, str],
+        gone: Sequence[str],
+        ttl: int,
+        *,
+        alive: bool = False,
     ) -> None:
         try:
+            if alive:  # the writer's liveness must outlast the entry's write (Rule 7)
+                await self.announce()
             async with self.client.pipeline(transaction=True) as pipe:
                 if entries:
                     pipe.hset(self.keys.delivered(key), mapping=cast("Mapping[Any, Any]", entries))

@@ -10,6 +10,7 @@ Rule 3: consent keys belong to one controller: ``controller`` is the controller'
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 
@@ -32,6 +33,10 @@ class Keys:
     # Delivery ledger: recipients already accepted upstream for one message (dedupe on retry).
     def delivered(self, message_key: str) -> str:
         return f"{self.prefix}delivered:{message_key}"
+
+    def relay_alive(self, identity: str) -> str:
+        """A relay process's liveness (ledger Rule 7); the identity hashed (it names a host)."""
+        return f"{self.prefix}alive:{hashlib.sha256(identity.encode()).hexdigest()[:16]}"
 
     # Audit trail: one stream of decision records and its secondary indexes.
     def audit_stream(self) -> str:
