@@ -17,6 +17,10 @@ Rule 4: start-up says what will not work before the first message finds out: Red
         upstream unreachable, the example link key in use; each a one-line warning naming the
         key. The relay still starts (Redis down is fail-closed by design), except when a port
         cannot be bound or a setting is wrong: then one line names the key and the address.
+Rule 5: the background loops (journal replay and retention, the ledger's liveness) end when
+        ``stopping`` is set, at their next step; they are cancelled only if they do not. A
+        cancellation alone is not enough: a Redis client may turn it into a connection error
+        that the loop's error handling then swallows, and the relay would never stop.
 """
 
 from __future__ import annotations
@@ -32,9 +36,8 @@ import socket
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 
 import uvicorn
 from redis.exceptions import RedisError
@@ -47,10 +50,10 @@ from relay.inbound.listener import Claim, SmtpServer, claim
 from relay.inbound.receive import RelayHandler
 from relay.model import Envelope
 from relay.ops import logs
-from relay.ops.readiness import check_ready
 from relay.outbound.forward import make_upstream
 from relay.pipeline import Outcome, Pipeline
-from relay.settings import EXAMPLE_LINK_KEY, Settings
+from relay.settings import Settings
+from relay.startup import claim_all, first_warnings
 from relay.store.audit import AuditLog
 from relay.store.consent import RedisConsentStore
 from relay.store.ledger import Ledger
@@ -84,6 +87,8 @@ class Running:
     claims: list[Claim]
     # Keeps this process's ledger liveness key fresh (ledger Rule 7).
     alive_task: asyncio.Task[None] | None = None
+    # Set by ``stop``: the background loops end at their next step (Rule 5).
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def smtp_port(self) -> int:
@@ -105,25 +110,38 @@ class Running:
         await self.smtp.stop()
         await self.pipeline.drain(self.settings.smtp.shutdown_grace)
         self.web.should_exit = True
-        self.journal_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.journal_task
+        self.stopping.set()
+        await _finish(self.journal_task)
         await self.web_task
         if self.alive_task is not None:  # after the drain: no entry of ours is in flight
-            self.alive_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.alive_task
+            await _finish(self.alive_task)
         await self.pipeline.close()
         await self.pipeline.redis.aclose()
         for held in self.claims:
             held.close()
 
 
-async def _audit_upkeep(audit: AuditLog, retention: Retention | None = None) -> None:
+async def _finish(task: asyncio.Task[None], grace: float = 5.0) -> None:
+    """Rule 5: wait for a loop that saw ``stopping``; cancel it only if it does not end."""
+    done, _ = await asyncio.wait({task}, timeout=grace)
+    if not done:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(task, grace)
+
+
+async def _pause(stopping: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stopping.wait(), seconds)
+
+
+async def _audit_upkeep(
+    audit: AuditLog, retention: Retention | None, stopping: asyncio.Event
+) -> None:
     """Replay the journal every minute (Rule 3) and apply the retention every hour, the first
     time at start (the monotonic clock may be younger than an hour on a fresh machine)."""
     last_trim = float("-inf")
-    while True:
+    while not stopping.is_set():
         try:
             replayed = await audit.replay_journal()
             if replayed:
@@ -139,7 +157,7 @@ async def _audit_upkeep(audit: AuditLog, retention: Retention | None = None) -> 
                         log.info("retention: removed %s", kept)
         except Exception as exc:  # keep trying: the journal keeps the records meanwhile
             log.warning("audit upkeep failed: %s", exc)
-        await asyncio.sleep(60)
+        await _pause(stopping, 60)
 
 
 async def start(
@@ -227,7 +245,8 @@ async def start(
     web = _QuietUvicorn(web_config(app, settings))
     web_task = asyncio.create_task(web.serve(sockets=[web_sock]))
     retention = Retention(client, keys, settings.retention, settings.consent)
-    journal_task = asyncio.create_task(_audit_upkeep(audit, retention))
+    stopping = asyncio.Event()
+    journal_task = asyncio.create_task(_audit_upkeep(audit, retention, stopping))
     log.info(
         "relay pid %d: SMTP on %s, web on %s, upstream %s",
         os.getpid(),
@@ -235,8 +254,10 @@ async def start(
         settings.web.listen,
         logs.redact_url(settings.upstream.url),
     )
-    alive_task = asyncio.create_task(pipeline.ledger.keep_alive())
-    return Running(pipeline, smtp, web, web_task, journal_task, settings, claims, alive_task)
+    alive_task = asyncio.create_task(pipeline.ledger.keep_alive(stopping))
+    return Running(
+        pipeline, smtp, web, web_task, journal_task, settings, claims, alive_task, stopping
+    )
 
 
 async def _serve_forever(
@@ -265,60 +286,6 @@ def configure_logging(settings: Settings) -> None:
     logs.configure(settings.log.level, settings.log.format, logs.secret_values(settings))
 
 
-def _claim_all(settings: Settings, workers: int) -> list[tuple[str, Claim]]:
-    """Every listening address of this relay, bound for ``workers`` processes (Rule 1)."""
-    wanted = [("smtp_sock", "smtp.listen", settings.smtp.listen)]
-    wanted.append(("web_sock", "web.listen", settings.web.listen))
-    tls = settings.smtp.tls
-    if tls.implicit_listen and tls.cert and tls.key:
-        wanted.append(("implicit_sock", "smtp.tls.implicit_listen", tls.implicit_listen))
-    claims: list[tuple[str, Claim]] = []
-    try:
-        for name, key, listen in wanted:
-            claims.append((name, claim(key, listen, workers)))
-    except BaseException:
-        for _name, held in claims:
-            held.close()
-        raise
-    return claims
-
-
-def first_warnings(settings: Settings, redis_url: str) -> list[str]:
-    """Rule 4: what will not work, found before the first message does."""
-    found = []
-    if settings.secrets.link_key == EXAMPLE_LINK_KEY:
-        found.append(
-            f"{settings.source}: secrets.link_key: the example key is in use; anyone who "
-            "read config.example.toml can forge links: run `relay init` or set $RELAY_LINK_KEY"
-        )
-
-    outbox = settings.upstream.url
-    if outbox.startswith("file:"):  # the folder the file upstream would create anyway
-        with contextlib.suppress(OSError):
-            Path(outbox.removeprefix("file:").removeprefix("//")).mkdir(parents=True, exist_ok=True)
-
-    async def probe() -> list[str]:
-        client = async_client(redis_url, settings.redis)
-        try:
-            return await check_ready(settings, client)
-        finally:
-            await client.aclose()
-
-    for problem in asyncio.run(probe()):
-        what, _, detail = problem.partition(": ")
-        if what == "redis":
-            found.append(
-                f"redis.url {logs.redact_url(settings.redis.url)}: unreachable ({detail}); "
-                "consent counts as absent (fail closed) until it answers"
-            )
-        else:
-            found.append(
-                f"upstream.url {logs.redact_url(settings.upstream.url)}: {detail}; "
-                "messages get 451 until it answers"
-            )
-    return found
-
-
 def serve(settings: Settings, workers: int = 1) -> int:
     """Run until SIGTERM/SIGINT. Returns the exit status."""
     configure_logging(settings)
@@ -332,7 +299,7 @@ def serve(settings: Settings, workers: int = 1) -> int:
             f"{settings.source}: secrets.link_key: required to sign links "
             "(set it in the file or in $RELAY_LINK_KEY)"
         )
-    claims = _claim_all(settings, workers)  # before Redis: a second relay stops here
+    claims = claim_all(settings, workers)  # before Redis: a second relay stops here
     embedded = None
     try:
         redis_url, embedded = resolve(settings.redis)

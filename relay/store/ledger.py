@@ -153,14 +153,17 @@ class Ledger:
         name = self.keys.relay_alive(self.identity)
         await self.client.set(name, self.instance, px=int(ALIVE_SECONDS * 1000))
 
-    async def keep_alive(self) -> None:
-        """Rule 7: refresh this process's liveness key every second, until cancelled."""
+    async def keep_alive(self, stopping: asyncio.Event | None = None) -> None:
+        """Rule 7: refresh this process's liveness key every second, until ``stopping`` is set
+        (or the task is cancelled); then delete it: a stopping relay is gone at once."""
         name = self.keys.relay_alive(self.identity)
+        stopping = stopping or asyncio.Event()
         try:
-            while True:
+            while not stopping.is_set():
                 with contextlib.suppress(RedisError, OSError, TimeoutError):
                     await self.announce()
-                await asyncio.sleep(1.0)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stopping.wait(), 1.0)
         finally:
             with contextlib.suppress(RedisError, OSError, TimeoutError, RuntimeError):
                 # Shielded: a stopping relay says at once that it is gone.
