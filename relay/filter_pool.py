@@ -5,7 +5,9 @@ Input: a message, its envelope and consent states. Output: ``FilterResult``.
 
 Rule 1: messages up to ``[smtp] inline_max_bytes`` (or every message with ``process_pool =
         0``) are filtered in the event loop; larger ones in a pool of ``process_pool`` worker
-        processes, each of which loads the rules itself (nothing but the message is pickled).
+        processes. Each worker gets, once as it starts, the very context the relay validated
+        (never the rule files read again: they may have been edited since, broken or not, and
+        a worker must decide exactly as the relay does); per message only the message goes.
 Rule 2: a worker that died (killed, out of memory) is replaced and the message filtered again
         here: nothing was sent yet, so nothing is lost or doubled.
 Rule 3: ``reload`` swaps in validated rules: new messages use them, messages in flight finish
@@ -29,12 +31,10 @@ log = logging.getLogger("relay.pipeline")
 _worker_context: FilterContext | None = None
 
 
-def _init_worker(settings: Settings) -> None:
-    """Process-pool initializer: each worker loads the rules itself (nothing pickled per call)."""
+def _init_worker(context: FilterContext) -> None:
+    """Process-pool initializer: the relay's validated context, once per worker (Rule 1)."""
     global _worker_context
-    from relay.context import build_context
-
-    _worker_context = build_context(settings)
+    _worker_context = context
 
 
 def _filter_in_worker(
@@ -64,13 +64,13 @@ class FilterRunner:
             max_workers=self.settings.smtp.process_pool,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_init_worker,
-            initargs=(self.settings,),
+            initargs=(self.context,),
         )
 
     def reload(self, context: FilterContext) -> None:
         """Rule 3."""
         self.context = context
-        if self._pool is not None:
+        if self._pool is not None:  # new workers, started with the new context
             old, self._pool = self._pool, self._new_pool()
             old.shutdown(wait=False)
 

@@ -35,6 +35,7 @@ from datetime import UTC, datetime
 
 from relay import replies
 from relay.core.controllers import from_domain
+from relay.core.downgrade import downgrade_in_context
 from relay.core.filtering import FilterContext, FilterResult
 from relay.core.recipients import mask
 from relay.filter_pool import FilterRunner
@@ -46,7 +47,8 @@ from relay.model import (
 )
 from relay.ops import metrics
 from relay.outbound.dsn import NOTICE_INTRO, failure_notice, first_refusal, withheld_replies
-from relay.outbound.forward import GroupOutcome, Upstream
+from relay.outbound.dsn_relayed import notify_relayed
+from relay.outbound.forward import GroupOutcome, Upstream, UpstreamReply
 from relay.replies import Reply
 from relay.settings import Settings
 from relay.store.audit import AuditLog
@@ -211,11 +213,17 @@ class Pipeline:
             if rcpt not in upstream and rcpt_key(rcpt) in done:
                 upstream[rcpt] = f"(delivered earlier) {done[rcpt_key(rcpt)]}"
         deferred = [r for o in outcomes for r in o.deferred()]
-        # Both must be written before the client is answered; neither waits for the other.
-        await asyncio.gather(
+        # Both before the client is answered; neither waits for, nor is abandoned by, the other.
+        written = await asyncio.gather(
             self.ledger.record(key, final, settled=settled, cleared=deferred),
             self._after_delivery(envelope, result, upstream, relay_id, received),
+            return_exceptions=True,
         )
+        await notify_relayed(
+            self.upstream, self.settings, envelope, result.message_id, outcomes, relay_id
+        )
+        if failed := [w for w in written if isinstance(w, BaseException)]:
+            raise failed[0]
         answer = summarise(envelope.rcpt_tos, outcomes, {rcpt_key(r) for r in done}, rcpt_key)
         if withheld.keys() >= set(envelope.rcpt_tos) and not done:
             answer = first_refusal(result.withheld)  # nobody gets it: the client is told why
@@ -275,14 +283,29 @@ class Pipeline:
     async def _send(
         self, envelope: Envelope, rcpts: Sequence[str], data: bytes, key: str
     ) -> GroupOutcome:
-        options = [o for o in envelope.mail_options if o.upper().startswith(("BODY=", "SMTPUTF8"))]
+        """One group. The upstream picks which of the client's parameters it can pass on (DSN
+        to an upstream with DSN, ...), and converts 8-bit data for one without 8BITMIME."""
 
         async def commit(accepted: Sequence[str]) -> None:
             await self.ledger.in_flight(key, accepted)  # ledger Rule 6 (RFC 1047)
 
-        return await self.upstream.send(
-            envelope.mail_from, rcpts, data, options, xforward=envelope.xforward, commit=commit
-        )
+        try:
+            return await self.upstream.send(
+                envelope.mail_from,
+                rcpts,
+                data,
+                envelope.mail_options,
+                xforward=envelope.xforward,
+                rcpt_options=dict(zip(envelope.rcpt_tos, envelope.rcpt_options, strict=False)),
+                downgrade=self._downgrade,
+                commit=commit,
+            )
+        except Exception as exc:  # the other groups' outcomes must still be recorded
+            log.error("upstream send failed unexpectedly: %s", type(exc).__name__)
+            return GroupOutcome({r: UpstreamReply.own(replies.OUT_INTERNAL) for r in rcpts})
+
+    async def _downgrade(self, data: bytes) -> bytes:  # 8-bit data, upstream without 8BITMIME
+        return await asyncio.to_thread(downgrade_in_context, self.context, data)
 
     async def _store_links(
         self, groups: Sequence[RenderedGroup], linked: Mapping[str, str], relay_id: str

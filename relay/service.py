@@ -18,6 +18,10 @@ Rule 4: start-up says what will not work before the first message finds out: Red
         upstream unreachable, the example link key in use; each a one-line warning naming the
         key. The relay still starts (Redis down is fail-closed by design), except when a port
         cannot be bound or a setting is wrong: then one line names the key and the address.
+Rule 5: the background loops (journal replay and retention, the ledger's liveness) end when
+        ``stopping`` is set, at their next step; they are cancelled only if they do not. A
+        cancellation alone is not enough: a Redis client may turn it into a connection error
+        that the loop's error handling then swallows, and the relay would never stop.
 """
 
 from __future__ import annotations
@@ -33,9 +37,8 @@ import socket
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 
 import uvicorn
 
@@ -47,13 +50,13 @@ from relay.inbound.listener import Claim, SmtpServer, claim
 from relay.inbound.receive import RelayHandler
 from relay.model import Envelope
 from relay.ops import logs
-from relay.ops.readiness import check_ready
 from relay.outbound.forward import make_upstream
 from relay.pipeline import Outcome, Pipeline
-from relay.settings import EXAMPLE_LINK_KEY, Settings
+from relay.settings import Settings
+from relay.startup import claim_all, first_warnings
 from relay.store.audit import AuditLog
 from relay.store.layout_migrate import refuse_old_layout
-from relay.store.redis_conn import async_client, resolve
+from relay.store.redis_conn import resolve
 from relay.store.retention import Retention
 from relay.store.stores import open_stores
 from relay.store.writeback import Handler, WriteBack
@@ -82,6 +85,10 @@ class Running:
     journal_task: asyncio.Task[None]
     settings: Settings
     claims: list[Claim]
+    # Keeps this process's ledger liveness key fresh (ledger Rule 7).
+    alive_task: asyncio.Task[None] | None = None
+    # Set by ``stop``: the background loops end at their next step (Rule 5).
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
     writeback: WriteBack | None = None
     handlers: Mapping[str, Handler] | None = None
 
@@ -112,16 +119,29 @@ class Running:
         await self.smtp.stop()
         await self.pipeline.drain(self.settings.smtp.shutdown_grace)
         self.web.should_exit = True
-        while not self.journal_task.done():  # a library may swallow one cancellation
-            self.journal_task.cancel()
-            await asyncio.wait([self.journal_task], timeout=1.0)
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.journal_task
+        self.stopping.set()
+        await _finish(self.journal_task)
         await self.web_task
+        if self.alive_task is not None:  # after the drain: no entry of ours is in flight
+            await _finish(self.alive_task)
         await self.pipeline.close()
         await self.pipeline.redis.aclose()
         for held in self.claims:
             held.close()
+
+
+async def _finish(task: asyncio.Task[None], grace: float = 5.0) -> None:
+    """Rule 5: wait for a loop that saw ``stopping``; cancel it only if it does not end."""
+    done, _ = await asyncio.wait({task}, timeout=grace)
+    if not done:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(task, grace)
+
+
+async def _pause(stopping: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stopping.wait(), seconds)
 
 
 UPKEEP_PAUSE = 5.0  # seconds between journal checks (two stat calls each when empty)
@@ -129,14 +149,15 @@ UPKEEP_PAUSE = 5.0  # seconds between journal checks (two stat calls each when e
 
 async def _audit_upkeep(
     audit: AuditLog,
-    retention: Retention | None = None,
+    retention: Retention | None,
+    stopping: asyncio.Event,
     writeback: WriteBack | None = None,
     handlers: Mapping[str, Handler] | None = None,
 ) -> None:
     """Replay the journals (Rule 3) and apply the retention every hour, the first time at
     start (the monotonic clock may be younger than an hour on a fresh machine)."""
     last_trim = float("-inf")
-    while True:
+    while not stopping.is_set():
         try:
             if writeback is not None and writeback.pending():
                 settled = await writeback.replay(handlers or {})
@@ -154,9 +175,9 @@ async def _audit_upkeep(
                     kept = await retention.apply(datetime.now(UTC))
                     if kept.last_open or kept.consent_chains:
                         log.info("retention: removed %s", kept)
-        except Exception as exc:  # keep trying: the journal keeps the records meanwhile
+        except Exception as exc:  # keep trying: the journals keep the writes meanwhile
             log.warning("journal replay or retention failed, retrying: %s", exc)
-        await asyncio.sleep(UPKEEP_PAUSE)
+        await _pause(stopping, UPKEEP_PAUSE)
 
 
 async def start(
@@ -166,6 +187,7 @@ async def start(
     smtp_sock: socket.socket | None = None,
     web_sock: socket.socket | None = None,
     implicit_sock: socket.socket | None = None,
+    worker: int = 0,
 ) -> Running:
     logs.register_secrets(logs.secret_values(settings))
     rules = load_rule_set(settings)
@@ -176,13 +198,15 @@ async def start(
         log.warning("upstream profile %s: %s", settings.upstream.profile, warning)
     for line in context.controllers.describe():
         log.info("%s", line)  # which From domains get consent-based tracking, and for whom
-    stores = open_stores(settings, redis_url, rules.digest, context.controllers)
-    client, store, audit = stores.client, stores.consent, stores.audit
+    # Stable across restarts, so a restarted relay tells its predecessor is gone (ledger).
+    identity = f"{socket.gethostname()} {settings.smtp.listen} worker {worker}"
+    stores = open_stores(settings, redis_url, rules.digest, context.controllers, identity)
+    client, store, audit, keys = stores.client, stores.consent, stores.audit, stores.keys
     pipeline = Pipeline(
         settings,
         context,
         redis=client,
-        keys=stores.keys,
+        keys=keys,
         store=store,
         audit=audit,
         ledger=stores.ledger,
@@ -194,6 +218,10 @@ async def start(
         return await pipeline.process(raw, envelope, relay_id)
 
     smtp = SmtpServer(settings, RelayHandler(settings, process, pipeline.ledger.forget))
+    # Before the first connection: a relay restarted after a crash must be known at once as
+    # the successor of the one that died (ledger Rule 7), so a retry is not sent twice.
+    with contextlib.suppress(Exception):  # Redis down (a cluster's errors included): later
+        await pipeline.ledger.announce()
     claims: list[Claim] = []
     if web_sock is None:  # bind before the SMTP side starts, so a taken port stops both
         claims.append(claim("web.listen", settings.web.listen))
@@ -217,9 +245,11 @@ async def start(
         log.warning("%s", warning)
     web = _QuietUvicorn(web_config(app, settings))
     web_task = asyncio.create_task(web.serve(sockets=[web_sock]))
-    retention = Retention(client, stores.keys, settings.retention, settings.consent)
-    handlers = stores.handlers
-    journal_task = asyncio.create_task(_audit_upkeep(audit, retention, stores.writeback, handlers))
+    retention = Retention(client, keys, settings.retention, settings.consent)
+    stopping = asyncio.Event()
+    journal_task = asyncio.create_task(
+        _audit_upkeep(audit, retention, stopping, stores.writeback, stores.handlers)
+    )
     log.info(
         "relay pid %d: SMTP on %s, web on %s, upstream %s",
         os.getpid(),
@@ -227,13 +257,17 @@ async def start(
         settings.web.listen,
         logs.redact_url(settings.upstream.url),
     )
+    alive_task = asyncio.create_task(pipeline.ledger.keep_alive(stopping))
     return Running(
-        pipeline, smtp, web, web_task, journal_task, settings, claims, stores.writeback, handlers
-    )
+        pipeline, smtp, web, web_task, journal_task, settings, claims, alive_task, stopping,
+        stores.writeback, stores.handlers,
+    )  # fmt: skip
 
 
-async def _serve_forever(settings: Settings, redis_url: str, sockets: _Sockets) -> None:
-    running = await start(settings, redis_url, **sockets)
+async def _serve_forever(
+    settings: Settings, redis_url: str, sockets: _Sockets, worker: int = 0
+) -> None:
+    running = await start(settings, redis_url, **sockets, worker=worker)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
@@ -247,67 +281,13 @@ async def _serve_forever(settings: Settings, redis_url: str, sockets: _Sockets) 
 _Sockets = dict[str, socket.socket]
 
 
-def _child(settings: Settings, redis_url: str, sockets: _Sockets) -> None:
+def _child(settings: Settings, redis_url: str, sockets: _Sockets, worker: int) -> None:
     configure_logging(settings)
-    asyncio.run(_serve_forever(settings, redis_url, sockets))
+    asyncio.run(_serve_forever(settings, redis_url, sockets, worker))
 
 
 def configure_logging(settings: Settings) -> None:
     logs.configure(settings.log.level, settings.log.format, logs.secret_values(settings))
-
-
-def _claim_all(settings: Settings, workers: int) -> list[tuple[str, Claim]]:
-    """Every listening address of this relay, bound for ``workers`` processes (Rule 1)."""
-    wanted = [("smtp_sock", "smtp.listen", settings.smtp.listen)]
-    wanted.append(("web_sock", "web.listen", settings.web.listen))
-    tls = settings.smtp.tls
-    if tls.implicit_listen and tls.cert and tls.key:
-        wanted.append(("implicit_sock", "smtp.tls.implicit_listen", tls.implicit_listen))
-    claims: list[tuple[str, Claim]] = []
-    try:
-        for name, key, listen in wanted:
-            claims.append((name, claim(key, listen, workers)))
-    except BaseException:
-        for _name, held in claims:
-            held.close()
-        raise
-    return claims
-
-
-def first_warnings(settings: Settings, redis_url: str) -> list[str]:
-    """Rule 4: what will not work, found before the first message does."""
-    found = []
-    if settings.secrets.link_key == EXAMPLE_LINK_KEY:
-        found.append(
-            f"{settings.source}: secrets.link_key: the example key is in use; anyone who "
-            "read config.example.toml can forge links: run `relay init` or set $RELAY_LINK_KEY"
-        )
-
-    outbox = settings.upstream.url
-    if outbox.startswith("file:"):  # the folder the file upstream would create anyway
-        with contextlib.suppress(OSError):
-            Path(outbox.removeprefix("file:").removeprefix("//")).mkdir(parents=True, exist_ok=True)
-
-    async def probe() -> list[str]:
-        client = async_client(redis_url, settings.redis)
-        try:
-            return await check_ready(settings, client)
-        finally:
-            await client.aclose()
-
-    for problem in asyncio.run(probe()):
-        what, _, detail = problem.partition(": ")
-        if what == "redis":
-            found.append(
-                f"redis.url {logs.redact_url(settings.redis.url)}: unreachable ({detail}); "
-                "consent counts as absent (fail closed) until it answers"
-            )
-        else:
-            found.append(
-                f"upstream.url {logs.redact_url(settings.upstream.url)}: {detail}; "
-                "messages get 451 until it answers"
-            )
-    return found
 
 
 def serve(settings: Settings, workers: int = 1) -> int:
@@ -323,7 +303,7 @@ def serve(settings: Settings, workers: int = 1) -> int:
             f"{settings.source}: secrets.link_key: required to sign links "
             "(set it in the file or in $RELAY_LINK_KEY)"
         )
-    claims = _claim_all(settings, workers)  # before Redis: a second relay stops here
+    claims = claim_all(settings, workers)  # before Redis: a second relay stops here
     embedded = None
     try:
         redis_url, embedded = resolve(settings.redis)
@@ -363,7 +343,8 @@ def _run_children(
     children = []
     for number in range(workers):
         sockets = {name: held.sockets[number] for name, held in claims}
-        children.append(ctx.Process(target=_child, args=(settings, redis_url, sockets)))
+        args = (settings, redis_url, sockets, number)
+        children.append(ctx.Process(target=_child, args=args))
     for child in children:
         child.start()
     # The children hold the sockets now. The parent must not: a socket left open here, once

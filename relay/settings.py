@@ -26,6 +26,7 @@ from relay.passwords import check_hash
 from relay.settings_controllers import ControllerSettings, check_controllers
 from relay.settings_redis import RedisSettings, check_redis
 from relay.settings_retention import RetentionSettings, check_retention
+from relay.settings_upstream import check_upstream
 from relay.settings_web import AuditUiSettings, WebSettings, check_web
 
 __all__ = [
@@ -86,7 +87,8 @@ class UpstreamSettings:
     pool_size: int = 4  # persistent connections kept per relay process
     helo: str = ""  # name sent in EHLO; empty = the machine's FQDN
     tls: str = "opportunistic"  # "none", "opportunistic", "required" (smtps:// is implicit TLS)
-    verify: bool = True  # verify the upstream certificate
+    verify: bool = True  # verify the upstream certificate (tls = "required" and smtps://)
+    ca_file: str = ""  # PEM bundle the upstream certificate must chain to; empty = system CAs
     username: str = ""
     password: str = ""
     profile: str = "none"  # ESP: none, sendgrid, mailgun, mailjet, postmark, ses
@@ -316,11 +318,7 @@ def _check(settings: Settings, loader: _Loader) -> None:
             split_hostport(value)
         except ValueError as exc:
             raise loader.fail(dotted, str(exc)) from None
-    url = settings.upstream.url
-    if not (url.startswith(("smtp://", "smtps://", "file:"))):
-        raise loader.fail(
-            "upstream.url", f"must start with smtp://, smtps:// or file:, not {url!r}"
-        )
+    check_upstream(settings.upstream.url, settings.upstream.ca_file, loader.fail)
     check_redis(settings.redis, loader.fail)
     if not settings.web.public_url.startswith(("http://", "https://")):
         raise loader.fail("web.public_url", "must start with http:// or https://")

@@ -31,6 +31,7 @@ VOCABULARY = frozenset(
         "relay.settings_controllers",
         "relay.settings_redis",
         "relay.settings_retention",
+        "relay.settings_upstream",
         "relay.settings_web",
     }
 )

@@ -28,7 +28,18 @@ Rule 6: RFC 1047's window: as the end of the data goes to the upstream (while it
         relay stopped (kill -9, power loss) between the end of the data and the ledger write:
         the upstream most probably accepted it, so it counts as delivered and the conductor
         says so in the log and the audit record (``IN_FLIGHT``) rather than send a second copy.
-Rule 7: when Redis cannot be reached the final answers (and forgets) also go to the write
+Rule 7: ...but only when the relay that wrote it is gone. An entry names its writer (a stable
+        identity: host, SMTP address and worker number; and the process's instance id), and
+        every relay process keeps ``alive:<identity> = <instance>`` fresh in Redis (a few
+        seconds' expiry, refreshed every second, overwritten at once by a restarted relay of
+        the same identity). An entry whose writer is still alive belongs to a transaction
+        still under way (the same bytes sent again concurrently, on purpose): it counts as
+        nothing, so that message is delivered rather than taken for a copy of one whose
+        outcome is not known yet. A retry after a crash reaches either the restarted relay
+        (the identity now names another instance) or another relay once the writer's key has
+        expired (``ALIVE_SECONDS``): a retry to another relay within those seconds after a
+        crash is the one case sent twice.
+Rule 8: when Redis cannot be reached the final answers (and forgets) also go to the write
         journal (``writeback``), replayed when Redis is back, so that a retry reaching another
         relay afterwards is deduplicated too; on a cluster or with Sentinel a final answer no
         replica confirmed (``replicated``) is journalled the same way. In-flight entries are
@@ -40,15 +51,19 @@ Rule 7: when Redis cannot be reached the final answers (and forgets) also go to 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import json
 import logging
 import time
+import uuid
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 
 from relay.smtp.address import fold
 from relay.store import replicated
+from relay.store.fanout import get_many
 from relay.store.redis_conn import AsyncRedis, bounded
 from relay.store.redis_keys import Keys
 from relay.store.replicated import Command, Durability
@@ -60,14 +75,18 @@ DEFAULT_TTL = 7 * 24 * 3600
 SETTLED_TTL = 3600
 # The value of an entry written as the end of the data went out, before its reply (Rule 6).
 IN_FLIGHT = "(in flight when the relay stopped: counted as delivered, RFC 1047)"
-WRITTEN_AT = "_t"  # the hash field holding the time of the entry's last write (Rule 7)
+# What an in-flight entry stores: the marker, then "<identity>|<instance>" of its writer.
+_WRITTEN_IN_FLIGHT = "inflight:"
+# Seconds a relay process's liveness key lasts without refresh (Rule 7).
+ALIVE_SECONDS = 5.0
+WRITTEN_AT = "_t"  # the hash field holding the time of the entry's last write (Rule 8)
 # Any failure of the client counts as "Redis did not answer": besides Redis's own errors, a
 # cluster client can raise library errors while it re-learns the slot map during a failover.
 ERRORS = (Exception,)
 
 # KEYS[1]: the message's ledger hash. ARGV: the write's time (unix ms), its expiry (unix ms),
-# the in-flight marker, the number of answers, the answers as field/value pairs, then the
-# fields to clear (those still in flight). Rule 7 for an older write.
+# the in-flight prefix, the number of answers, the answers as field/value pairs, then the
+# fields to clear (those still in flight). Rule 8 for an older write.
 RECORD_LUA = """
 local key = KEYS[1]
 local at, n = tonumber(ARGV[1]), tonumber(ARGV[4])
@@ -79,7 +98,8 @@ for i = 0, n - 1 do
   end
 end
 for i = 5 + 2 * n, #ARGV do
-  if newer and redis.call('HGET', key, ARGV[i]) == ARGV[3] then
+  local value = redis.call('HGET', key, ARGV[i])
+  if newer and value and string.sub(value, 1, #ARGV[3]) == ARGV[3] then
     redis.call('HDEL', key, ARGV[i])
   end
 end
@@ -116,7 +136,12 @@ class Ledger:
         memory_limit: int = 100_000,
         durability: Durability | None = None,
         writeback: WriteBack | None = None,
+        identity: str | None = None,
     ) -> None:
+        # Rule 7: who writes this process's in-flight entries. Without a stable identity
+        # (tests, tools) a fresh one: such a writer is recognised as gone only by expiry.
+        self.identity = identity or uuid.uuid4().hex
+        self.instance = uuid.uuid4().hex[:16]
         self.client = client
         self.keys = keys
         self.timeout = timeout
@@ -142,9 +167,56 @@ class Ledger:
             raw = await bounded(self.client.hgetall(self.keys.delivered(key)), self.timeout)
         except ERRORS as exc:
             log.warning("ledger read failed (%s); using this process's memory only", exc)
-            return found, False
+            return await self._settle_in_flight(found), False
         found.update({_text(k): _text(v) for k, v in raw.items() if _text(k) != WRITTEN_AT})
-        return found, True
+        return await self._settle_in_flight(found), True
+
+    async def _settle_in_flight(self, found: dict[str, str]) -> dict[str, str]:
+        """Rule 7: in-flight entries of a live writer count as nothing, of a gone one as sent."""
+        writers = {v.removeprefix(_WRITTEN_IN_FLIGHT) for v in found.values()
+                   if v.startswith(_WRITTEN_IN_FLIGHT)}  # fmt: skip
+        if not writers:
+            return found
+        alive = {f"{self.identity}|{self.instance}"}
+        others = sorted(w for w in writers if w not in alive)
+        if others:
+            try:
+                names = [self.keys.relay_alive(w.partition("|")[0]) for w in others]
+                current = await bounded(get_many(self.client, names), self.timeout)
+            except ERRORS as exc:
+                # Unknown: take them as sent (no second copy), as before Rule 7.
+                log.warning("liveness of in-flight writers unknown (%s)", exc)
+                current = [None] * len(others)
+            alive |= {w for w, now in zip(others, current, strict=True)
+                      if now is not None and _text(now) == w.partition("|")[2]}  # fmt: skip
+        settled: dict[str, str] = {}
+        for rcpt, value in found.items():
+            if not value.startswith(_WRITTEN_IN_FLIGHT):
+                settled[rcpt] = value
+            elif value.removeprefix(_WRITTEN_IN_FLIGHT) not in alive:
+                settled[rcpt] = IN_FLIGHT
+        return settled
+
+    async def announce(self) -> None:
+        """Rule 7: this process is alive (and its predecessor of the same identity is not)."""
+        name = self.keys.relay_alive(self.identity)
+        await self.client.set(name, self.instance, px=int(ALIVE_SECONDS * 1000))
+
+    async def keep_alive(self, stopping: asyncio.Event | None = None) -> None:
+        """Rule 7: refresh this process's liveness key every second, until ``stopping`` is set
+        (or the task is cancelled); then delete it: a stopping relay is gone at once."""
+        name = self.keys.relay_alive(self.identity)
+        stopping = stopping or asyncio.Event()
+        try:
+            while not stopping.is_set():
+                with contextlib.suppress(*ERRORS):
+                    await self.announce()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stopping.wait(), 1.0)
+        finally:
+            with contextlib.suppress(*ERRORS):
+                # Shielded: a stopping relay says at once that it is gone.
+                await asyncio.shield(self.client.delete(name))
 
     async def forget(self, key: str) -> None:
         """The client acknowledged the 250 of a settled message (it sent another command on
@@ -162,8 +234,9 @@ class Ledger:
 
     async def in_flight(self, key: str, rcpts: Sequence[str]) -> None:
         """Rule 6: ``rcpts`` are about to get the end of the data; a final answer replaces this."""
-        entries = {rcpt_key(r): IN_FLIGHT for r in rcpts}
-        await self._write(key, entries, (), self.ttl, final=False)
+        value = f"{_WRITTEN_IN_FLIGHT}{self.identity}|{self.instance}"
+        entries = {rcpt_key(r): value for r in rcpts}
+        await self._write(key, entries, (), self.ttl, final=False, alive=True)
 
     async def record(
         self,
@@ -185,16 +258,25 @@ class Ledger:
         self, key: str, entries: Mapping[str, str], gone: Sequence[str], at: int, expires: int
     ) -> Command:
         pairs = [item for pair in entries.items() for item in pair]
-        args = [at, expires, IN_FLIGHT, len(entries), *pairs, *gone]
+        args = [at, expires, _WRITTEN_IN_FLIGHT, len(entries), *pairs, *gone]
         return replicated.script(RECORD_LUA, [self.keys.delivered(key)], args)
 
     async def _write(
-        self, key: str, entries: Mapping[str, str], gone: Sequence[str], ttl: int, *, final: bool
+        self,
+        key: str,
+        entries: Mapping[str, str],
+        gone: Sequence[str],
+        ttl: int,
+        *,
+        final: bool,
+        alive: bool = False,
     ) -> None:
         at = int(time.time() * 1000)
         command = self._command(key, entries, gone, at, at + ttl * 1000)
         durability = self.durability if final else Durability.off()
         try:
+            if alive:  # the writer's liveness must outlast the entry's write (Rule 7)
+                await bounded(self.announce(), self.timeout)
             _replies, confirmed = await bounded(
                 replicated.execute(self.client, [command], durability),
                 self.timeout + durability.timeout_ms / 1000,
@@ -203,7 +285,7 @@ class Ledger:
             log.warning("ledger write failed (%s); kept in this process's memory", exc)
             self._remember(key, entries, gone, ttl)
             confirmed = False
-        if not confirmed and final:  # Rule 7
+        if not confirmed and final:  # Rule 8
             self._journalled.add(key)
             await self._journal(
                 "ledger", key=key, replies=dict(entries), gone=list(gone), written_ms=at, ttl=ttl

@@ -107,6 +107,12 @@ class Keys:
     def delivered(self, message_key: str) -> str:
         return f"{self.prefix}ledger:{{{message_key}}}:delivered"
 
+    def relay_alive(self, identity: str) -> str:
+        """A relay process's liveness (ledger Rule 7); the identity hashed (it names a host).
+        A single key, read with ``get_many`` (never MGET: the writers' keys have no common
+        slot)."""
+        return f"{self.prefix}alive:{hashlib.sha256(identity.encode()).hexdigest()[:16]}"
+
     # Audit trail: per bucket, one stream of decision records and its secondary indexes; a
     # record lives in the bucket of its message.
     def audit_buckets(self) -> range:

@@ -48,6 +48,7 @@ def open_stores(
     redis_url: str,
     rules_digest: str = "",
     controllers: Controllers | None = None,
+    identity: str | None = None,
 ) -> Stores:
     keys = Keys(settings.redis.prefix)
     client = async_client(redis_url, settings.redis)
@@ -73,6 +74,9 @@ def open_stores(
         retention_days=settings.audit.retention_days,
         durability=durability,
     )
-    ledger = Ledger(client, keys, timeout=timeout, durability=durability, writeback=writeback)
+    ledger = Ledger(
+        client, keys, timeout=timeout, durability=durability, writeback=writeback,
+        identity=identity,
+    )  # fmt: skip
     links = LinkStore(client, keys, timeout=timeout, durability=durability, writeback=writeback)
     return Stores(client, keys, consent, audit, ledger, links, writeback)
