@@ -78,7 +78,7 @@ async def test_in_flight_entries_are_replaced_by_the_answer_or_cleared(redis_url
 async def test_an_in_flight_entry_of_a_live_writer_counts_as_nothing(redis_url: str) -> None:
     """The same bytes sent again while the first transaction awaits its answer are a message
     of their own: taking them for a copy would answer 250 for a message that may fail."""
-    client = aioredis.Redis.from_url(redis_url)
+    client = async_client(redis_url)
     writer = Ledger(client, KEYS, timeout=1.0, identity="relay-a")
     other = Ledger(client, KEYS, timeout=1.0, identity="relay-b")
     key = message_key("a@shop.example", b"concurrent")
@@ -91,7 +91,7 @@ async def test_an_in_flight_entry_of_a_live_writer_counts_as_nothing(redis_url: 
 
 
 async def test_keep_alive_refreshes_and_a_stopping_relay_clears_its_key(redis_url: str) -> None:
-    client = aioredis.Redis.from_url(redis_url)
+    client = async_client(redis_url)
     ledger = Ledger(client, KEYS, timeout=1.0, identity="relay-c")
     task = asyncio.create_task(ledger.keep_alive())
     name = KEYS.relay_alive("relay-c")
