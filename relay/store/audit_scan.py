@@ -193,31 +193,46 @@ async def merged_index(
     state: list[tuple[int, int]] = [(start, 0)] * len(indexes)  # score, members read at it
     buffers: list[deque[tuple[str, int]]] = [deque() for _ in indexes]
     more = [True] * len(indexes)
+    asked = [min(page, FIRST_PAGE) // 2] * len(indexes)  # doubled before each read
     heap: list[tuple[tuple[int, int, str], int]] = []
 
     def late(bucket: int, member: str, score: int) -> bool:
         return after is None or (score, bucket, member) > (after[2], after[0], after[1])
 
-    async def refill(bucket: int) -> None:
-        while not buffers[bucket] and more[bucket]:
-            score, offset = state[bucket]
-            raw: Any = await bounded(
-                client.zrangebyscore(
-                    indexes[bucket], score, high, start=offset, num=page, withscores=True
-                ),
-                timeout,
-            )
-            found = [(_text(m), int(s)) for m, s in raw]
-            more[bucket] = len(found) == page
-            for member, member_score in found:
-                score, offset = (score, offset + 1) if member_score == score else (member_score, 1)
-                if late(bucket, member, member_score):
-                    buffers[bucket].append((member, member_score))
-            state[bucket] = (score, offset)
+    def ask(pipe: Any, bucket: int) -> None:
+        score, offset = state[bucket]
+        asked[bucket] = max(1, min(page, asked[bucket] * 2))
+        pipe.zrangebyscore(
+            indexes[bucket], score, high, start=offset, num=asked[bucket], withscores=True
+        )
+
+    def take(bucket: int, raw: Any) -> None:
+        found = [(_text(m), int(s)) for m, s in raw]
+        more[bucket] = len(found) == asked[bucket]
+        score, offset = state[bucket]
+        for member, member_score in found:
+            score, offset = (score, offset + 1) if member_score == score else (member_score, 1)
+            if late(bucket, member, member_score):
+                buffers[bucket].append((member, member_score))
+        state[bucket] = (score, offset)
+
+    def push(bucket: int) -> None:
         if buffers[bucket]:
             member, score = buffers[bucket][0]
             heapq.heappush(heap, ((score, bucket, member), bucket))
 
+    async def refill(bucket: int) -> None:
+        while not buffers[bucket] and more[bucket]:
+            pipe = client.pipeline(transaction=False)
+            ask(pipe, bucket)
+            take(bucket, (await bounded(pipe.execute(), timeout))[0])
+        push(bucket)
+
+    first = client.pipeline(transaction=False)  # every bucket's first page in one round trip
+    for bucket in range(len(indexes)):
+        ask(first, bucket)
+    for bucket, raw in enumerate(await bounded(first.execute(), timeout)):
+        take(bucket, raw)
     for bucket in range(len(indexes)):
         await refill(bucket)
     while heap:
