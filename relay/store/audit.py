@@ -131,7 +131,7 @@ class AuditLog:
         return await bounded(awaitable, self.timeout)
 
     def _streams(self) -> list[str]:
-        return [self.keys.audit_stream(bucket) for bucket in self.keys.audit_buckets()]
+        return self.keys.audit_streams()
 
     # -----------------------------------------------------------------------------------------
     # Writing

@@ -75,8 +75,10 @@ class CountKeys:
     without_consent: str
 
 
+@functools.cache
 def count_keys(keys: Keys) -> list[CountKeys]:
-    """Every set of count keys to read (Rule 3: one per audit bucket, in bucket order)."""
+    """Every set of count keys to read (Rule 3: one per audit bucket, in bucket order); the
+    same list for the same ``Keys`` (built once: a write needs one of them)."""
     return [
         CountKeys(
             keys.audit_counts(bucket),

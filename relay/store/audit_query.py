@@ -124,7 +124,7 @@ class AuditReader:
         )
 
     def _streams(self) -> list[str]:
-        return [self.keys.audit_stream(b) for b in self.keys.audit_buckets()]
+        return self.keys.audit_streams()
 
     async def _by_ids(self, ids: Sequence[tuple[int, str]]) -> list[DecisionRecord]:
         found = await audit_scan.fetch(self.client, self._streams(), ids, self.log.timeout)

@@ -81,6 +81,11 @@ def spread_tags(count: int, label: str) -> tuple[str, ...]:
     return tuple(tags)
 
 
+@cache
+def _streams(prefix: str) -> tuple[str, ...]:
+    return tuple(Keys(prefix).audit_stream(b) for b in range(AUDIT_BUCKETS))
+
+
 def bucket_of(value: str, count: int) -> int:
     """The bucket of a message or recipient key: a uniform hash of the text, modulo ``count``."""
     digest = hashlib.blake2b(value.encode("utf-8", "surrogateescape"), digest_size=8).digest()
@@ -117,6 +122,10 @@ class Keys:
     # record lives in the bucket of its message.
     def audit_buckets(self) -> range:
         return range(AUDIT_BUCKETS)
+
+    def audit_streams(self) -> list[str]:
+        """Every bucket's stream, in bucket order (built once per prefix)."""
+        return list(_streams(self.prefix))
 
     def audit_bucket(self, message_key: str) -> int:
         return bucket_of(message_key, AUDIT_BUCKETS)
