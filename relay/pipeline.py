@@ -33,9 +33,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
-
 from relay import replies
 from relay.core.controllers import from_domain
 from relay.core.downgrade import downgrade_in_context
@@ -57,7 +54,8 @@ from relay.settings import Settings
 from relay.store.audit import AuditLog
 from relay.store.consent import ConsentStore
 from relay.store.ledger import IN_FLIGHT, Ledger, message_key, rcpt_key
-from relay.store.link_store import remember_recipients, store_gateway_links
+from relay.store.link_store import LINK_TTL_DAYS, LinkStore
+from relay.store.redis_conn import AsyncRedis
 from relay.store.redis_keys import Keys
 from relay.summary import count_decisions, requested_events, summarise
 
@@ -83,12 +81,13 @@ class Pipeline:
         settings: Settings,
         context: FilterContext,
         *,
-        redis: Redis,
+        redis: AsyncRedis,
         keys: Keys,
         store: ConsentStore,
         audit: AuditLog,
         ledger: Ledger,
         upstream: Upstream,
+        links: LinkStore | None = None,
     ) -> None:
         self.settings = settings
         self.context = context
@@ -98,6 +97,7 @@ class Pipeline:
         self.audit = audit
         self.ledger = ledger
         self.upstream = upstream
+        self.links = links or LinkStore(redis, keys, timeout=settings.redis.timeout)
         self.runner = FilterRunner(settings, context)
         self._deliveries: set[asyncio.Task[Outcome]] = set()
 
@@ -125,13 +125,14 @@ class Pipeline:
     async def _process(self, raw: bytes, envelope: Envelope, relay_id: str) -> Outcome:
         received = datetime.now(UTC)
         key = message_key(envelope.mail_from, raw)
-        done, states = await asyncio.gather(
-            self.ledger.done(key), self._states(raw, envelope, received)
+        (done, ledger_read), states = await asyncio.gather(
+            self.ledger.read(key), self._states(raw, envelope, received)
         )
         unavailable = sum(not s.available for s in states.values())
         metrics.CONSENT_LOOKUPS.labels("unavailable").inc(unavailable)
         metrics.CONSENT_LOOKUPS.labels("ok").inc(len(states) - unavailable)
-        if self.settings.smtp.redis_down == "tempfail" and unavailable:
+        # On a cluster the ledger's master may be down while the recipients' answer.
+        if self.settings.smtp.redis_down == "tempfail" and (unavailable or not ledger_read):
             return Outcome(replies.TEMP_REDIS, None, {})
         earlier = frozenset(r for r in envelope.rcpt_tos if rcpt_key(r) in done)
         with metrics.PROCESSING.time():
@@ -310,17 +311,14 @@ class Pipeline:
         self, groups: Sequence[RenderedGroup], linked: Mapping[str, str], relay_id: str
     ) -> bool:
         """Keep gateway targets and the address of every recipient whose copy carries a relay
-        link (placeholder, footer, pixel): False, and the message waits, if Redis did not."""
+        link (placeholder, footer, pixel), in Redis or its write journal (link_store Rule 5):
+        False, and the message waits, if neither took them."""
         links = [link for group in groups for link in group.gateway_links]
-        try:
-            await store_gateway_links(self.redis, self.keys, links, ttl_days=400)
-            await remember_recipients(self.redis, self.keys, linked)
-        except (RedisError, OSError, TimeoutError) as exc:
-            # A page link whose recipient cannot be found would answer "unknown" for years.
-            log.warning("[%s] could not store the links of %d recipient(s): %s",
-                        relay_id, len(linked), exc)  # fmt: skip
-            return False
-        return True
+        if await self.links.store(links, linked, ttl_days=LINK_TTL_DAYS):
+            return True
+        # A page link whose recipient cannot be found would answer "unknown" for years.
+        log.warning("[%s] could not store the links of %d recipient(s)", relay_id, len(linked))
+        return False
 
     async def _after_delivery(
         self,
@@ -349,7 +347,7 @@ class Pipeline:
         """The relay records ``requested`` itself when it relays a consent request (SPEC 1)."""
         for event in requested_events(envelope, result, upstream, when):
             try:
-                await self.store.record(event)
+                await self.store.record_or_journal(event)
             except Exception as exc:  # the mail went out; losing this event must not fail it
                 log.error("could not record 'requested' for %s: %s", mask(event.address), exc)
 

@@ -10,9 +10,10 @@ Rule 2: SIGHUP reloads the rule files only if they validate, then swaps them in 
         (messages in flight finish with the rules they began with); SIGTERM/SIGINT drain:
         stop accepting, answer 421 to new transactions, let messages in flight finish up to
         ``[smtp] shutdown_grace`` seconds, then close.
-Rule 3: the audit journal written while Redis was down is replayed at start and every minute;
-        records older than ``[audit] retention_days`` are trimmed every hour, and so are the
-        last-open days and consent proofs past ``[retention]`` (``store.retention``).
+Rule 3: the audit journal and the write journal (``writeback``) written while Redis was down, or
+        while no replica confirmed, are replayed at start and every few seconds while they hold
+        anything; records older than ``[audit] retention_days`` are trimmed every hour, and so
+        are the last-open days and consent proofs past ``[retention]`` (``store.retention``).
 Rule 4: start-up says what will not work before the first message finds out: Redis or the
         upstream unreachable, the example link key in use; each a one-line warning naming the
         key. The relay still starts (Redis down is fail-closed by design), except when a port
@@ -35,12 +36,11 @@ import signal
 import socket
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import uvicorn
-from redis.exceptions import RedisError
 
 from relay.context import build_context, load_rule_set
 from relay.core.esp import startup_warnings
@@ -55,11 +55,11 @@ from relay.pipeline import Outcome, Pipeline
 from relay.settings import Settings
 from relay.startup import claim_all, first_warnings
 from relay.store.audit import AuditLog
-from relay.store.consent import RedisConsentStore
-from relay.store.ledger import Ledger
-from relay.store.redis_conn import async_client, resolve
-from relay.store.redis_keys import Keys
+from relay.store.layout_migrate import refuse_old_layout
+from relay.store.redis_conn import resolve
 from relay.store.retention import Retention
+from relay.store.stores import open_stores
+from relay.store.writeback import Handler, WriteBack
 from relay.web.app import create_app
 from relay.web.limits import descriptor_budget, web_config
 
@@ -89,6 +89,8 @@ class Running:
     alive_task: asyncio.Task[None] | None = None
     # Set by ``stop``: the background loops end at their next step (Rule 5).
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    writeback: WriteBack | None = None
+    handlers: Mapping[str, Handler] | None = None
 
     @property
     def smtp_port(self) -> int:
@@ -105,6 +107,13 @@ class Running:
         log.info("rules reloaded, digest %s", context.policy.digest)
         self.smtp.reload_tls()
         return True
+
+    async def replay_journals(self) -> int:
+        """Replay both journals now (the upkeep task does it every few seconds)."""
+        settled = 0
+        if self.writeback is not None:
+            settled += await self.writeback.replay(self.handlers or {})
+        return settled + await self.pipeline.audit.replay_journal()
 
     async def stop(self) -> None:
         await self.smtp.stop()
@@ -135,14 +144,25 @@ async def _pause(stopping: asyncio.Event, seconds: float) -> None:
         await asyncio.wait_for(stopping.wait(), seconds)
 
 
+UPKEEP_PAUSE = 5.0  # seconds between journal checks (two stat calls each when empty)
+
+
 async def _audit_upkeep(
-    audit: AuditLog, retention: Retention | None, stopping: asyncio.Event
+    audit: AuditLog,
+    retention: Retention | None,
+    stopping: asyncio.Event,
+    writeback: WriteBack | None = None,
+    handlers: Mapping[str, Handler] | None = None,
 ) -> None:
-    """Replay the journal every minute (Rule 3) and apply the retention every hour, the first
-    time at start (the monotonic clock may be younger than an hour on a fresh machine)."""
+    """Replay the journals (Rule 3) and apply the retention every hour, the first time at
+    start (the monotonic clock may be younger than an hour on a fresh machine)."""
     last_trim = float("-inf")
     while not stopping.is_set():
         try:
+            if writeback is not None and writeback.pending():
+                settled = await writeback.replay(handlers or {})
+                if settled:
+                    log.info("replayed %d write(s) from the write journal", settled)
             replayed = await audit.replay_journal()
             if replayed:
                 log.info("replayed %d audit record(s) from the journal", replayed)
@@ -155,9 +175,9 @@ async def _audit_upkeep(
                     kept = await retention.apply(datetime.now(UTC))
                     if kept.last_open or kept.consent_chains:
                         log.info("retention: removed %s", kept)
-        except Exception as exc:  # keep trying: the journal keeps the records meanwhile
-            log.warning("audit upkeep failed: %s", exc)
-        await _pause(stopping, 60)
+        except Exception as exc:  # keep trying: the journals keep the writes meanwhile
+            log.warning("journal replay or retention failed, retrying: %s", exc)
+        await _pause(stopping, UPKEEP_PAUSE)
 
 
 async def start(
@@ -178,24 +198,10 @@ async def start(
         log.warning("upstream profile %s: %s", settings.upstream.profile, warning)
     for line in context.controllers.describe():
         log.info("%s", line)  # which From domains get consent-based tracking, and for whom
-    keys = Keys(settings.redis.prefix)
-    client = async_client(redis_url, settings.redis)
-    store = RedisConsentStore(
-        client,
-        keys,
-        settings.address_key,
-        settings.consent,
-        rules_digest=rules.digest,
-        timeout=settings.redis.timeout,
-        controllers=context.controllers,
-    )
-    audit = AuditLog(
-        client,
-        keys,
-        settings.audit.journal,
-        timeout=settings.redis.timeout,
-        retention_days=settings.audit.retention_days,
-    )
+    # Stable across restarts, so a restarted relay tells its predecessor is gone (ledger).
+    identity = f"{socket.gethostname()} {settings.smtp.listen} worker {worker}"
+    stores = open_stores(settings, redis_url, rules.digest, context.controllers, identity)
+    client, store, audit, keys = stores.client, stores.consent, stores.audit, stores.keys
     pipeline = Pipeline(
         settings,
         context,
@@ -203,14 +209,9 @@ async def start(
         keys=keys,
         store=store,
         audit=audit,
-        ledger=Ledger(
-            client,
-            keys,
-            timeout=settings.redis.timeout,
-            # Stable across restarts, so a restarted relay tells its predecessor is gone.
-            identity=f"{socket.gethostname()} {settings.smtp.listen} worker {worker}",
-        ),
+        ledger=stores.ledger,
         upstream=make_upstream(settings.upstream, settings.smtp.hostname or socket.getfqdn()),
+        links=stores.links,
     )
 
     async def process(raw: bytes, envelope: Envelope, relay_id: str) -> Outcome:
@@ -219,7 +220,7 @@ async def start(
     smtp = SmtpServer(settings, RelayHandler(settings, process, pipeline.ledger.forget))
     # Before the first connection: a relay restarted after a crash must be known at once as
     # the successor of the one that died (ledger Rule 7), so a retry is not sent twice.
-    with contextlib.suppress(RedisError, OSError, TimeoutError):
+    with contextlib.suppress(Exception):  # Redis down (a cluster's errors included): later
         await pipeline.ledger.announce()
     claims: list[Claim] = []
     if web_sock is None:  # bind before the SMTP side starts, so a taken port stops both
@@ -246,7 +247,9 @@ async def start(
     web_task = asyncio.create_task(web.serve(sockets=[web_sock]))
     retention = Retention(client, keys, settings.retention, settings.consent)
     stopping = asyncio.Event()
-    journal_task = asyncio.create_task(_audit_upkeep(audit, retention, stopping))
+    journal_task = asyncio.create_task(
+        _audit_upkeep(audit, retention, stopping, stores.writeback, stores.handlers)
+    )
     log.info(
         "relay pid %d: SMTP on %s, web on %s, upstream %s",
         os.getpid(),
@@ -256,8 +259,9 @@ async def start(
     )
     alive_task = asyncio.create_task(pipeline.ledger.keep_alive(stopping))
     return Running(
-        pipeline, smtp, web, web_task, journal_task, settings, claims, alive_task, stopping
-    )
+        pipeline, smtp, web, web_task, journal_task, settings, claims, alive_task, stopping,
+        stores.writeback, stores.handlers,
+    )  # fmt: skip
 
 
 async def _serve_forever(
@@ -303,6 +307,7 @@ def serve(settings: Settings, workers: int = 1) -> int:
     embedded = None
     try:
         redis_url, embedded = resolve(settings.redis)
+        refuse_old_layout(settings.redis, redis_url)
         for warning in first_warnings(settings, redis_url):
             log.warning("%s", warning)
         if workers <= 1:

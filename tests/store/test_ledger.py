@@ -11,12 +11,13 @@ import redis.asyncio as aioredis
 from relay.store.embedded import EmbeddedRedis
 from relay.store.ledger import ALIVE_SECONDS, IN_FLIGHT, Ledger, message_key, rcpt_key
 from relay.store.redis_keys import Keys
+from tests.support.redis import async_client
 
 KEYS = Keys("t:")
 
 
 async def test_pairs_are_kept_long_while_a_retry_is_expected(redis_url: str) -> None:
-    client = aioredis.Redis.from_url(redis_url)
+    client = async_client(redis_url)
     ledger = Ledger(client, KEYS, timeout=1.0)
     key = message_key("a@shop.example", b"data")
     await ledger.record(key, {"Alice@Example.org": "250 ok"})
@@ -48,7 +49,7 @@ async def test_redis_down_keeps_pairs_in_memory(private_redis: Callable[[], Embe
 
 async def test_local_parts_are_distinct_and_domains_fold(redis_url: str) -> None:
     """Two local parts differing in case are two mailboxes to RFC 5321: never one entry."""
-    client = aioredis.Redis.from_url(redis_url)
+    client = async_client(redis_url)
     ledger = Ledger(client, KEYS, timeout=1.0)
     key = message_key("a@shop.example", b"case")
     await ledger.record(key, {"Alice@Example.org": "250 ok"})
@@ -59,7 +60,7 @@ async def test_local_parts_are_distinct_and_domains_fold(redis_url: str) -> None
 
 
 async def test_in_flight_entries_are_replaced_by_the_answer_or_cleared(redis_url: str) -> None:
-    client = aioredis.Redis.from_url(redis_url)
+    client = async_client(redis_url)
     ledger = Ledger(client, KEYS, timeout=1.0, identity="host 127.0.0.1:2525 worker 0")
     key = message_key("a@shop.example", b"flight")
     await ledger.in_flight(key, ["a@example.org", "b@example.org", "c@example.org"])
@@ -77,7 +78,7 @@ async def test_in_flight_entries_are_replaced_by_the_answer_or_cleared(redis_url
 async def test_an_in_flight_entry_of_a_live_writer_counts_as_nothing(redis_url: str) -> None:
     """The same bytes sent again while the first transaction awaits its answer are a message
     of their own: taking them for a copy would answer 250 for a message that may fail."""
-    client = aioredis.Redis.from_url(redis_url)
+    client = async_client(redis_url)
     writer = Ledger(client, KEYS, timeout=1.0, identity="relay-a")
     other = Ledger(client, KEYS, timeout=1.0, identity="relay-b")
     key = message_key("a@shop.example", b"concurrent")
@@ -90,7 +91,7 @@ async def test_an_in_flight_entry_of_a_live_writer_counts_as_nothing(redis_url: 
 
 
 async def test_keep_alive_refreshes_and_a_stopping_relay_clears_its_key(redis_url: str) -> None:
-    client = aioredis.Redis.from_url(redis_url)
+    client = async_client(redis_url)
     ledger = Ledger(client, KEYS, timeout=1.0, identity="relay-c")
     task = asyncio.create_task(ledger.keep_alive())
     name = KEYS.relay_alive("relay-c")
