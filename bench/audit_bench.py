@@ -151,12 +151,13 @@ def _commands(count: int, filled: Filled, seed: int) -> Iterator[bytes]:
     pool = max(count // 10, 1)
     addresses = [f"user{i}@example{i % 97}.org" for i in range(pool)]
     rkeys = [recipient_key(a, ADDRESS_KEY) for a in addresses]
-    stream = KEYS.audit_stream().encode()
     n = 0
     last_ms, seq = -1, 0
     while n < count:
         message_id = f"<{n:x}.{rng.getrandbits(48):012x}@mail.shop.example>"
         mkey = KEYS.audit_by_message(message_key(message_id)).encode()
+        bucket = KEYS.audit_bucket(message_key(message_id))
+        stream = KEYS.audit_stream(bucket).encode()
         filled.message_ids.append(message_id)
         for _ in range(min(rng.randint(1, 3), count - n)):
             ms = START.timestamp() * 1000 + n * SPAN_MS // count
@@ -170,7 +171,7 @@ def _commands(count: int, filled: Filled, seed: int) -> Iterator[bytes]:
             filled.times_ms.append(ms)
             record = _record(rng, n, message_id, addresses[r], rkeys[r], at)
             payload = encode(record)
-            rkey = KEYS.audit_by_rcpt(rkeys[r]).encode()
+            rkey = KEYS.audit_by_rcpt(bucket, rkeys[r]).encode()
             yield (
                 _resp(b"XADD", stream, sid, b"r", payload)
                 + _resp(b"RPUSH", mkey, sid)
@@ -291,12 +292,12 @@ def memory_report(sync: redis.Redis, count: int, used: int) -> None:
         value: Any = sync.memory_usage(key, samples=0)
         return int(value or 0)
 
-    stream = usage(KEYS.audit_stream())
+    stream = sum(usage(KEYS.audit_stream(b)) for b in KEYS.audit_buckets())
     parts = {"message index": 0, "recipient index": 0}
     for (kind, _), pattern in zip(parts.items(), ("msg", "rcpt"), strict=True):
         sizes: list[int] = []
         total = 0
-        for key in sync.scan_iter(match=f"{KEYS.prefix}audit:{pattern}:*", count=10_000):
+        for key in sync.scan_iter(match=f"{KEYS.prefix}audit:{{*}}:{pattern}:*", count=10_000):
             total += 1
             if len(sizes) < 2000:
                 sizes.append(usage(key))

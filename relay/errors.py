@@ -59,3 +59,10 @@ class TrackedConsentRequest(RelayError):
 
 class TokenError(RelayError):
     """A link token is forged, altered, expired or of the wrong kind."""
+
+
+class DowngradeRefused(RelayError):
+    """An 8-bit message that cannot be made 7-bit without changing what it says or breaking a
+    signature it carries (RFC 6152 conversion); the message says why."""
+
+    reply = replies.OUT_8BIT

@@ -6,7 +6,9 @@ Input: a message, its envelope and consent states. Output: ``FilterResult``, com
 
 Rule 1: messages up to ``[smtp] inline_max_bytes`` (or every message with ``process_pool =
         0``) are filtered in the event loop; larger ones in a pool of ``process_pool`` worker
-        processes, each of which loads the rules itself (nothing but the message is pickled).
+        processes. Each worker gets, once as it starts, the very context the relay validated
+        (never the rule files read again: they may have been edited since, broken or not, and
+        a worker must decide exactly as the relay does); per message only the message goes.
 Rule 2: a worker that died (killed, out of memory) is replaced and the message filtered again
         here: nothing was sent yet, so nothing is lost or doubled.
 Rule 3: ``reload`` swaps in validated rules: new messages use them, messages in flight finish
@@ -35,12 +37,10 @@ SIZE_CLASSES = ("medium", "large")
 _worker_context: FilterContext | None = None
 
 
-def _init_worker(settings: Settings) -> None:
-    """Process-pool initializer: each worker loads the rules itself (nothing pickled per call)."""
+def _init_worker(context: FilterContext) -> None:
+    """Process-pool initializer: the relay's validated context, once per worker (Rule 1)."""
     global _worker_context
-    from relay.context import build_context
-
-    _worker_context = build_context(settings)
+    _worker_context = context
 
 
 def _filter_in_worker(
@@ -78,7 +78,7 @@ class FilterRunner:
             max_workers=self._workers(size_class),
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_init_worker,
-            initargs=(self.settings,),
+            initargs=(self.context,),
         )
 
     def size_class(self, size: int) -> str:
@@ -93,7 +93,7 @@ class FilterRunner:
     def reload(self, context: FilterContext) -> None:
         """Rule 3."""
         self.context = context
-        for size_class, old in list(self.pools.items()):
+        for size_class, old in list(self.pools.items()):  # new workers, the new context
             self.pools[size_class] = self._new_pool(size_class)
             old.shutdown(wait=False)
 

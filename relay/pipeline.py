@@ -33,11 +33,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
-
 from relay import replies
 from relay.core.controllers import from_domain
+from relay.core.downgrade import downgrade_in_context
 from relay.core.filtering import FilterContext, FilterResult
 from relay.core.recipients import mask
 from relay.filter_pool import FilterRunner
@@ -49,13 +47,15 @@ from relay.model import (
 )
 from relay.ops import metrics
 from relay.outbound.dsn import NOTICE_INTRO, failure_notice, first_refusal, withheld_replies
-from relay.outbound.forward import GroupOutcome, Upstream
+from relay.outbound.dsn_relayed import notify_relayed
+from relay.outbound.forward import GroupOutcome, Upstream, UpstreamReply
 from relay.replies import Reply
 from relay.settings import Settings
 from relay.store.audit import AuditLog
 from relay.store.consent import ConsentStore
 from relay.store.ledger import IN_FLIGHT, Ledger, message_key, rcpt_key
-from relay.store.link_store import remember_recipients, store_gateway_links
+from relay.store.link_store import LINK_TTL_DAYS, LinkStore
+from relay.store.redis_conn import AsyncRedis
 from relay.store.redis_keys import Keys
 from relay.summary import count_decisions, requested_events, summarise
 
@@ -81,12 +81,13 @@ class Pipeline:
         settings: Settings,
         context: FilterContext,
         *,
-        redis: Redis,
+        redis: AsyncRedis,
         keys: Keys,
         store: ConsentStore,
         audit: AuditLog,
         ledger: Ledger,
         upstream: Upstream,
+        links: LinkStore | None = None,
     ) -> None:
         self.settings = settings
         self.context = context
@@ -96,6 +97,7 @@ class Pipeline:
         self.audit = audit
         self.ledger = ledger
         self.upstream = upstream
+        self.links = links or LinkStore(redis, keys, timeout=settings.redis.timeout)
         self.runner = FilterRunner(settings, context)
         self._deliveries: set[asyncio.Task[Outcome]] = set()
 
@@ -123,13 +125,14 @@ class Pipeline:
     async def _process(self, raw: bytes, envelope: Envelope, relay_id: str) -> Outcome:
         received = datetime.now(UTC)
         key = message_key(envelope.mail_from, raw)
-        done, states = await asyncio.gather(
-            self.ledger.done(key), self._states(raw, envelope, received)
+        (done, ledger_read), states = await asyncio.gather(
+            self.ledger.read(key), self._states(raw, envelope, received)
         )
         unavailable = sum(not s.available for s in states.values())
         metrics.CONSENT_LOOKUPS.labels("unavailable").inc(unavailable)
         metrics.CONSENT_LOOKUPS.labels("ok").inc(len(states) - unavailable)
-        if self.settings.smtp.redis_down == "tempfail" and unavailable:
+        # On a cluster the ledger's master may be down while the recipients' answer.
+        if self.settings.smtp.redis_down == "tempfail" and (unavailable or not ledger_read):
             return Outcome(replies.TEMP_REDIS, None, {})
         earlier = frozenset(r for r in envelope.rcpt_tos if rcpt_key(r) in done)
         with metrics.PROCESSING.time():
@@ -210,11 +213,17 @@ class Pipeline:
             if rcpt not in upstream and rcpt_key(rcpt) in done:
                 upstream[rcpt] = f"(delivered earlier) {done[rcpt_key(rcpt)]}"
         deferred = [r for o in outcomes for r in o.deferred()]
-        # Both must be written before the client is answered; neither waits for the other.
-        await asyncio.gather(
+        # Both before the client is answered; neither waits for, nor is abandoned by, the other.
+        written = await asyncio.gather(
             self.ledger.record(key, final, settled=settled, cleared=deferred),
             self._after_delivery(envelope, result, upstream, relay_id, received),
+            return_exceptions=True,
         )
+        await notify_relayed(
+            self.upstream, self.settings, envelope, result.message_id, outcomes, relay_id
+        )
+        if failed := [w for w in written if isinstance(w, BaseException)]:
+            raise failed[0]
         answer = summarise(envelope.rcpt_tos, outcomes, {rcpt_key(r) for r in done}, rcpt_key)
         if withheld.keys() >= set(envelope.rcpt_tos) and not done:
             answer = first_refusal(result.withheld)  # nobody gets it: the client is told why
@@ -274,30 +283,42 @@ class Pipeline:
     async def _send(
         self, envelope: Envelope, rcpts: Sequence[str], data: bytes, key: str
     ) -> GroupOutcome:
-        options = [o for o in envelope.mail_options if o.upper().startswith(("BODY=", "SMTPUTF8"))]
+        """One group. The upstream picks which of the client's parameters it can pass on (DSN
+        to an upstream with DSN, ...), and converts 8-bit data for one without 8BITMIME."""
 
         async def commit(accepted: Sequence[str]) -> None:
             await self.ledger.in_flight(key, accepted)  # ledger Rule 6 (RFC 1047)
 
-        return await self.upstream.send(
-            envelope.mail_from, rcpts, data, options, xforward=envelope.xforward, commit=commit
-        )
+        try:
+            return await self.upstream.send(
+                envelope.mail_from,
+                rcpts,
+                data,
+                envelope.mail_options,
+                xforward=envelope.xforward,
+                rcpt_options=dict(zip(envelope.rcpt_tos, envelope.rcpt_options, strict=False)),
+                downgrade=self._downgrade,
+                commit=commit,
+            )
+        except Exception as exc:  # the other groups' outcomes must still be recorded
+            log.error("upstream send failed unexpectedly: %s", type(exc).__name__)
+            return GroupOutcome({r: UpstreamReply.own(replies.OUT_INTERNAL) for r in rcpts})
+
+    async def _downgrade(self, data: bytes) -> bytes:  # 8-bit data, upstream without 8BITMIME
+        return await asyncio.to_thread(downgrade_in_context, self.context, data)
 
     async def _store_links(
         self, groups: Sequence[RenderedGroup], linked: Mapping[str, str], relay_id: str
     ) -> bool:
         """Keep gateway targets and the address of every recipient whose copy carries a relay
-        link (placeholder, footer, pixel): False, and the message waits, if Redis did not."""
+        link (placeholder, footer, pixel), in Redis or its write journal (link_store Rule 5):
+        False, and the message waits, if neither took them."""
         links = [link for group in groups for link in group.gateway_links]
-        try:
-            await store_gateway_links(self.redis, self.keys, links, ttl_days=400)
-            await remember_recipients(self.redis, self.keys, linked)
-        except (RedisError, OSError, TimeoutError) as exc:
-            # A page link whose recipient cannot be found would answer "unknown" for years.
-            log.warning("[%s] could not store the links of %d recipient(s): %s",
-                        relay_id, len(linked), exc)  # fmt: skip
-            return False
-        return True
+        if await self.links.store(links, linked, ttl_days=LINK_TTL_DAYS):
+            return True
+        # A page link whose recipient cannot be found would answer "unknown" for years.
+        log.warning("[%s] could not store the links of %d recipient(s)", relay_id, len(linked))
+        return False
 
     async def _after_delivery(
         self,
@@ -326,7 +347,7 @@ class Pipeline:
         """The relay records ``requested`` itself when it relays a consent request (SPEC 1)."""
         for event in requested_events(envelope, result, upstream, when):
             try:
-                await self.store.record(event)
+                await self.store.record_or_journal(event)
             except Exception as exc:  # the mail went out; losing this event must not fail it
                 log.error("could not record 'requested' for %s: %s", mask(event.address), exc)
 

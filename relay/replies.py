@@ -105,3 +105,32 @@ TOO_MANY_CONNECTIONS = Reply(
 RATE_LIMITED = Reply(
     451, "4.7.0", "Too many messages from your address, slow down and try again later", "R-207"
 )
+
+# The relay's own answers for one recipient on the way out (relay/outbound): they stand where
+# the upstream's reply would, in the audit record, the ledger and failure notices.
+OUT_UNREACHABLE = Reply(451, "4.4.1", "Upstream unreachable", "R-301")
+OUT_LOST = Reply(451, "4.4.2", "Upstream connection lost before the message was sent", "R-302")
+OUT_LOST_AFTER_DATA = Reply(
+    451, "4.4.2", "Upstream connection lost after the message was sent (RFC 1047)", "R-303"
+)
+OUT_TLS = Reply(451, "4.7.5", "Upstream TLS failed", "R-304")
+OUT_TLS_MISSING = Reply(451, "4.7.4", "Upstream does not offer STARTTLS (tls = required)", "R-305")
+OUT_AUTH = Reply(451, "4.7.0", "Upstream refused the relay's credentials", "R-306")
+OUT_SMTPUTF8_ADDRESS = Reply(
+    553, "5.6.7", "Non-ASCII address, and the upstream does not offer SMTPUTF8 (RFC 6531)", "R-307"
+)
+OUT_SMTPUTF8_HEADER = Reply(
+    554, "5.6.9", "UTF-8 header message, and the upstream does not offer SMTPUTF8", "R-308"
+)
+OUT_8BIT = Reply(
+    554, "5.6.3", "8-bit message cannot be converted for an upstream without 8BITMIME", "R-309"
+)
+OUT_BAD_RCPT = Reply(553, "5.1.3", "Recipient address cannot be written to the upstream", "R-310")
+OUT_BAD_SENDER = Reply(553, "5.1.7", "Sender address cannot be written to the upstream", "R-311")
+OUT_NUL = Reply(554, "5.6.0", "Message contains a NUL byte (RFC 5321 2.3.8)", "R-312")
+OUT_LINE_ENDING = Reply(
+    451, "4.3.0", "Internal error: rendered message has a bare CR or LF, not sent", "R-313"
+)
+OUT_INTERNAL = Reply(451, "4.3.0", "Internal error while sending upstream", "R-314")
+OUT_PROTOCOL = Reply(451, "4.4.2", "Upstream broke the SMTP protocol", "R-315")
+OUT_OUTBOX = Reply(451, "4.3.0", "Outbox not writable", "R-316")

@@ -10,13 +10,18 @@ Rule 2: SIGHUP reloads the rule files only if they validate, then swaps them in 
         (messages in flight finish with the rules they began with); SIGTERM/SIGINT drain:
         stop accepting, answer 421 to new transactions, let messages in flight finish up to
         ``[smtp] shutdown_grace`` seconds, then close.
-Rule 3: the audit journal written while Redis was down is replayed at start and every minute;
-        records older than ``[audit] retention_days`` are trimmed every hour, and so are the
-        last-open days and consent proofs past ``[retention]`` (``store.retention``).
+Rule 3: the audit journal and the write journal (``writeback``) written while Redis was down, or
+        while no replica confirmed, are replayed at start and every few seconds while they hold
+        anything; records older than ``[audit] retention_days`` are trimmed every hour, and so
+        are the last-open days and consent proofs past ``[retention]`` (``store.retention``).
 Rule 4: start-up says what will not work before the first message finds out: Redis or the
         upstream unreachable, the example link key in use; each a one-line warning naming the
         key. The relay still starts (Redis down is fail-closed by design), except when a port
         cannot be bound or a setting is wrong: then one line names the key and the address.
+Rule 5: the background loops (journal replay and retention, the ledger's liveness) end when
+        ``stopping`` is set, at their next step; they are cancelled only if they do not. A
+        cancellation alone is not enough: a Redis client may turn it into a connection error
+        that the loop's error handling then swallows, and the relay would never stop.
 """
 
 from __future__ import annotations
@@ -31,10 +36,9 @@ import signal
 import socket
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 
 import uvicorn
 
@@ -46,16 +50,16 @@ from relay.inbound.listener import Claim, SmtpServer, claim
 from relay.inbound.receive import RelayHandler
 from relay.model import Envelope
 from relay.ops import logs
-from relay.ops.readiness import check_ready
 from relay.outbound.forward import make_upstream
 from relay.pipeline import Outcome, Pipeline
-from relay.settings import EXAMPLE_LINK_KEY, Settings
+from relay.settings import Settings
+from relay.startup import claim_all, first_warnings
 from relay.store.audit import AuditLog
-from relay.store.consent import RedisConsentStore
-from relay.store.ledger import Ledger
-from relay.store.redis_conn import async_client, resolve
-from relay.store.redis_keys import Keys
+from relay.store.layout_migrate import refuse_old_layout
+from relay.store.redis_conn import resolve
 from relay.store.retention import Retention
+from relay.store.stores import open_stores
+from relay.store.writeback import Handler, WriteBack
 from relay.web.app import create_app
 from relay.web.limits import descriptor_budget, web_config
 
@@ -81,6 +85,12 @@ class Running:
     journal_task: asyncio.Task[None]
     settings: Settings
     claims: list[Claim]
+    # Keeps this process's ledger liveness key fresh (ledger Rule 7).
+    alive_task: asyncio.Task[None] | None = None
+    # Set by ``stop``: the background loops end at their next step (Rule 5).
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    writeback: WriteBack | None = None
+    handlers: Mapping[str, Handler] | None = None
 
     @property
     def smtp_port(self) -> int:
@@ -98,26 +108,61 @@ class Running:
         self.smtp.reload_tls()
         return True
 
+    async def replay_journals(self) -> int:
+        """Replay both journals now (the upkeep task does it every few seconds)."""
+        settled = 0
+        if self.writeback is not None:
+            settled += await self.writeback.replay(self.handlers or {})
+        return settled + await self.pipeline.audit.replay_journal()
+
     async def stop(self) -> None:
         await self.smtp.stop()
         await self.pipeline.drain(self.settings.smtp.shutdown_grace)
         self.web.should_exit = True
-        self.journal_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.journal_task
+        self.stopping.set()
+        await _finish(self.journal_task)
         await self.web_task
+        if self.alive_task is not None:  # after the drain: no entry of ours is in flight
+            await _finish(self.alive_task)
         await self.pipeline.close()
         await self.pipeline.redis.aclose()
         for held in self.claims:
             held.close()
 
 
-async def _audit_upkeep(audit: AuditLog, retention: Retention | None = None) -> None:
-    """Replay the journal every minute (Rule 3) and apply the retention every hour, the first
-    time at start (the monotonic clock may be younger than an hour on a fresh machine)."""
+async def _finish(task: asyncio.Task[None], grace: float = 5.0) -> None:
+    """Rule 5: wait for a loop that saw ``stopping``; cancel it only if it does not end."""
+    done, _ = await asyncio.wait({task}, timeout=grace)
+    if not done:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(task, grace)
+
+
+async def _pause(stopping: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stopping.wait(), seconds)
+
+
+UPKEEP_PAUSE = 5.0  # seconds between journal checks (two stat calls each when empty)
+
+
+async def _audit_upkeep(
+    audit: AuditLog,
+    retention: Retention | None,
+    stopping: asyncio.Event,
+    writeback: WriteBack | None = None,
+    handlers: Mapping[str, Handler] | None = None,
+) -> None:
+    """Replay the journals (Rule 3) and apply the retention every hour, the first time at
+    start (the monotonic clock may be younger than an hour on a fresh machine)."""
     last_trim = float("-inf")
-    while True:
+    while not stopping.is_set():
         try:
+            if writeback is not None and writeback.pending():
+                settled = await writeback.replay(handlers or {})
+                if settled:
+                    log.info("replayed %d write(s) from the write journal", settled)
             replayed = await audit.replay_journal()
             if replayed:
                 log.info("replayed %d audit record(s) from the journal", replayed)
@@ -130,9 +175,9 @@ async def _audit_upkeep(audit: AuditLog, retention: Retention | None = None) -> 
                     kept = await retention.apply(datetime.now(UTC))
                     if kept.last_open or kept.consent_chains:
                         log.info("retention: removed %s", kept)
-        except Exception as exc:  # keep trying: the journal keeps the records meanwhile
-            log.warning("audit upkeep failed: %s", exc)
-        await asyncio.sleep(60)
+        except Exception as exc:  # keep trying: the journals keep the writes meanwhile
+            log.warning("journal replay or retention failed, retrying: %s", exc)
+        await _pause(stopping, UPKEEP_PAUSE)
 
 
 async def start(
@@ -142,6 +187,7 @@ async def start(
     smtp_sock: socket.socket | None = None,
     web_sock: socket.socket | None = None,
     implicit_sock: socket.socket | None = None,
+    worker: int = 0,
 ) -> Running:
     logs.register_secrets(logs.secret_values(settings))
     rules = load_rule_set(settings)
@@ -152,24 +198,10 @@ async def start(
         log.warning("upstream profile %s: %s", settings.upstream.profile, warning)
     for line in context.controllers.describe():
         log.info("%s", line)  # which From domains get consent-based tracking, and for whom
-    keys = Keys(settings.redis.prefix)
-    client = async_client(redis_url, settings.redis)
-    store = RedisConsentStore(
-        client,
-        keys,
-        settings.address_key,
-        settings.consent,
-        rules_digest=rules.digest,
-        timeout=settings.redis.timeout,
-        controllers=context.controllers,
-    )
-    audit = AuditLog(
-        client,
-        keys,
-        settings.audit.journal,
-        timeout=settings.redis.timeout,
-        retention_days=settings.audit.retention_days,
-    )
+    # Stable across restarts, so a restarted relay tells its predecessor is gone (ledger).
+    identity = f"{socket.gethostname()} {settings.smtp.listen} worker {worker}"
+    stores = open_stores(settings, redis_url, rules.digest, context.controllers, identity)
+    client, store, audit, keys = stores.client, stores.consent, stores.audit, stores.keys
     pipeline = Pipeline(
         settings,
         context,
@@ -177,14 +209,19 @@ async def start(
         keys=keys,
         store=store,
         audit=audit,
-        ledger=Ledger(client, keys, timeout=settings.redis.timeout),
+        ledger=stores.ledger,
         upstream=make_upstream(settings.upstream, settings.smtp.hostname or socket.getfqdn()),
+        links=stores.links,
     )
 
     async def process(raw: bytes, envelope: Envelope, relay_id: str) -> Outcome:
         return await pipeline.process(raw, envelope, relay_id)
 
     smtp = SmtpServer(settings, RelayHandler(settings, process, pipeline.ledger.forget))
+    # Before the first connection: a relay restarted after a crash must be known at once as
+    # the successor of the one that died (ledger Rule 7), so a retry is not sent twice.
+    with contextlib.suppress(Exception):  # Redis down (a cluster's errors included): later
+        await pipeline.ledger.announce()
     claims: list[Claim] = []
     if web_sock is None:  # bind before the SMTP side starts, so a taken port stops both
         claims.append(claim("web.listen", settings.web.listen))
@@ -209,7 +246,10 @@ async def start(
     web = _QuietUvicorn(web_config(app, settings))
     web_task = asyncio.create_task(web.serve(sockets=[web_sock]))
     retention = Retention(client, keys, settings.retention, settings.consent)
-    journal_task = asyncio.create_task(_audit_upkeep(audit, retention))
+    stopping = asyncio.Event()
+    journal_task = asyncio.create_task(
+        _audit_upkeep(audit, retention, stopping, stores.writeback, stores.handlers)
+    )
     log.info(
         "relay pid %d: SMTP on %s, web on %s, upstream %s",
         os.getpid(),
@@ -217,11 +257,17 @@ async def start(
         settings.web.listen,
         logs.redact_url(settings.upstream.url),
     )
-    return Running(pipeline, smtp, web, web_task, journal_task, settings, claims)
+    alive_task = asyncio.create_task(pipeline.ledger.keep_alive(stopping))
+    return Running(
+        pipeline, smtp, web, web_task, journal_task, settings, claims, alive_task, stopping,
+        stores.writeback, stores.handlers,
+    )  # fmt: skip
 
 
-async def _serve_forever(settings: Settings, redis_url: str, sockets: _Sockets) -> None:
-    running = await start(settings, redis_url, **sockets)
+async def _serve_forever(
+    settings: Settings, redis_url: str, sockets: _Sockets, worker: int = 0
+) -> None:
+    running = await start(settings, redis_url, **sockets, worker=worker)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
@@ -235,67 +281,13 @@ async def _serve_forever(settings: Settings, redis_url: str, sockets: _Sockets) 
 _Sockets = dict[str, socket.socket]
 
 
-def _child(settings: Settings, redis_url: str, sockets: _Sockets) -> None:
+def _child(settings: Settings, redis_url: str, sockets: _Sockets, worker: int) -> None:
     configure_logging(settings)
-    asyncio.run(_serve_forever(settings, redis_url, sockets))
+    asyncio.run(_serve_forever(settings, redis_url, sockets, worker))
 
 
 def configure_logging(settings: Settings) -> None:
     logs.configure(settings.log.level, settings.log.format, logs.secret_values(settings))
-
-
-def _claim_all(settings: Settings, workers: int) -> list[tuple[str, Claim]]:
-    """Every listening address of this relay, bound for ``workers`` processes (Rule 1)."""
-    wanted = [("smtp_sock", "smtp.listen", settings.smtp.listen)]
-    wanted.append(("web_sock", "web.listen", settings.web.listen))
-    tls = settings.smtp.tls
-    if tls.implicit_listen and tls.cert and tls.key:
-        wanted.append(("implicit_sock", "smtp.tls.implicit_listen", tls.implicit_listen))
-    claims: list[tuple[str, Claim]] = []
-    try:
-        for name, key, listen in wanted:
-            claims.append((name, claim(key, listen, workers)))
-    except BaseException:
-        for _name, held in claims:
-            held.close()
-        raise
-    return claims
-
-
-def first_warnings(settings: Settings, redis_url: str) -> list[str]:
-    """Rule 4: what will not work, found before the first message does."""
-    found = []
-    if settings.secrets.link_key == EXAMPLE_LINK_KEY:
-        found.append(
-            f"{settings.source}: secrets.link_key: the example key is in use; anyone who "
-            "read config.example.toml can forge links: run `relay init` or set $RELAY_LINK_KEY"
-        )
-
-    outbox = settings.upstream.url
-    if outbox.startswith("file:"):  # the folder the file upstream would create anyway
-        with contextlib.suppress(OSError):
-            Path(outbox.removeprefix("file:").removeprefix("//")).mkdir(parents=True, exist_ok=True)
-
-    async def probe() -> list[str]:
-        client = async_client(redis_url, settings.redis)
-        try:
-            return await check_ready(settings, client)
-        finally:
-            await client.aclose()
-
-    for problem in asyncio.run(probe()):
-        what, _, detail = problem.partition(": ")
-        if what == "redis":
-            found.append(
-                f"redis.url {logs.redact_url(settings.redis.url)}: unreachable ({detail}); "
-                "consent counts as absent (fail closed) until it answers"
-            )
-        else:
-            found.append(
-                f"upstream.url {logs.redact_url(settings.upstream.url)}: {detail}; "
-                "messages get 451 until it answers"
-            )
-    return found
 
 
 def serve(settings: Settings, workers: int = 1) -> int:
@@ -311,10 +303,11 @@ def serve(settings: Settings, workers: int = 1) -> int:
             f"{settings.source}: secrets.link_key: required to sign links "
             "(set it in the file or in $RELAY_LINK_KEY)"
         )
-    claims = _claim_all(settings, workers)  # before Redis: a second relay stops here
+    claims = claim_all(settings, workers)  # before Redis: a second relay stops here
     embedded = None
     try:
         redis_url, embedded = resolve(settings.redis)
+        refuse_old_layout(settings.redis, redis_url)
         for warning in first_warnings(settings, redis_url):
             log.warning("%s", warning)
         if workers <= 1:
@@ -350,7 +343,8 @@ def _run_children(
     children = []
     for number in range(workers):
         sockets = {name: held.sockets[number] for name, held in claims}
-        children.append(ctx.Process(target=_child, args=(settings, redis_url, sockets)))
+        args = (settings, redis_url, sockets, number)
+        children.append(ctx.Process(target=_child, args=args))
     for child in children:
         child.start()
     # The children hold the sockets now. The parent must not: a socket left open here, once

@@ -24,12 +24,15 @@ from typing import Any
 from relay.errors import SettingsError
 from relay.passwords import check_hash
 from relay.settings_controllers import ControllerSettings, check_controllers
+from relay.settings_redis import RedisSettings, check_redis
 from relay.settings_retention import RetentionSettings, check_retention
+from relay.settings_upstream import check_upstream
 from relay.settings_web import AuditUiSettings, WebSettings, check_web
 
 __all__ = [
     "AuditUiSettings",
     "ControllerSettings",
+    "RedisSettings",
     "RetentionSettings",
     "Settings",
     "WebSettings",
@@ -87,21 +90,13 @@ class UpstreamSettings:
     pool_size: int = 4  # persistent connections kept per relay process
     helo: str = ""  # name sent in EHLO; empty = the machine's FQDN
     tls: str = "opportunistic"  # "none", "opportunistic", "required" (smtps:// is implicit TLS)
-    verify: bool = True  # verify the upstream certificate
+    verify: bool = True  # verify the upstream certificate (tls = "required" and smtps://)
+    ca_file: str = ""  # PEM bundle the upstream certificate must chain to; empty = system CAs
     username: str = ""
     password: str = ""
     profile: str = "none"  # ESP: none, sendgrid, mailgun, mailjet, postmark, ses
     ses_no_tracking_set: str = ""  # SES configuration set without open/click tracking
     esp_tracking: str = "consented"  # the ESP's own tracking: "consented" recipients, or "off"
-
-
-@dataclass(frozen=True)
-class RedisSettings:
-    # "embedded", "redis://...", "rediss://...", "unix:///path", "redis+sentinel://h:p/service"
-    url: str = "embedded"
-    data_dir: str = "./var/redis"  # embedded server: data and append-only file
-    timeout: float = 2.0  # seconds for every Redis call
-    prefix: str = "relay:"  # prefix of every key the relay writes
 
 
 @dataclass(frozen=True)
@@ -326,15 +321,8 @@ def _check(settings: Settings, loader: _Loader) -> None:
             split_hostport(value)
         except ValueError as exc:
             raise loader.fail(dotted, str(exc)) from None
-    url = settings.upstream.url
-    if not (url.startswith(("smtp://", "smtps://", "file:"))):
-        raise loader.fail(
-            "upstream.url", f"must start with smtp://, smtps:// or file:, not {url!r}"
-        )
-    rurl = settings.redis.url
-    schemes = ("redis://", "rediss://", "unix://", "redis+sentinel://")
-    if rurl != "embedded" and not rurl.startswith(schemes):
-        raise loader.fail("redis.url", f"must be 'embedded' or a redis:// URL, not {rurl!r}")
+    check_upstream(settings.upstream.url, settings.upstream.ca_file, loader.fail)
+    check_redis(settings.redis, loader.fail)
     if not settings.web.public_url.startswith(("http://", "https://")):
         raise loader.fail("web.public_url", "must start with http:// or https://")
 

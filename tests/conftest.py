@@ -3,6 +3,11 @@
 Each pytest-xdist worker starts its own server on a free loopback port; every test that asks
 for ``redis_url`` gets the database flushed first, so tests never see each other's data. Tests
 that need to stop or break Redis take ``private_redis`` and get a server of their own.
+
+``RELAY_TEST_REDIS=cluster`` runs the same tests against a Valkey Cluster instead (3 masters,
+3 replicas, one per worker, started from the same binary: ``tests/support/cluster.py``):
+``redis_url`` then hands out its ``redis+cluster://`` URL, flushed on every master before each
+test. ``cluster`` always gives that shared cluster, for the tests written for it.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import redis
 from hypothesis import settings as hypothesis_settings
 
 from relay.store.embedded import EmbeddedRedis
+from tests.support.cluster import ValkeyCluster
 
 # CI explores the same examples on every run (a red CI must mean a regression, not a new random
 # draw); locally hypothesis keeps drawing new examples, which is where it finds bugs.
@@ -69,6 +75,11 @@ def corpus_dir() -> Path:
     return CORPUS
 
 
+CLUSTER_MODE = os.environ.get("RELAY_TEST_REDIS", "server")
+if CLUSTER_MODE not in ("server", "cluster"):
+    raise pytest.UsageError(f"RELAY_TEST_REDIS must be server or cluster, not {CLUSTER_MODE!r}")
+
+
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
     server = EmbeddedRedis(tmp_path_factory.mktemp("redis"), appendonly=False).start()
@@ -76,12 +87,39 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedR
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def shared_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ValkeyCluster]:
+    """One cluster per worker, started on first use (a few seconds), shared by its tests."""
+    cluster = ValkeyCluster(tmp_path_factory.mktemp("cluster")).start()
+    yield cluster
+    cluster.stop()
+
+
 @pytest.fixture
-def redis_url(redis_server: EmbeddedRedis) -> str:
-    client = redis.Redis.from_url(redis_server.url)
+def cluster(shared_cluster: ValkeyCluster) -> ValkeyCluster:
+    """The worker's cluster, emptied; a test that kills a node takes ``private_cluster``."""
+    shared_cluster.flush()
+    return shared_cluster
+
+
+@pytest.fixture
+def redis_url(request: pytest.FixtureRequest) -> str:
+    if CLUSTER_MODE == "cluster":
+        cluster: ValkeyCluster = request.getfixturevalue("cluster")
+        return cluster.url
+    server: EmbeddedRedis = request.getfixturevalue("redis_server")
+    client = redis.Redis.from_url(server.url)
     client.flushall()
     client.close()
-    return redis_server.url
+    return server.url
+
+
+@pytest.fixture
+def private_cluster(tmp_path: Path) -> Iterator[ValkeyCluster]:
+    """A cluster owned by one test (to kill masters in)."""
+    cluster = ValkeyCluster(tmp_path / "cluster", appendonly=True).start()
+    yield cluster
+    cluster.stop()
 
 
 @pytest.fixture

@@ -29,7 +29,9 @@ VOCABULARY = frozenset(
         "relay.rulefiles",
         "relay.settings",
         "relay.settings_controllers",
+        "relay.settings_redis",
         "relay.settings_retention",
+        "relay.settings_upstream",
         "relay.settings_web",
     }
 )

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Protocol
 
 import pytest
-import redis.asyncio as aioredis
 
 from relay.model import ConsentEvent, EventType, Purpose
 from relay.service import Running
@@ -24,7 +23,9 @@ from relay.store.audit import AuditLog
 from relay.store.audit_record import DecisionRecord
 from relay.store.consent import RedisConsentStore
 from relay.store.redis_keys import Keys
+from tests.store.test_retention import last_opens
 from tests.support.harness import asend, make_settings, message, start_relay
+from tests.support.redis import async_client
 from tests.support.smtp_sink import Sink
 
 pytestmark = pytest.mark.timeout(60)
@@ -61,7 +62,7 @@ class Relay:
     async def record(
         self, event: EventType, address: str, *purposes: Purpose, **kw: object
     ) -> None:
-        client = aioredis.Redis.from_url(self.redis_url)
+        client = async_client(self.redis_url)
         store = RedisConsentStore(
             client, Keys(self.settings.redis.prefix), self.settings.address_key,
             self.settings.consent,
@@ -86,7 +87,7 @@ class Relay:
         await self.record(EventType.GRANTED, address, *purposes)
 
     async def audit(self, message_id: str) -> list[DecisionRecord]:
-        client = aioredis.Redis.from_url(self.redis_url)
+        client = async_client(self.redis_url)
         log = AuditLog(
             client, Keys(self.settings.redis.prefix), self.settings.audit.journal,
             timeout=2.0, retention_days=self.settings.audit.retention_days,
@@ -264,11 +265,12 @@ async def test_serve_applies_the_retention_of_last_opens_and_consent_proofs(
     from relay.core.recipients import recipient_key
     from relay.store.link_store import day_number
 
-    client = aioredis.Redis.from_url(redis_url)
+    client = async_client(redis_url)
     keys = Keys("relay:")
     now = datetime.now(UTC)
     today = day_number(now)
-    await client.zadd(keys.last_open(), {"r-old": today - 400, "r-recent": today - 30})
+    for member, day in (("r-old", today - 400), ("r-recent", today - 30)):
+        await client.zadd(keys.last_open(member), {member: day})
     # A refusal recorded eight years ago, and one recorded today.
     settings = make_settings(Path("/nonexistent"), redis_url, "file:/nonexistent")
     store = RedisConsentStore(client, keys, settings.address_key, settings.consent)
@@ -282,10 +284,10 @@ async def test_serve_applies_the_retention_of_last_opens_and_consent_proofs(
     assert relay.settings.address_key == settings.address_key
     old = keys.consent_events(recipient_key(ALICE, settings.address_key))
     for _ in range(100):
-        if not await client.exists(old) and await client.zcard(keys.last_open()) == 1:
+        if not await client.exists(old) and await last_opens(client, keys) == {"r-recent"}:
             break
         await asyncio.sleep(0.05)
-    assert await client.zrange(keys.last_open(), 0, -1) == [b"r-recent"]
+    assert await last_opens(client, keys) == {"r-recent"}
     assert not await client.exists(old)
     assert await client.exists(keys.consent_events(recipient_key(BOB, settings.address_key)))
     await client.aclose()

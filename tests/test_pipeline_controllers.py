@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis.asyncio as aioredis
 
 from relay.core.controllers import build_controllers
 from relay.model import ConsentEvent, EventType, Purpose
@@ -22,8 +21,10 @@ from relay.service import Running
 from relay.settings import Settings
 from relay.store.audit import AuditLog
 from relay.store.consent import RedisConsentStore
+from relay.store.redis_conn import AsyncRedis
 from relay.store.redis_keys import Keys
 from tests.support.harness import HTML_WITH_PIXEL, PIXEL, asend, make_settings, message, start_relay
+from tests.support.redis import async_client
 from tests.support.web import http
 
 ALICE = "alice@example.org"
@@ -37,7 +38,7 @@ CONTROLLERS: dict[str, object] = {
 class World:
     def __init__(self, running: Running, settings: Settings, outbox: Path, redis_url: str) -> None:
         self.running, self.settings, self.outbox = running, settings, outbox
-        self.client: aioredis.Redis = aioredis.Redis.from_url(redis_url)
+        self.client: AsyncRedis = async_client(redis_url)
         self.store = RedisConsentStore(
             self.client, Keys(settings.redis.prefix), settings.address_key, settings.consent,
             controllers=build_controllers(settings.controllers),
@@ -78,7 +79,7 @@ async def world(tmp_path: Path, redis_url: str) -> AsyncIterator[World]:
     running = await start_relay(settings, redis_url)
     w = World(running, settings, outbox, redis_url)
     yield w
-    await w.client.connection_pool.disconnect()
+    await w.client.aclose()
     await running.stop()
 
 
@@ -182,12 +183,12 @@ async def test_links_that_cannot_be_stored_defer_the_message(
     """A Redis that refuses to keep recipient addresses (an ACL, a real server): the relay
     answers 451 and sends nothing, rather than mail links that would answer "unknown"."""
     server = private_redis()
-    admin = aioredis.Redis.from_url(server.url)
-    await admin.execute_command(  # type: ignore[no-untyped-call]
-        "ACL", "SETUSER", "relay", "on", ">pw", "+@all", "~relay:consent:*", "~relay:delivered:*",
+    admin = async_client(server.url)
+    await admin.execute_command(
+        "ACL", "SETUSER", "relay", "on", ">pw", "+@all", "~relay:consent:*", "~relay:ledger:*",
         "~relay:audit:*", "~relay:gw:*", "~relay:nonce:*", "%R~relay:rcpt:*",
     )  # fmt: skip
-    await admin.connection_pool.disconnect()
+    await admin.aclose()
     url = server.url.replace("redis://", "redis://relay:pw@")
     outbox = tmp_path / "outbox"
     settings = make_settings(tmp_path, url, f"file:{outbox}", controllers=CONTROLLERS)

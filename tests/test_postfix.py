@@ -462,10 +462,6 @@ async def test_content_filter_placement_accepts_postfix_dsn_parameters(
         await sink.stop()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs the outbound half (smtp-out branch): DSN parameters passed to the upstream",
-)
 async def test_content_filter_placement_keeps_notify_never_end_to_end(
     postfix: Postfixes, corpus_dir: Path, redis_url: str, tmp_path: Path
 ) -> None:

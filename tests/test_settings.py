@@ -72,6 +72,10 @@ def test_example_loads_and_equals_defaults_except_dev_key() -> None:
         ("[smtp]\nmalformed = 'drop'\n", "smtp.malformed: must be one of reject, strip"),
         ("[smtp]\nallowed_clients = ['10.0.0.0/33']\n", "smtp.allowed_clients: not a network"),
         ("[upstream]\nurl = 'http://x'\n", "cfg.toml:2: upstream.url: must start with smtp://"),
+        (
+            "[upstream]\nurl = 'smtp://mx'\nca_file = '/nonexistent/ca.pem'\n",
+            "cfg.toml:3: upstream.ca_file: cannot load '/nonexistent/ca.pem': No such file",
+        ),
         ("[smtp.tls]\ncert = 1\n", "smtp.tls.cert: must be a string"),
         ("[smtp]\nmax_message_size = -1\n", "non-negative integer"),
         ("[redis\n", "not valid TOML"),

@@ -101,8 +101,7 @@ async def open_log(settings: Settings) -> AsyncIterator[AuditLog]:
             address_key=settings.address_key,
         )
     finally:
-        # What Redis.aclose() does for a pooled client; the types-redis stubs lack aclose().
-        await client.connection_pool.disconnect()
+        await client.aclose()
         if server is not None:
             server.stop()
 

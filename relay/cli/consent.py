@@ -134,9 +134,7 @@ async def open_store(settings: Settings) -> AsyncIterator[RedisConsentStore]:
             controllers=build_controllers(settings.controllers),
         )
     finally:
-        # Closing the pool is what Redis.aclose() does for a pooled client; the installed
-        # types-redis stubs do not know aclose() yet.
-        await client.connection_pool.disconnect()
+        await client.aclose()
         if server is not None:
             server.stop()
 

@@ -11,6 +11,10 @@ Rule 1: the only data read is what the deliverability minimisation keeps (SPEC s
         is not inactivity.
 Rule 2: addresses come from the web side's rkey -> address records (kept while links in sent
         emails may still be used); a recipient whose record expired is listed by key only.
+Rule 4: the days are kept in buckets (``Keys.last_open_bucket``, one hash slot each on a Redis
+        Cluster); each bucket is read by its name in one command, so the answer is the same on
+        one server and on a cluster, also while a slot migrates. Rows are ordered by day, then
+        recipient key, across the buckets.
 Rule 3: image proxies (Gmail's image proxy, Apple Mail Privacy Protection, security scanners)
         fetch images without a human opening the email; a recent day therefore does not prove
         a reader, and list cleaning should use a generous N.
@@ -25,6 +29,7 @@ from datetime import UTC, date, datetime, timedelta
 
 from relay.errors import RelayError
 from relay.settings import load_settings
+from relay.store.fanout import sync_get_many
 from relay.store.link_store import day_number
 from relay.store.redis_conn import resolve, sync_client
 from relay.store.redis_keys import Keys
@@ -57,11 +62,16 @@ def inactive_since(
     client = sync_client(url, RedisSettings(url=url, timeout=timeout))
     try:
         cutoff = day_number(now) - days  # the day N days ago is not yet "older than N days"
-        found = client.zrangebyscore(keys.last_open(), "-inf", f"({cutoff}", withscores=True)
+        pipe = client.pipeline(transaction=False)
+        for bucket in keys.last_open_buckets():
+            pipe.zrangebyscore(keys.last_open_bucket(bucket), "-inf", f"({cutoff}", withscores=True)
         # With scores, each item is a (member, score) pair; the stubs cover every reply shape.
-        rows = [(_text(item[0]) or "", float(item[1])) for item in found]
+        rows = [
+            (_text(item[0]) or "", float(item[1])) for found in pipe.execute() for item in found
+        ]
+        rows.sort(key=lambda row: (row[1], row[0]))
         rkeys = [member for member, _score in rows]
-        addresses = list(client.mget([keys.recipient_address(r) for r in rkeys])) if rkeys else []
+        addresses = sync_get_many(client, [keys.recipient_address(r) for r in rkeys])
     finally:
         client.close()
     return [

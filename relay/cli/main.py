@@ -29,9 +29,11 @@ def _register_others(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     from relay.cli import init as cli_init
     from relay.cli import passwd as cli_passwd
     from relay.cli import rules as cli_rules
+    from relay.cli import store as cli_store
 
     for module in (cli_consent, cli_audit, cli_rules, cli_inactive, cli_canary, cli_passwd):
         module.register(sub)
+    cli_store.register(sub)
     cli_init.register(sub)
 
 

@@ -199,6 +199,8 @@ class _RuleSet2(NamedTuple):
 
     compiled: Any
     rules: tuple[Signature, ...]
+    sources: tuple[str, ...]
+    anchor: str
 
     @classmethod
     def of(cls, rules: Sequence[Signature], sources: Sequence[str], anchor: str) -> _RuleSet2:
@@ -206,7 +208,12 @@ class _RuleSet2(NamedTuple):
         for source in sources:
             made.Add(source)
         made.Compile()
-        return cls(made, tuple(rules))
+        return cls(made, tuple(rules), tuple(sources), anchor)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # An RE2 set cannot be pickled: a worker process compiles it again from its sources
+        # (the relay hands its validated context to its filter workers).
+        return (_RuleSet2.of, (self.rules, self.sources, self.anchor))
 
     def all(self, text: str) -> list[int]:
         return sorted(self.compiled.Match(text) or ())

@@ -1,40 +1,50 @@
 """The auditors' decision log: decision records stored in Redis, indexed, kept, queried, exported.
 
 Stage: audit (async edge). Input: ``DecisionRecord``s from ``build_records`` (one per message and
-recipient). Output: entries of one Redis Stream plus two indexes; JSON Lines and CSV exports.
+recipient). Output: entries of the bucket streams plus two indexes; JSON Lines and CSV exports.
 
-Storage (measured in ``bench/audit_bench.py``; figures in the README):
-- the stream ``audit:log`` holds one entry per record, a single field ``r`` whose value is the
-  compact form of ``audit_codec.encode``; the stream id is the time the record was
-  stored, so a time range is an ``XRANGE`` and needs no index of its own;
-- ``audit:msg:<hash of Message-ID>`` is a list of the stream ids of that message's records (a
-  Message-ID may contain an address, so only its hash is in the key);
-- ``audit:rcpt:<recipient key>`` is a sorted set of stream ids scored by their time, so that
-  "this recipient between these dates" is one ``ZRANGEBYSCORE``;
-- the per-day counts and the "tracked without consent" index of ``audit_counts``, so that the
-  auditors' first page reads a few hash fields instead of scanning the log.
+Storage (measured in ``bench/audit_bench.py`` and ``bench/cluster_bench.py``; figures in the
+README): the log is cut into ``AUDIT_BUCKETS`` buckets (``redis_keys``: one hash slot each on a
+Redis Cluster, spread evenly over the masters); a record goes to the bucket of its message. Per
+bucket:
+- the stream ``audit:{b}:log`` holds one entry per record, a single field ``r`` whose value is
+  the compact form of ``audit_codec.encode``; the stream id is the time the record was stored,
+  so a time range is an ``XRANGE`` per bucket, merged (``audit_scan``);
+- ``audit:{b}:msg:<hash of Message-ID>`` is a list of the stream ids of that message's records
+  (a Message-ID may contain an address, so only its hash is in the key);
+- ``audit:{b}:rcpt:<recipient key>`` is a sorted set of the stream ids of that recipient's
+  records in this bucket, scored by their time: "this recipient between these dates" is one
+  ``ZRANGEBYSCORE`` per bucket, in one pipeline;
+- the bucket's per-day counts and "tracked without consent" index (``audit_counts``), so that
+  the auditors' first page reads a few hash fields instead of scanning the log.
 
-Rule 1: one Lua script writes a batch: stream entries, both indexes and the day's counts
-        together, atomically, and it skips any record whose id the message's index already
-        holds. So a write retried after a lost reply, or a journal replay interrupted and
-        restarted, never doubles a record (nor its counts).
+Rule 1: one Lua script (``audit_script``) writes a batch of one bucket: stream entries, both
+        indexes and the day's counts together, atomically, and it skips any record whose id the
+        message's index already holds. So a write retried after a lost reply, or a journal
+        replay interrupted and restarted, never doubles a record (nor its counts). A batch
+        spanning buckets is one script per bucket, each atomic.
 Rule 2: ``write`` never raises and never loses a record: if Redis fails or answers too late,
         the records go to the local journal (``audit_journal``), fsynced, and ``replay_journal``
         stores them later, in journal order. After a failure the log skips Redis for a few
-        seconds, so that a Redis outage does not add a timeout to every message.
+        seconds, so that a Redis outage does not add a timeout to every message. On a cluster
+        or with Sentinel the write waits for a replica (``replicated``); records no replica
+        confirmed are journalled as well and the replay (Rule 1) restores them if a failover
+        lost them. A replayed batch that is again unconfirmed is not journalled a third time:
+        the residual window is a master dying after two writes, seconds apart, both
+        unreplicated.
 Rule 3: every Redis call is bounded by ``timeout``.
 Rule 4: ranges are half-open ``[since, until)`` over the time the record was stored. Records
         replayed from the journal are stored (and so exported) at replay time; they keep their
         own ``decided_at``. Because a past range never changes, its export is reproducible.
-Rule 5: retention trims the stream by time (``XTRIM MINID``) and removes the trimmed ids from
-        both indexes, and their tallies from the counts, in the same transaction, batch by batch.
+Rule 5: retention (``audit_trim``) trims each bucket's stream by time (``XTRIM MINID``) and
+        removes the trimmed ids from both indexes, and their tallies from the counts, in the
+        same transaction (one slot), batch by batch.
 """
 
 from __future__ import annotations
 
 import asyncio
 import csv
-import hashlib
 import logging
 import sys
 import time
@@ -43,22 +53,26 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, TypeVar
 
-import redis.asyncio as aioredis
-
 from relay.core.recipients import recipient_key
 from relay.errors import RelayError, StoreUnavailable
+from relay.store import audit_scan, replicated
 from relay.store.audit_codec import CSV_COLUMNS, csv_rows, decode, encode
-from relay.store.audit_counts import DAY_MS, count_keys, encode_tally, has_untracked, tally
+from relay.store.audit_counts import count_keys, encode_tally, has_untracked, tally
 from relay.store.audit_journal import Journal
 from relay.store.audit_record import (
     DecisionRecord,
     TrackerRecord,
     build_records,
     canonical_json,
+    message_key,
+    normalise_message_id,
     record_from_json,
 )
 from relay.store.audit_script import WRITE_SCRIPT
+from relay.store.audit_trim import trim
+from relay.store.redis_conn import AsyncRedis, bounded
 from relay.store.redis_keys import Keys
+from relay.store.replicated import Durability
 
 __all__ = [
     "AuditLog",
@@ -74,18 +88,9 @@ log = logging.getLogger("relay.store.audit")
 T = TypeVar("T")
 
 BATCH = 500  # records per script call or per XRANGE page: bounded work per Redis round trip
+MERGE_PAGE = 100  # entries per bucket and read while merging buckets (audit_scan Rule 2)
 SKIP_REDIS_AFTER_FAILURE = 5.0  # seconds (Rule 2)
 EXPORT_FORMATS = ("jsonl", "csv")
-
-
-def normalise_message_id(message_id: str) -> str:
-    return message_id.strip().strip("<>").strip()
-
-
-def message_key(message_id: str) -> str:
-    """Index key part for a Message-ID: 64 bits of hash (a collision only merges two lists)."""
-    data = normalise_message_id(message_id).encode("utf-8", "surrogateescape")
-    return hashlib.blake2b(data, digest_size=8).hexdigest()
 
 
 def to_ms(moment: datetime) -> int:
@@ -95,21 +100,6 @@ def to_ms(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
 
 
-def _entries(raw: object) -> list[tuple[str, bytes]]:
-    """XRANGE's answer as (stream id, stored record) pairs (the stubs type it loosely)."""
-    pairs: list[tuple[str, bytes]] = []
-    for sid, fields in raw or []:  # type: ignore[attr-defined]
-        sid_text = sid.decode() if isinstance(sid, bytes) else str(sid)
-        payload = fields.get(b"r", b"") if isinstance(fields, dict) else b""
-        pairs.append((sid_text, payload if isinstance(payload, bytes) else b""))
-    return pairs
-
-
-def _next_id(sid: str) -> str:
-    ms, _, seq = sid.partition("-")
-    return f"{ms}-{int(seq) + 1}"
-
-
 def _is_rkey(text: str) -> bool:
     return len(text) == 32 and all(c in "0123456789abcdef" for c in text)
 
@@ -117,13 +107,14 @@ def _is_rkey(text: str) -> bool:
 class AuditLog:
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: AsyncRedis,
         keys: Keys,
         journal_path: str | Path,
         *,
         timeout: float,
         retention_days: int,
         address_key: bytes = b"",
+        durability: Durability | None = None,
     ) -> None:
         self.client = client
         self.keys = keys
@@ -133,34 +124,41 @@ class AuditLog:
         # Needed only to search by address (the CLI passes it); the pipeline's records carry
         # their recipient key already.
         self.address_key = address_key
-        self._script = client.register_script(WRITE_SCRIPT)
+        self.durability = durability or Durability.off()
         self._skip_until = 0.0
 
     async def _call(self, awaitable: Awaitable[T]) -> T:
-        return await asyncio.wait_for(awaitable, self.timeout)
+        return await bounded(awaitable, self.timeout)
 
-    async def _xrange(self, low: str, high: str, count: int) -> list[tuple[str, bytes]]:
-        stream = self.keys.audit_stream()
-        return _entries(await self._call(self.client.xrange(stream, low, high, count=count)))
+    def _streams(self) -> list[str]:
+        return self.keys.audit_streams()
 
     # -----------------------------------------------------------------------------------------
     # Writing
 
-    async def _store(self, records: Sequence[DecisionRecord]) -> int:
-        """Store a batch atomically (Rule 1); the number of records that were new."""
-        ck = count_keys(self.keys)[0]
-        keys = [self.keys.audit_stream(), ck.counts, ck.dims, ck.days, ck.without_consent]
-        args: list[bytes | str] = []
+    async def _store(self, records: Sequence[DecisionRecord]) -> tuple[int, bool]:
+        """Store a batch atomically per bucket (Rule 1): (records that were new, confirmed)."""
+        by_bucket: dict[int, list[DecisionRecord]] = {}
         for record in records:
-            keys.append(self.keys.audit_by_message(message_key(record.message_id)))
-            keys.append(self.keys.audit_by_rcpt(record.recipient_key))
-            args += [
-                encode(record),
-                encode_tally(tally(record)),
-                "1" if has_untracked(record) else "0",
-            ]
-        written = await self._call(self._script(keys=keys, args=args))
-        return int(written)
+            bucket = self.keys.audit_bucket(message_key(record.message_id))
+            by_bucket.setdefault(bucket, []).append(record)
+        commands = []
+        counts = count_keys(self.keys)
+        for bucket, group in by_bucket.items():
+            ck = counts[bucket]
+            keys = [self.keys.audit_stream(bucket), ck.counts, ck.dims, ck.days, ck.without_consent]
+            args: list[bytes | str] = []
+            for record in group:
+                keys.append(self.keys.audit_by_message(message_key(record.message_id)))
+                keys.append(self.keys.audit_by_rcpt(bucket, record.recipient_key))
+                untracked = "1" if has_untracked(record) else "0"
+                args += [encode(record), encode_tally(tally(record)), untracked]
+            commands.append(replicated.script(WRITE_SCRIPT, keys, args))
+        written, confirmed = await bounded(
+            replicated.execute(self.client, commands, self.durability),
+            self.timeout + self.durability.timeout_ms / 1000,
+        )
+        return sum(int(w) for w in written), confirmed
 
     async def write(self, records: Sequence[DecisionRecord]) -> None:
         """Store the records, or journal them (Rule 2). Never raises."""
@@ -168,8 +166,14 @@ class AuditLog:
             return
         if time.monotonic() >= self._skip_until:
             try:
-                await self._store(records)
-                return
+                _written, confirmed = await self._store(records)
+                if confirmed:
+                    return
+                log.warning(
+                    "[%s] no replica confirmed %d audit record(s): journalled for a replay",
+                    records[0].relay_id,
+                    len(records),
+                )
             except Exception as exc:  # any failure: the journal keeps the records (Rule 2)
                 self._skip_until = time.monotonic() + SKIP_REDIS_AFTER_FAILURE
                 log.warning(
@@ -212,7 +216,8 @@ class AuditLog:
                         self.journal.reject([canonical_json(data)])
                 for start in range(0, len(records), BATCH):
                     try:
-                        stored += await self._store(records[start : start + BATCH])
+                        written, _confirmed = await self._store(records[start : start + BATCH])
+                        stored += written
                     except Exception as exc:
                         raise StoreUnavailable(f"audit journal replay stopped: {exc}") from exc
                 self.journal.done(path)
@@ -223,78 +228,24 @@ class AuditLog:
     # Retention
 
     async def trim(self, now: datetime) -> int:
-        """Remove records stored before ``now - retention_days`` and their index entries."""
+        """Remove records stored before ``now - retention_days``, their index entries and their
+        counts (``audit_trim``)."""
         cutoff = to_ms(now - timedelta(days=self.retention_days))
-        stream = self.keys.audit_stream()
-        removed = 0
-        while True:
-            entries = await self._xrange("-", f"({cutoff}-0", BATCH)
-            if not entries:
-                break
-            ck = count_keys(self.keys)[0]
-            pipe = self.client.pipeline(transaction=True)
-            for sid, payload in entries:
-                try:
-                    record = decode(payload)
-                except (ValueError, TypeError):
-                    log.error("audit entry %s is not a record; trimmed without index cleanup", sid)
-                    continue
-                pipe.lrem(self.keys.audit_by_message(message_key(record.message_id)), 0, sid)
-                pipe.zrem(self.keys.audit_by_rcpt(record.recipient_key), sid)
-                # audit_counts Rule 1: what leaves the log leaves its day's counts.
-                day = int(sid.partition("-")[0]) // DAY_MS
-                for name, n in tally(record).items():
-                    pipe.hincrby(ck.counts, f"{day}|{name}", -n)
-                pipe.zrem(ck.without_consent, sid)
-            pipe.xtrim(stream, minid=_next_id(entries[-1][0]), approximate=False)
-            await self._call(pipe.execute())
-            removed += len(entries)
-        await self._drop_empty_days(cutoff // DAY_MS)
-        return removed
-
-    async def _drop_empty_days(self, first_kept: int) -> None:
-        """Delete the count fields of days wholly before retention: every record of those days
-        was subtracted as it was trimmed, so only zeros remain."""
-        for ck in count_keys(self.keys):
-            raw_days = await self._call(self.client.zrangebyscore(ck.days, "-inf", first_kept - 1))
-            if not raw_days:
-                continue
-            dims = await self._call(self.client.smembers(ck.dims))
-            names = [d.decode() if isinstance(d, bytes) else str(d) for d in dims]
-            for raw in raw_days:
-                day = raw.decode() if isinstance(raw, bytes) else str(raw)
-                pipe = self.client.pipeline(transaction=True)
-                if names:
-                    pipe.hdel(ck.counts, *[f"{day}|{name}" for name in names])
-                pipe.zrem(ck.days, day)
-                await self._call(pipe.execute())
+        return await trim(self.client, self.keys, self.timeout, cutoff)
 
     # -----------------------------------------------------------------------------------------
     # Queries
 
-    async def _fetch(self, sids: object) -> list[DecisionRecord]:
-        """The records behind index members (stream ids), in the index's order."""
-        ids = [s.decode() if isinstance(s, bytes) else str(s) for s in sids or []]  # type: ignore[attr-defined]
-        if not ids:
-            return []
-        pipe = self.client.pipeline(transaction=False)
-        stream = self.keys.audit_stream()
-        for sid in ids:
-            pipe.xrange(stream, sid, sid)
-        found: list[DecisionRecord] = []
-        for raw in await self._call(pipe.execute()):
-            # An index may briefly name an entry that retention just removed: skip it.
-            found.extend(decode(payload) for _sid, payload in _entries(raw))
-        return found
-
     async def by_message(self, message_id: str) -> list[DecisionRecord]:
         """Every record of one message, in the order they were stored."""
         wanted = normalise_message_id(message_id)
-        sids = await self._call(
-            self.client.lrange(self.keys.audit_by_message(message_key(message_id)), 0, -1)
-        )
-        found = await self._fetch(sids)
-        return [r for r in found if normalise_message_id(r.message_id) == wanted]
+        mkey = message_key(message_id)
+        bucket = self.keys.audit_bucket(mkey)
+        sids = await self._call(self.client.lrange(self.keys.audit_by_message(mkey), 0, -1))
+        ids = [(bucket, s.decode() if isinstance(s, bytes) else str(s)) for s in sids]
+        found = await audit_scan.fetch(self.client, self._streams(), ids, self.timeout)
+        records = [decode(payload) for _bucket, _sid, payload in found]
+        return [r for r in records if normalise_message_id(r.message_id) == wanted]
 
     def _rkey(self, rcpt: str) -> str:
         if _is_rkey(rcpt):
@@ -308,24 +259,42 @@ class AuditLog:
     ) -> list[DecisionRecord]:
         """Records of one recipient (address or recipient key) and/or a time range, oldest first,
         at most ``limit``."""
-        low = "-" if since is None else str(to_ms(since))
+        if limit <= 0:
+            return []
         if rcpt is None:
+            low = "-" if since is None else f"{to_ms(since)}-0"
             high = "+" if until is None else f"({to_ms(until)}-0"
-            return [decode(payload) for _sid, payload in await self._xrange(low, high, limit)]
+            found: list[DecisionRecord] = []
+            page = max(4, min(MERGE_PAGE, limit // len(self._streams()) + 4))
+            async for _b, _sid, record in audit_scan.merged_range(
+                self.client, self._streams(), low, high, page=page, timeout=self.timeout
+            ):
+                found.append(record)
+                if len(found) >= limit:
+                    break
+            return found
         rkey = self._rkey(rcpt)
-        low = "-inf" if since is None else low
-        high = "+inf" if until is None else f"({to_ms(until)}"
-        sids = await self._call(
-            self.client.zrangebyscore(self.keys.audit_by_rcpt(rkey), low, high, 0, limit)
+        indexes = [self.keys.audit_by_rcpt(b, rkey) for b in self.keys.audit_buckets()]
+        ids = await audit_scan.recipient_ids(
+            self.client,
+            indexes,
+            "-inf" if since is None else str(to_ms(since)),
+            "+inf" if until is None else f"({to_ms(until)}",
+            limit,
+            self.timeout,
         )
-        return [r for r in await self._fetch(sids) if r.recipient_key == rkey]
+        entries = await audit_scan.fetch(self.client, self._streams(), ids, self.timeout)
+        decoded = [(bucket, sid, decode(payload)) for bucket, sid, payload in entries]
+        records = audit_scan.sort_records(decoded)
+        return [r for r in records if r.recipient_key == rkey][:limit]
 
     async def export(
         self, since: datetime, until: datetime, fmt: str, out: IO[str], progress: bool
     ) -> int:
         """Write the records of ``[since, until)`` to ``out``; the number of records.
 
-        Same range, same bytes (Rule 4): stream order, canonical JSON, fixed CSV columns.
+        Same range, same bytes (Rule 4): merged stream order (``audit_scan`` Rule 1),
+        canonical JSON, fixed CSV columns.
         """
         if fmt not in EXPORT_FORMATS:
             raise RelayError(f"export format must be one of {', '.join(EXPORT_FORMATS)}")
@@ -337,16 +306,15 @@ class AuditLog:
         low, high = f"{to_ms(since)}-0", f"({to_ms(until)}-0"
         count = 0
         with tqdm(unit=" records", file=sys.stderr, disable=not progress) as bar:
-            while True:
-                entries = await self._xrange(low, high, BATCH)
-                if not entries:
-                    return count
-                for _sid, payload in entries:
-                    record = decode(payload)
-                    if writer is None:
-                        out.write(canonical_json(record.to_json()) + "\n")
-                    else:
-                        writer.writerows(csv_rows(record))
-                count += len(entries)
-                bar.update(len(entries))
-                low = "(" + entries[-1][0]
+            async for _bucket, _sid, record in audit_scan.merged_range(
+                self.client, self._streams(), low, high, page=MERGE_PAGE, timeout=self.timeout
+            ):
+                if writer is None:
+                    out.write(canonical_json(record.to_json()) + "\n")
+                else:
+                    writer.writerows(csv_rows(record))
+                count += 1
+                if count % MERGE_PAGE == 0:
+                    bar.update(MERGE_PAGE)
+            bar.update(count - bar.n)
+        return count

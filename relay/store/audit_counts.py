@@ -4,15 +4,16 @@ Stage: audit (async edge). Input: decision records (their tally is written by th
 write script, in the same atomic step as the record); day ranges to read. Output: ``Counts``,
 the numbers behind the auditors' first page and the HTML report.
 
-Layout (all names from ``redis_keys``; one set of four keys today):
-- ``audit:counts`` is a hash whose fields are ``<day>|<controller>|<dimension>`` and values the
+Layout (all names from ``redis_keys``; one set of four keys per audit bucket, under the
+bucket's hash tag, holding the counts of the bucket's records):
+- ``audit:{b}:counts`` is a hash whose fields are ``<day>|<controller>|<dimension>`` and values the
   count, where ``<day>`` is the UTC day number (days since 1970-01-01) of the time the record
   was *stored* (the stream id), so a day's counts cover exactly the records a stream range over
   that day returns (``AuditLog`` Rule 4);
-- ``audit:count-dims`` is the set of ``<controller>|<dimension>`` seen, so that a range is read
+- ``audit:{b}:count-dims`` is the set of ``<controller>|<dimension>`` seen, so that a range is read
   with HMGET of known fields (never HSCAN);
-- ``audit:count-days`` is a sorted set of the day numbers that have counts, for retention;
-- ``audit:without-consent`` is a sorted set of the stream ids of records holding a tracker
+- ``audit:{b}:count-days`` is a sorted set of the day numbers that have counts, for retention;
+- ``audit:{b}:without-consent`` is a sorted set of the stream ids of records holding a tracker
   ``audit_legend.tracked_without_consent``, scored by their stream time.
 
 Dimensions: ``n`` (records, i.e. recipient copies), ``t`` (trackers), ``nc`` (trackers tracked
@@ -25,27 +26,25 @@ Rule 1: a record's tally is added by the same Lua script call that stores it, an
         transaction that trims it. So the counts always equal a recount of the stored records.
 Rule 2: controller ids, rule ids and every other value are percent-encoded into the field
         name (only ``A-Za-z0-9_.:-`` stay), so ``|``, ``=`` and spaces keep their meaning.
-Rule 3 (Redis Cluster): the four keys must live in the slot of the stream they count. When the
-        audit log is split into buckets (one stream per hash tag), give each bucket its own four
-        keys under the bucket's tag and return them all from ``count_keys``: ``read_counts``
-        already sums over every set it is given, and the write script only ever touches the set
-        of the stream it writes to.
+Rule 3 (Redis Cluster): the four keys live in the slot of the stream they count: each bucket
+        has its own four under the bucket's tag, ``count_keys`` returns them all (in bucket
+        order), ``read_counts`` sums over every set (one pipeline per set), and the write
+        script only ever touches the set of the stream it writes to.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from email.utils import parseaddr
 from typing import Protocol
 from urllib.parse import quote, unquote
 
-import redis.asyncio as aioredis
-
 from relay.store.audit_legend import TrackerFacts, tracked_without_consent
+from relay.store.redis_conn import AsyncRedis
 from relay.store.redis_keys import Keys
 
 DAY_MS = 86_400_000
@@ -76,15 +75,18 @@ class CountKeys:
     without_consent: str
 
 
+@functools.cache
 def count_keys(keys: Keys) -> list[CountKeys]:
-    """Every set of count keys to read (Rule 3: one per audit bucket; one today)."""
+    """Every set of count keys to read (Rule 3: one per audit bucket, in bucket order); the
+    same list for the same ``Keys`` (built once: a write needs one of them)."""
     return [
         CountKeys(
-            keys.audit_counts(),
-            keys.audit_count_dims(),
-            keys.audit_count_days(),
-            keys.audit_without_consent(),
+            keys.audit_counts(bucket),
+            keys.audit_count_dims(bucket),
+            keys.audit_count_days(bucket),
+            keys.audit_without_consent(bucket),
         )
+        for bucket in keys.audit_buckets()
     ]
 
 
@@ -184,7 +186,7 @@ def _split_dim(member: str) -> tuple[str, str]:
 
 
 async def read_counts(
-    client: aioredis.Redis,
+    client: AsyncRedis,
     key_sets: Sequence[CountKeys],
     first_day: int,
     last_day: int,
@@ -200,10 +202,14 @@ async def read_counts(
     controllers: set[str] = set()
     values: dict[str, set[str]] = {}
     async with asyncio.timeout(timeout):
+        # Two pipelined rounds whatever the number of sets (one per audit bucket): the
+        # dimensions of every set, then every set's fields of those days.
+        pipe = client.pipeline(transaction=False)
         for ks in key_sets:
-            members = [m.decode() if isinstance(m, bytes) else str(m) for m in await _smembers(
-                client, ks.dims
-            )]  # fmt: skip
+            pipe.smembers(ks.dims)
+        wanted_by_set: list[list[tuple[str, str]]] = []
+        for found in await pipe.execute():
+            members = sorted(m.decode() if isinstance(m, bytes) else str(m) for m in found)
             wanted: list[tuple[str, str]] = []
             for member in members:
                 ctl, name = _split_dim(member)
@@ -214,30 +220,33 @@ async def read_counts(
                 code, sep, value = unquote(name).partition(":")
                 if sep:
                     values.setdefault(code, set()).add(value)
-            await _add_days(client, ks.counts, wanted, first_day, last_day, by_day)
+            wanted_by_set.append(wanted)
+        await _add_days(client, key_sets, wanted_by_set, first_day, last_day, by_day)
     ordered = {code: tuple(sorted(found)) for code, found in values.items()}
     return Counts(first_day, last_day, by_day, tuple(sorted(controllers)), ordered)
 
 
-async def _smembers(client: aioredis.Redis, key: str) -> Iterable[bytes | str]:
-    found: Iterable[bytes | str] = await client.smembers(key)
-    return found
-
-
 async def _add_days(
-    client: aioredis.Redis,
-    counts_key: str,
-    wanted: Sequence[tuple[str, str]],
+    client: AsyncRedis,
+    key_sets: Sequence[CountKeys],
+    wanted_by_set: Sequence[Sequence[tuple[str, str]]],
     first_day: int,
     last_day: int,
     by_day: dict[int, dict[str, int]],
 ) -> None:
-    cells = [(d, member, name) for d in range(first_day, last_day + 1) for member, name in wanted]
-    for start in range(0, len(cells), HMGET_BATCH):
-        batch = cells[start : start + HMGET_BATCH]
-        fields = [f"{d}|{member}" for d, member, _name in batch]
-        replies = await client.hmget(counts_key, fields)
-        for (d, _member, name), raw in zip(batch, replies, strict=True):
+    days = range(first_day, last_day + 1)
+    pipe = client.pipeline(transaction=False)
+    asked: list[list[tuple[int, str]]] = []
+    for ks, wanted in zip(key_sets, wanted_by_set, strict=True):
+        cells = [(d, member, name) for d in days for member, name in wanted]
+        for start in range(0, len(cells), HMGET_BATCH):
+            batch = cells[start : start + HMGET_BATCH]
+            pipe.hmget(ks.counts, [f"{d}|{member}" for d, member, _name in batch])
+            asked.append([(d, name) for d, _member, name in batch])
+    if not asked:
+        return
+    for cells_asked, replies in zip(asked, await pipe.execute(), strict=True):
+        for (d, name), raw in zip(cells_asked, replies, strict=True):
             if raw is None:
                 continue
             n = int(raw)

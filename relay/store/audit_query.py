@@ -10,17 +10,19 @@ Rule 1: every call does bounded work: a page reads at most ``budget`` stream ent
 Rule 2: read only; nothing here writes to Redis.
 Rule 3: ranges are half-open ``[since, until)`` over the stored time, like ``AuditLog``; the
         "tracked without consent" list reads its own index (``audit_counts``), in time order to
-        the millisecond (within one, in the order of the stream ids as text).
+        the millisecond (within one, by bucket, then in the order of the stream ids as text).
+Rule 4: the log is cut into buckets (``AuditLog``); a page reads every bucket merged into one
+        order (``audit_scan``), and its cursor says where that merge stopped.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TypeVar
 
+from relay.store import audit_scan
 from relay.store.audit import AuditLog, to_ms
 from relay.store.audit_codec import decode
 from relay.store.audit_counts import (
@@ -32,6 +34,7 @@ from relay.store.audit_counts import (
 )
 from relay.store.audit_legend import tracked_without_consent
 from relay.store.audit_record import DecisionRecord, TrackerRecord
+from relay.store.redis_conn import bounded
 
 T = TypeVar("T")
 BATCH = 500
@@ -98,14 +101,17 @@ def _pairs(raw: object) -> list[tuple[str, bytes]]:
     return out
 
 
+def _page(budget: int, buckets: int) -> int:
+    """Entries read per bucket and request: a budget's share of each bucket, and a little
+    more (records are spread over the buckets evenly), so a page reads about ``budget``."""
+    return max(8, min(BATCH, budget // buckets + 8))
+
+
 class AuditReader:
     def __init__(self, log: AuditLog) -> None:
         self.log = log
         self.client = log.client
         self.keys = log.keys
-
-    async def _call(self, awaitable: Awaitable[T]) -> T:
-        return await asyncio.wait_for(awaitable, self.log.timeout)
 
     async def counts(self, first_day: int, last_day: int, controller: str | None) -> Counts:
         return await read_counts(
@@ -117,24 +123,22 @@ class AuditReader:
             timeout=self.log.timeout,
         )
 
-    async def _by_sids(self, sids: Sequence[str]) -> list[DecisionRecord]:
-        if not sids:
-            return []
-        pipe = self.client.pipeline(transaction=False)
-        for sid in sids:
-            pipe.xrange(self.keys.audit_stream(), sid, sid)
-        found: list[DecisionRecord] = []
-        for raw in await self._call(pipe.execute()):
-            # An index may briefly name an entry that retention just removed: skip it.
-            found.extend(decode(payload) for _sid, payload in _pairs(raw))
-        return found
+    def _streams(self) -> list[str]:
+        return self.keys.audit_streams()
+
+    async def _by_ids(self, ids: Sequence[tuple[int, str]]) -> list[DecisionRecord]:
+        found = await audit_scan.fetch(self.client, self._streams(), ids, self.log.timeout)
+        return [decode(payload) for _bucket, _sid, payload in found]
 
     async def message(self, mkey: str) -> list[DecisionRecord]:
         """Every record under one message index (a 64-bit hash of the Message-ID)."""
         if len(mkey) != 16 or not set(mkey) <= HEX:
             return []
-        sids = await self._call(self.client.lrange(self.keys.audit_by_message(mkey), 0, -1))
-        return await self._by_sids([_text(s) for s in sids])
+        bucket = self.keys.audit_bucket(mkey)
+        sids = await bounded(
+            self.client.lrange(self.keys.audit_by_message(mkey), 0, -1), self.log.timeout
+        )
+        return await self._by_ids([(bucket, _text(s)) for s in sids])
 
     async def recipient(
         self, rkey: str, since: datetime | None, until: datetime | None, limit: int
@@ -152,30 +156,29 @@ class AuditReader:
         limit: int = 50,
         budget: int = 5000,
     ) -> Page:
-        """Matching records of ``[since, until)`` in stream order (Rule 1)."""
-        low = f"({cursor}" if cursor else f"{to_ms(since)}-0"
-        high = f"({to_ms(until)}-0"
+        """Matching records of ``[since, until)`` in the log's order (Rules 1 and 4)."""
+        resume = audit_scan.Resume.parse(cursor) if cursor else None
+        low = resume.low() if resume else f"{to_ms(since)}-0"
         found: list[DecisionRecord] = []
         scanned = 0
-        last = ""
-        while scanned < budget and len(found) < limit:
-            count = min(BATCH, budget - scanned)
-            raw = await self._call(
-                self.client.xrange(self.keys.audit_stream(), low, high, count=count)
-            )
-            entries = _pairs(raw)
-            if not entries:
-                return Page(found, None, scanned)
-            for sid, payload in entries:
-                scanned += 1
-                last = sid
-                record = decode(payload)
-                if filters.matches(record):
-                    found.append(record)
-                    if len(found) >= limit:
-                        break
-            low = f"({last}"
-        return Page(found, last or None, scanned)
+        position = resume
+        entries = audit_scan.merged_range(
+            self.client,
+            self._streams(),
+            low,
+            f"({to_ms(until)}-0",
+            page=_page(budget, len(self.keys.audit_buckets())),
+            timeout=self.log.timeout,
+            skip=resume.skips if resume else None,
+        )
+        async for _bucket, sid, record in entries:
+            scanned += 1
+            position = (position or audit_scan.Resume(0)).after(sid, record)
+            if filters.matches(record):
+                found.append(record)
+            if scanned >= budget or len(found) >= limit:
+                return Page(found, position.text(), scanned)
+        return Page(found, None, scanned)
 
     async def without_consent(
         self,
@@ -186,38 +189,42 @@ class AuditReader:
         limit: int = 50,
         budget: int = 2000,
     ) -> Page:
-        """Records holding a tracker tracked without consent, in time order, from the index
-        (``cursor`` is ``<score>:<members of that score already read>``)."""
-        index = count_keys(self.keys)[0].without_consent
-        score, offset = to_ms(since), 0
+        """Records holding a tracker tracked without consent, in time order, from the buckets'
+        indexes (``cursor`` is ``<score>:<bucket>:<member>``, the last index entry read)."""
+        after: audit_scan.IndexEntry | None = None
         if cursor:
-            head, _, tail = cursor.partition(":")
-            if not head.isdigit() or not tail.isdigit():
+            score, _, rest = cursor.partition(":")
+            bucket, _, member = rest.partition(":")
+            if not score.isdigit() or not bucket.isdigit() or not member:
                 raise ValueError(f"cursor: not a cursor of this list: {cursor!r}")
-            score, offset = int(head), int(tail)
-        high = f"({to_ms(until)}"
+            after = (int(bucket), member, int(score))
+        indexes = [ck.without_consent for ck in count_keys(self.keys)]
         found: list[DecisionRecord] = []
         scanned = 0
-        while scanned < budget and len(found) < limit:
-            count = min(BATCH, budget - scanned, limit - len(found))
-            raw: Any = await self._call(
-                self.client.zrangebyscore(
-                    index, score, high, start=offset, num=count, withscores=True
-                )
-            )
-            members = [(_text(m), int(s)) for m, s in raw]
-            if not members:
-                return Page(found, None, scanned)
-            for record in await self._by_sids([m for m, _s in members]):
-                if filters.matches(record):
-                    found.append(record)
-            scanned += len(members)
-            for _member, member_score in members:
-                if member_score == score:
-                    offset += 1
-                else:
-                    score, offset = member_score, 1
-        return Page(found, f"{score}:{offset}", scanned)
+        batch: list[tuple[int, str]] = []
+        last = after
+        entries = audit_scan.merged_index(
+            self.client,
+            indexes,
+            to_ms(since),
+            f"({to_ms(until)}",
+            page=_page(budget, len(self.keys.audit_buckets())),
+            timeout=self.log.timeout,
+            after=after,
+        )
+        async for entry in entries:
+            batch.append((entry[0], entry[1]))
+            last = entry
+            scanned += 1
+            # Fetched in batches no larger than the matches still wanted: never over ``limit``.
+            if len(batch) >= min(BATCH, limit - len(found)) or scanned >= budget:
+                found += [r for r in await self._by_ids(batch) if filters.matches(r)]
+                batch.clear()
+                if scanned >= budget or len(found) >= limit:
+                    assert last is not None
+                    return Page(found, f"{last[2]}:{last[0]}:{last[1]}", scanned)
+        found += [r for r in await self._by_ids(batch) if filters.matches(r)]
+        return Page(found, None, scanned)
 
 
 __all__ = ["AuditReader", "Filters", "Page"]

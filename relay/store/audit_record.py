@@ -217,6 +217,16 @@ def record_id(relay_id: str, received_at: datetime, message_id: str, index: int,
 # Encodings
 
 
+def normalise_message_id(message_id: str) -> str:
+    return message_id.strip().strip("<>").strip()
+
+
+def message_key(message_id: str) -> str:
+    """Index key part for a Message-ID: 64 bits of hash (a collision only merges two lists)."""
+    data = normalise_message_id(message_id).encode("utf-8", "surrogateescape")
+    return hashlib.blake2b(data, digest_size=8).hexdigest()
+
+
 def iso(moment: datetime) -> str:
     """UTC ISO-8601 with microseconds and a ``Z``: one spelling per instant (Rule 2)."""
     if moment.tzinfo is None:

@@ -5,9 +5,9 @@ the JSON API, the pipeline (``requested``) and ``relay consent`` write with ``re
 Input: ``ConsentEvent`` values (validated here) and recipient addresses.
 Output: stored events with id, recorded_at and hash chain; ``ConsentState`` per recipient.
 
-Rule 1: ``states()`` never raises: any Redis error or a reply slower than the timeout gives
-        ``ConsentState(available=False)`` for every recipient asked, and the policy fails closed.
-Rule 2: one pipelined round trip reads the states of all recipients of a message.
+Rule 1: ``states()`` never raises: a Redis error or a reply slower than the timeout gives
+        ``ConsentState(available=False)`` for the recipients it hides, and the policy fails
+        closed for them; one pipelined round trip per master reads the states of a message.
 Rule 3: an append and its state update are one Lua script (``consent_state.RECORD_LUA``);
         the chain is a compare-and-set on the recipient's head hash, so concurrent writers for
         one recipient are serialised by retrying, never by interleaving.
@@ -17,6 +17,10 @@ Rule 5: every chain, state and import set belongs to one controller (``relay.cor
         controllers``): an event names its controller (or none when there is one), a read
         names the controller asked about, and nothing recorded for one controller is ever read
         for another. The controller owning the older consent keeps the keys it had.
+Rule 6: a script touches one recipient's keys (one hash slot on a Redis Cluster); on a cluster
+        or with Sentinel an append waits for a replica (``replicated``); one no replica
+        confirmed is journalled (``writeback``) and replayed, skipped if its id is stored.
+        ``record_or_journal`` (the relay's own events) journals what Redis cannot take.
 """
 
 from __future__ import annotations
@@ -29,7 +33,6 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from relay.core.controllers import Controller, Controllers
@@ -37,36 +40,42 @@ from relay.core.recipients import mask, recipient_key
 from relay.errors import StoreUnavailable
 from relay.model import ConsentEvent, ConsentState
 from relay.settings import ConsentSettings
+from relay.store import replicated
 from relay.store.consent_proof import (
     canonical,
     chain_record,
     event_from_record,
+    format_time,
     new_event_id,
+    proof_fields,
     validate_api_payload,
     validate_event,
 )
+from relay.store.consent_read import read_chains, recipient_keys
 from relay.store.consent_state import FIELD_HEAD, RECORD_LUA, derive, script_args
 from relay.store.consent_verify import ChainProblem, VerifyReport, check_chain
+from relay.store.fanout import per_master, queue_script
+from relay.store.redis_conn import AsyncRedis
 from relay.store.redis_keys import Keys
+from relay.store.replicated import Durability
+from relay.store.writeback import Entry, WriteBack
 
-__all__ = [
-    "ChainProblem",
-    "ConsentStore",
-    "RedisConsentStore",
-    "VerifyReport",
-    "validate_api_payload",
-]
+__all__ = ["ChainProblem", "ConsentStore", "RedisConsentStore", "VerifyReport"]
+__all__ += ["validate_api_payload"]
 
 log = logging.getLogger("relay.store.consent")
 
 # Errors that mean "the store did not answer properly" rather than a bug of ours.
 STORE_ERRORS = (RedisError, OSError, TimeoutError, asyncio.TimeoutError)
-VERIFY_BATCH = 200  # recipients read per MULTI/EXEC by verify()
+VERIFY_BATCH = 200  # recipients read per pipeline by verify()
 MAX_CHAIN_RETRIES = 200  # concurrent writers for one recipient; each retry costs 2 round trips
+REPLAY_PREFIX = b"id:"  # fingerprint of a journalled event: skip it when its id is stored
 
 
 class ConsentStore(Protocol):
     async def record(self, event: ConsentEvent) -> ConsentEvent: ...
+
+    async def record_or_journal(self, event: ConsentEvent) -> ConsentEvent: ...
 
     async def states(
         self, addresses: Sequence[str], now: datetime, controller: str | None = None
@@ -96,7 +105,7 @@ def _text(value: bytes | str) -> str:
 class RedisConsentStore:
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: AsyncRedis,
         keys: Keys,
         address_key: bytes,
         settings: ConsentSettings,
@@ -104,6 +113,8 @@ class RedisConsentStore:
         *,
         timeout: float = 2.0,
         controllers: Controllers | None = None,
+        durability: Durability | None = None,
+        writeback: WriteBack | None = None,
     ) -> None:
         self.client = client
         self.keys = keys
@@ -112,7 +123,8 @@ class RedisConsentStore:
         self.rules_digest = rules_digest
         self.timeout = timeout
         self.controllers = controllers or Controllers()
-        self._script = client.register_script(RECORD_LUA)
+        self.durability = durability or Durability.off()
+        self.writeback = writeback
 
     def rkey(self, address: str) -> str:
         return recipient_key(address, self.address_key)
@@ -146,26 +158,71 @@ class RedisConsentStore:
             raise StoreUnavailable(f"consent store: cannot record the event: {exc}") from exc
         return pending.event
 
+    async def record_or_journal(self, event: ConsentEvent) -> ConsentEvent:
+        """``record``, or, when Redis cannot take the event, journal it for replay (Rule 6)."""
+        pending = self.prepare(event, datetime.now(UTC))
+        try:
+            await self._append(pending)
+        except Exception as exc:  # as in ledger: any client failure means "not stored"
+            if self.writeback is None:
+                raise StoreUnavailable(f"consent store: cannot record the event: {exc}") from exc
+            log.warning("consent store unavailable (%s): event journalled", exc)
+            await self._journal(pending.event)
+        return pending.event
+
+    async def _journal(self, event: ConsentEvent) -> None:
+        assert self.writeback is not None
+        record = proof_fields(event)
+        record.update(id=event.id, recorded_at=format_time(event.recorded_at or datetime.now(UTC)))
+        await self.writeback.add("consent", record=record)
+
     async def _append(self, item: Pending) -> bool:
         """Append one event, retrying while other writers move the chain; False if seen."""
+        appended, confirmed = await self._append_confirmed(item)
+        if appended and not confirmed:
+            if self.writeback is None:
+                log.warning("consent event %s: no replica confirmed it", item.event.id)
+            else:
+                await self._journal(item.event)
+        return appended
+
+    async def _append_confirmed(self, item: Pending) -> tuple[bool, bool]:
+        """(appended, confirmed by a replica or no replica to wait for)."""
         head = await self.client.hget(self.keys.consent_state(item.rkey, item.scope), FIELD_HEAD)
         prev = _text(head) if head else ""
         for _attempt in range(MAX_CHAIN_RETRIES):
-            status, head = await self._script(
-                keys=self._script_keys(item.rkey, item.scope), args=self._args(item, prev)
+            command = replicated.script(
+                RECORD_LUA, self._script_keys(item.rkey, item.scope), self._args(item, prev)
             )
+            replies, confirmed = await replicated.execute(self.client, [command], self.durability)
+            status, head = replies[0]
             if status == 1:
-                return True
+                return True, confirmed
             if status == 2:
-                return False
+                return False, True
             prev = _text(head)  # another writer appended first: chain onto its event
         raise StoreUnavailable(f"consent store: too many concurrent writes for {item.rkey}")
+
+    async def replay_events(self, entries: Sequence[Entry]) -> list[bool]:
+        """Handler of the write journal's ``consent`` entries (Rule 6)."""
+        confirmed: list[bool] = []
+        for entry in entries:
+            event = event_from_record(entry["record"])
+            marker = REPLAY_PREFIX + event.id.encode()
+            try:
+                scope = self.controller(event.controller or None).scope
+                item = Pending(self.rkey(event.address), event, marker, scope)
+                _appended, ok = await self._append_confirmed(item)
+            except STORE_ERRORS as exc:
+                raise StoreUnavailable(f"consent store: replay stopped: {exc}") from exc
+            confirmed.append(ok)
+        return confirmed
 
     def _script_keys(self, rkey: str, scope: str) -> list[str]:
         return [
             self.keys.consent_events(rkey, scope),
             self.keys.consent_state(rkey, scope),
-            self.keys.consent_import_seen(scope),
+            self.keys.consent_import_seen(rkey, scope),
         ]
 
     def _args(self, item: Pending, prev: str) -> list[Any]:
@@ -198,25 +255,25 @@ class RedisConsentStore:
             unique.append(item)
         if not unique:
             return added, skipped
-        chains = list(dict.fromkeys((item.rkey, item.scope) for item in unique))
-        scopes = list(dict.fromkeys(item.scope for item in unique))
+        by_chain: dict[tuple[str, str], list[Pending]] = {}
+        for item in unique:
+            by_chain.setdefault((item.rkey, item.scope), []).append(item)
         pipe = self.client.pipeline(transaction=False)
-        for scope in scopes:
-            pipe.smismember(
-                self.keys.consent_import_seen(scope),
-                [i.fingerprint or b"-" for i in unique if i.scope == scope],
-            )
-        for rkey, scope in chains:
+        for (rkey, scope), group in by_chain.items():
+            fingerprints = [i.fingerprint or b"-" for i in group]
+            pipe.smismember(self.keys.consent_import_seen(rkey, scope), fingerprints)
             pipe.hget(self.keys.consent_state(rkey, scope), FIELD_HEAD)
         first = await pipe.execute()
-        seen_by_scope = {scope: iter(found) for scope, found in zip(scopes, first, strict=False)}
-        heads = {
-            chain: _text(h) if h else ""
-            for chain, h in zip(chains, first[len(scopes) :], strict=True)
-        }
+        heads: dict[tuple[str, str], str] = {}
+        seen: dict[int, bool] = {}
+        for index, (chain, group) in enumerate(by_chain.items()):
+            known_flags, head = first[2 * index], first[2 * index + 1]
+            heads[chain] = _text(head) if head else ""
+            seen.update((id(i), bool(k)) for i, k in zip(group, known_flags, strict=True))
+        pipe = self.client.pipeline(transaction=False)
         chained: list[tuple[Pending, str]] = []
         for item in unique:
-            known = next(seen_by_scope[item.scope])
+            known = seen[id(item)]
             if known and item.fingerprint:
                 skipped += 1
                 continue
@@ -225,9 +282,7 @@ class RedisConsentStore:
             args = self._args(item, prev)
             heads[chain] = str(args[2])  # this event's hash is the next one's prev
             chained.append((item, prev))
-            await self._script(
-                keys=self._script_keys(item.rkey, item.scope), args=args, client=pipe
-            )
+            queue_script(pipe, RECORD_LUA, self._script_keys(item.rkey, item.scope), args)
         results = await pipe.execute() if chained else []
         for (item, _prev), (status, _head) in zip(chained, results, strict=True):
             # Status 0: the head moved under us (a concurrent writer): retry alone, in order.
@@ -245,20 +300,24 @@ class RedisConsentStore:
         is not configured raises ``ValueError``: the caller names the wrong id."""
         owner = self.controller(controller)
         rkeys = {address: self.rkey(address) for address in addresses}
+        keys = [self.keys.consent_state(rkey, owner.scope) for rkey in rkeys.values()]
         try:
             async with asyncio.timeout(self.timeout):
-                pipe = self.client.pipeline(transaction=False)
-                for rkey in rkeys.values():
-                    pipe.hgetall(self.keys.consent_state(rkey, owner.scope))
-                replies = await pipe.execute()
+                replies = await per_master(self.client, keys, lambda pipe, key: pipe.hgetall(key))
         except Exception as exc:  # Rule 1: fail closed whatever went wrong
-            log.warning("consent store unavailable, failing closed: %s", exc or type(exc).__name__)
-            return {
-                a: ConsentState(rkey, available=False, controller=owner.id)
-                for a, rkey in rkeys.items()
-            }
+            replies = [exc] * len(keys)
         out: dict[str, ConsentState] = {}
+        failed = [r for r in replies if isinstance(r, BaseException)]
+        if failed:
+            reason = failed[0]
+            log.warning(
+                "consent store unavailable for %d of %d recipient(s), failing closed: %s",
+                len(failed), len(replies), reason or type(reason).__name__,
+            )  # fmt: skip
         for (address, rkey), raw in zip(rkeys.items(), replies, strict=True):
+            if isinstance(raw, BaseException):
+                out[address] = ConsentState(rkey, available=False, controller=owner.id)
+                continue
             fields = {_text(k): _text(v) for k, v in raw.items()}
             try:
                 state = derive(rkey, fields, now, self.settings)
@@ -277,20 +336,10 @@ class RedisConsentStore:
     async def _raw_many(
         self, rkeys: Sequence[str], scope: str
     ) -> list[tuple[list[bytes], dict[str, str]]]:
-        # MULTI/EXEC: records and state are read at one instant, so that an append landing in
-        # between cannot look like a broken chain.
         try:
-            pipe = self.client.pipeline(transaction=True)
-            for rkey in rkeys:
-                pipe.lrange(self.keys.consent_events(rkey, scope), 0, -1)
-                pipe.hgetall(self.keys.consent_state(rkey, scope))
-            replies = await pipe.execute()
+            return await read_chains(self.client, self.keys, rkeys, scope)  # consent_read Rule 1
         except STORE_ERRORS as exc:
             raise StoreUnavailable(f"consent store: cannot read the records: {exc}") from exc
-        return [
-            (list(records), {_text(k): _text(v) for k, v in state.items()})
-            for records, state in zip(replies[::2], replies[1::2], strict=True)
-        ]
 
     async def history(self, address: str, controller: str | None = None) -> list[ConsentEvent]:
         """The recipient's events in the order recorded (ValueError names a damaged record).
@@ -337,20 +386,10 @@ class RedisConsentStore:
         return VerifyReport(recipients, events, tuple(problems))
 
     async def _all_rkeys(self, scope: str) -> set[str]:
-        found: set[str] = set()
         try:
-            for pattern in (
-                self.keys.consent_events_match(scope),
-                self.keys.consent_state_match(scope),
-            ):
-                start = len(pattern) - 1  # the pattern ends with the "*" standing for the key
-                async for key in self.client.scan_iter(match=pattern, count=1000):
-                    rest = _text(key)[start:]
-                    if ":" not in rest:  # another controller's key under the same prefix
-                        found.add(rest)
+            return await recipient_keys(self.client, self.keys, scope)
         except STORE_ERRORS as exc:
             raise StoreUnavailable(f"consent store: cannot list recipients: {exc}") from exc
-        return found
 
 
 def _owned(event: ConsentEvent, controller: str) -> ConsentEvent:

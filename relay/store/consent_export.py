@@ -29,11 +29,12 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import IO, Any
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from relay.errors import StoreUnavailable
+from relay.store import consent_read
 from relay.store.consent_verify import ChainProblem, check_chain
+from relay.store.redis_conn import AsyncRedis
 from relay.store.redis_keys import Keys
 
 BATCH = 200
@@ -91,21 +92,13 @@ def csv_row(
     ]
 
 
-async def recipient_keys(client: aioredis.Redis, keys: Keys, scope: str = "") -> list[str]:
+async def recipient_keys(client: AsyncRedis, keys: Keys, scope: str = "") -> list[str]:
     """Every recipient with stored events under one scope, each once, sorted (Rule 1)."""
-    pattern = keys.consent_events_match(scope)
-    start = len(pattern) - 1
-    found: set[str] = set()
-    async for key in client.scan_iter(match=pattern, count=1000):
-        rest = _text(key)[start:]
-        # The unscoped pattern also matches scoped keys ("<controller>:<rkey>"): skip those.
-        if len(rest) == 32 and all(c in "0123456789abcdef" for c in rest):
-            found.add(rest)
-    return sorted(found)
+    return sorted(await consent_read.recipient_keys(client, keys, scope))
 
 
 async def export_consent(
-    client: aioredis.Redis,
+    client: AsyncRedis,
     keys: Keys,
     address_key: bytes,
     fmt: str,
@@ -127,13 +120,8 @@ async def export_consent(
             recipients += len(rkeys)
             for begin in range(0, len(rkeys), BATCH):
                 batch = rkeys[begin : begin + BATCH]
-                pipe = client.pipeline(transaction=True)
-                for rkey in batch:
-                    pipe.lrange(keys.consent_events(rkey, scope), 0, -1)
-                    pipe.hgetall(keys.consent_state(rkey, scope))
-                replies = await pipe.execute()
-                for rkey, raw, state in zip(batch, replies[::2], replies[1::2], strict=True):
-                    fields = {_text(k): _text(v) for k, v in state.items()}
+                chains = await consent_read.read_chains(client, keys, batch, scope)
+                for rkey, (raw, fields) in zip(batch, chains, strict=True):
                     report = check_chain(rkey, raw, fields, address_key)
                     for seq, item in enumerate(raw):
                         written += _write(writer, out, rkey, seq, report.problems, item, owner)

@@ -39,22 +39,44 @@ FIELD_INFORMED = "informed"  # at|id|purpose,purpose of the earliest legacy noti
 FIELD_OBJECTED = "objected"  # at|id of the latest objection
 _PURPOSE_IDS = frozenset(p.value for p in Purpose)
 
-# KEYS: events list, state hash, import fingerprints set.
+# KEYS: events list, state hash, import fingerprints set (all three of one recipient, so they
+#       share the recipient's hash slot on a Redis Cluster).
 # ARGV: expected prev, record JSON, record hash, fingerprint ("" = none), event, occurred_at,
 #       event id, notice version, purposes...
-# Returns {1, hash} appended, {0, head} chain moved on (retry), {2, ""} fingerprint already seen.
+#       A fingerprint ``id:<32 hex digits>`` (35 bytes; import fingerprints are 16) is a replay
+#       from the write journal: the event is skipped when the list already holds an event with
+#       that id, and nothing is added to the set.
+# Returns {1, hash} appended (or found already appended under its id when the chain moved),
+# {0, head} chain moved on (retry), {2, ""} fingerprint already seen.
 RECORD_LUA = """
-if ARGV[4] ~= '' and redis.call('SISMEMBER', KEYS[3], ARGV[4]) == 1 then
+local replay = #ARGV[4] == 35 and string.sub(ARGV[4], 1, 3) == 'id:'
+if replay then
+  local wanted = string.sub(ARGV[4], 4)
+  for _, stored in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
+    local ok, record = pcall(cjson.decode, stored)
+    if ok and type(record) == 'table' and record['id'] == wanted then
+      return {2, ''}
+    end
+  end
+elseif ARGV[4] ~= '' and redis.call('SISMEMBER', KEYS[3], ARGV[4]) == 1 then
   return {2, ''}
 end
 local head = redis.call('HGET', KEYS[2], 'head') or ''
 if head ~= ARGV[1] then
+  -- This very append may already have run (a call re-sent after a lost reply): the chain
+  -- moved because of it. Then it is done, not to be chained again.
+  for _, stored in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
+    local ok, record = pcall(cjson.decode, stored)
+    if ok and type(record) == 'table' and record['id'] == ARGV[7] then
+      return {1, head}
+    end
+  end
   return {0, head}
 end
 redis.call('RPUSH', KEYS[1], ARGV[2])
 redis.call('HSET', KEYS[2], 'head', ARGV[3])
 redis.call('HINCRBY', KEYS[2], 'count', 1)
-if ARGV[4] ~= '' then
+if ARGV[4] ~= '' and not replay then
   redis.call('SADD', KEYS[3], ARGV[4])
 end
 local ev, at, id = ARGV[5], ARGV[6], ARGV[7]

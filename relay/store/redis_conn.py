@@ -5,23 +5,45 @@ Rule 1: ``[redis] url = "embedded"`` means one private server per data folder. T
         ``relay audit`` ...) finds the running server through that file instead of starting a
         second server on the same files, and starts its own only when none answers.
 Rule 2: every client gets the configured timeout on connect and on every call.
+Rule 3: ``redis+cluster://host:port[,host:port...]`` (``rediss+cluster://`` with TLS) names seed
+        nodes of a Redis Cluster (or a Valkey one); the client learns the other nodes and the
+        slot map from them and follows failovers and slot migrations by itself. Any one
+        reachable seed is enough; listing several lets the relay start while one is down.
 """
 
 from __future__ import annotations
 
+import asyncio
 import socket
+from collections.abc import Awaitable
 from pathlib import Path
+from typing import Any, TypeAlias, TypeVar
 from urllib.parse import unquote
 
 import redis
 import redis.asyncio as aioredis
+import redis.cluster
+import redis.retry
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
+from redis.backoff import NoBackoff
 from redis.sentinel import Sentinel as SyncSentinel
 
 from relay.settings import RedisSettings
+from relay.settings_redis import ClusterURL, is_cluster_url, parse_cluster_url
 from relay.store.embedded import EmbeddedRedis
 
 PORT_FILE = "server.port"
+T = TypeVar("T")
+
+
+async def bounded(awaitable: Awaitable[T], seconds: float) -> T:
+    """``await`` with a time limit. Unlike ``asyncio.wait_for`` on Python 3.11, it never loses
+    a cancellation that arrives as the awaited call completes (a stopping relay would then
+    wait for a task that goes on running)."""
+    async with asyncio.timeout(seconds):
+        return await awaitable
 
 
 def _answers(port: int) -> bool:
@@ -82,7 +104,65 @@ def parse_sentinel_url(url: str) -> tuple[list[tuple[str, int]], str, int, str |
     return sentinels, service, int(db or 0), password
 
 
-def async_client(url: str, settings: RedisSettings) -> aioredis.Redis:
+# The relay's clients: one server (plain or through Sentinel) or a cluster.
+AsyncRedis: TypeAlias = aioredis.Redis | RedisCluster
+SyncRedis: TypeAlias = redis.Redis | redis.cluster.RedisCluster
+
+
+class _Cluster(RedisCluster):
+    """redis-py's asyncio cluster client, made safe for concurrent first use.
+
+    redis-py 8.1 picks a command's routing policy before it learns the slot map, so commands
+    issued concurrently by a fresh (or re-initialising) client go to random nodes and come
+    back MOVED; every fifth MOVED makes the client close all its connections, under the
+    commands still using them (``AttributeError: 'NoneType' object has no attribute
+    'writelines'``). Learning the slot map first routes every command right.
+    """
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        if self._initialize:
+            await self.initialize()
+        return await super().execute_command(*args, **kwargs)
+
+
+def _cluster_kwargs(parsed: ClusterURL, settings: RedisSettings, retry: Any) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {
+        "username": parsed.username,
+        "password": parsed.password,
+        "socket_timeout": settings.timeout,
+        "socket_connect_timeout": settings.timeout,
+        # A master that fails over is replaced within seconds; the relay's own timeouts
+        # bound each call, so the client need not fail the whole cluster's coverage.
+        "require_full_coverage": False,
+        # A MOVED reply (failover, slot migration) patches that slot only, instead of
+        # closing every connection each fifth time under the commands using them.
+        "reinitialize_steps": 0,
+        # No retry by the client: it would re-send a whole pipeline, writes that reached a
+        # live master included, after closing every connection of the client. The stores
+        # handle a failed call themselves (fail closed, journal and replay idempotently).
+        "retry": retry,
+    }
+    if parsed.tls:
+        kwargs.update(ssl=True, **parsed.options)
+    return kwargs
+
+
+def cluster_client(url: str, settings: RedisSettings) -> RedisCluster:
+    parsed = parse_cluster_url(url)
+    nodes = [ClusterNode(host, port) for host, port in parsed.seeds]
+    return _Cluster(startup_nodes=nodes, **_cluster_kwargs(parsed, settings, Retry(NoBackoff(), 0)))
+
+
+def sync_cluster_client(url: str, settings: RedisSettings) -> redis.cluster.RedisCluster:
+    parsed = parse_cluster_url(url)
+    nodes = [redis.cluster.ClusterNode(host, port) for host, port in parsed.seeds]  # type: ignore[no-untyped-call]
+    kwargs = _cluster_kwargs(parsed, settings, redis.retry.Retry(NoBackoff(), 0))
+    return redis.cluster.RedisCluster(startup_nodes=nodes, **kwargs)
+
+
+def async_client(url: str, settings: RedisSettings) -> AsyncRedis:
+    if is_cluster_url(url):
+        return cluster_client(url, settings)
     if url.startswith(SENTINEL_SCHEME):
         sentinels, service, db, password = parse_sentinel_url(url)
         sentinel = Sentinel(  # type: ignore[no-untyped-call]
@@ -106,7 +186,9 @@ def async_client(url: str, settings: RedisSettings) -> aioredis.Redis:
     )
 
 
-def sync_client(url: str, settings: RedisSettings) -> redis.Redis:
+def sync_client(url: str, settings: RedisSettings) -> SyncRedis:
+    if is_cluster_url(url):
+        return sync_cluster_client(url, settings)
     if url.startswith(SENTINEL_SCHEME):
         sentinels, service, db, password = parse_sentinel_url(url)
         sentinel = SyncSentinel(sentinels, socket_timeout=settings.timeout)  # type: ignore[no-untyped-call]

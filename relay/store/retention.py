@@ -34,8 +34,10 @@ Rule 3: the deletion is a compare-and-set on the chain's head hash (one Lua scri
         appended between the check and the deletion keeps the chain.
 Rule 4: the consent scan runs at most once a day across every relay sharing the Redis (a lock
         key), in batches, so that its memory stays bounded; 0 days turns a limit off.
-Rule 5: import fingerprints (``consent:imported``) are kept: they hold no address, and they
-        stop a re-import of an old file from bringing deleted proofs back.
+Rule 5: import fingerprints (``consent:{<rkey>}:imported``) are kept: they hold no address, and
+        they stop a re-import of an old file from bringing deleted proofs back.
+Rule 6 (Redis Cluster): each deletion touches one recipient's keys (one hash slot); the
+        last-open days are trimmed bucket by bucket.
 """
 
 from __future__ import annotations
@@ -46,13 +48,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-import redis.asyncio as aioredis
-
 from relay.model import EventType
 from relay.settings import ConsentSettings, RetentionSettings
 from relay.store.consent_proof import parse_time
 from relay.store.consent_state import FIELD_HEAD, derive
 from relay.store.link_store import day_number
+from relay.store.redis_conn import AsyncRedis
 from relay.store.redis_keys import Keys
 
 log = logging.getLogger("relay.store.retention")
@@ -109,7 +110,7 @@ def _latest_event(records: Sequence[bytes | str]) -> datetime | None:
 class Retention:
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: AsyncRedis,
         keys: Keys,
         settings: RetentionSettings,
         consent: ConsentSettings,
@@ -135,20 +136,21 @@ class Retention:
         if not self.settings.last_open_days:
             return 0
         cutoff = day_number(now) - self.settings.last_open_days
-        removed: int = await self.client.zremrangebyscore(
-            self.keys.last_open(), "-inf", f"({cutoff}"
-        )
-        return removed
+        pipe = self.client.pipeline(transaction=False)  # one command per bucket (its own slot)
+        for bucket in self.keys.last_open_buckets():
+            pipe.zremrangebyscore(self.keys.last_open_bucket(bucket), "-inf", f"({cutoff}")
+        return sum(int(n) for n in await pipe.execute())
 
     async def trim_consent(self, now: datetime) -> tuple[int, int]:
         """Delete the chains Rule 2 allows; (chains, events) deleted."""
         keep = timedelta(days=self.settings.consent_days)
         pattern = self.keys.consent_state_match()
-        start = len(pattern) - 1
         chains = events = 0
         batch: list[str] = []
+        # On a cluster this scans every master; a chain missed while its slot migrates is
+        # simply considered the next day.
         async for key in self.client.scan_iter(match=pattern, count=SCAN_BATCH):
-            batch.append(_text(key)[start:])
+            batch.append(self.keys.tag_of(_text(key)))
             if len(batch) >= SCAN_BATCH:
                 done = await self._trim_batch(batch, now, keep)
                 chains, events = chains + done[0], events + done[1]

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 
-from redis.asyncio import Redis
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -32,6 +31,7 @@ from starlette.staticfiles import StaticFiles
 from relay.core.controllers import Controllers, build_controllers
 from relay.core.links import LinkMinter, LinkSigner
 from relay.settings import Settings
+from relay.store.redis_conn import AsyncRedis
 from relay.store.redis_keys import Keys
 from relay.web import api, gateway, pages
 from relay.web.audit import routes as audit
@@ -78,7 +78,7 @@ async def metrics_endpoint(request: Request) -> Response:
 def create_app(
     *,
     settings: Settings,
-    redis: Redis,
+    redis: AsyncRedis,
     store: ConsentStore,
     signer: LinkSigner,
     controllers: Controllers | None = None,

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import jinja2
-from redis.asyncio import Redis
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -25,6 +24,7 @@ from relay.core.controllers import Controllers
 from relay.core.links import LinkMinter, LinkSigner
 from relay.model import ConsentEvent, ConsentState
 from relay.settings import Settings
+from relay.store.redis_conn import AsyncRedis
 from relay.store.redis_keys import Keys
 from relay.web import i18n
 from relay.web.wording import TEXTS
@@ -58,7 +58,7 @@ class ConsentStore(Protocol):
 @dataclass(frozen=True)
 class WebContext:
     settings: Settings
-    redis: Redis
+    redis: AsyncRedis
     keys: Keys
     store: ConsentStore
     signer: LinkSigner

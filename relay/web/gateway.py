@@ -36,6 +36,7 @@ from starlette.responses import Response
 from relay.core.links import GATEWAY, MINIMISE
 from relay.errors import RelayError, TokenError
 from relay.model import ConsentState, EventType, Purpose
+from relay.store.fanout import get_many
 from relay.store.link_store import note_open_day
 from relay.web.context import context_of, error_page
 
@@ -96,9 +97,10 @@ async def gateway(request: Request) -> Response:
     if owner is None:
         return blank()  # a controller no longer configured: nobody's consent can be checked
     try:
-        # One round trip for both lookups; then the consent state.
-        target_raw, address_raw = await ctx.redis.mget(
-            ctx.keys.gateway_link(claims.ref), ctx.keys.recipient_address(claims.rkey)
+        # One round trip for both lookups (one pipeline: their slots differ on a cluster);
+        # then the consent state.
+        target_raw, address_raw = await get_many(
+            ctx.redis, [ctx.keys.gateway_link(claims.ref), ctx.keys.recipient_address(claims.rkey)]
         )
         target, address = _decode(target_raw), _decode(address_raw)
         if target is None or address is None:

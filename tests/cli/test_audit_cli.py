@@ -12,7 +12,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-import redis.asyncio as aioredis
 
 from relay.cli import audit as cli_audit
 from relay.store.audit import AuditLog
@@ -20,6 +19,7 @@ from relay.store.audit_codec import CSV_COLUMNS
 from relay.store.audit_record import DecisionRecord, record_from_json
 from relay.store.redis_keys import Keys
 from tests.support.audit import ADDRESS_KEY, message
+from tests.support.redis import async_client
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -47,10 +47,14 @@ def config(redis_url: str, tmp_path: Path) -> str:
 
 def _write(redis_url: str, tmp_path: Path, records: list[DecisionRecord]) -> None:
     async def main() -> None:
-        client = aioredis.Redis.from_url(redis_url)
+        client = async_client(redis_url)
         log = AuditLog(client, Keys("c:"), tmp_path / "j", timeout=2.0, retention_days=30)
-        await log.write(records)
-        await client.connection_pool.disconnect()
+        by_message: dict[str, list[DecisionRecord]] = {}
+        for record in records:
+            by_message.setdefault(record.message_id, []).append(record)
+        for group in by_message.values():  # one message after the other, as a relay stores
+            await log.write(group)
+        await client.aclose()
 
     asyncio.run(main())
 

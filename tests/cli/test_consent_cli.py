@@ -8,12 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 
 from relay.cli.consent import register
 from relay.core.recipients import recipient_key
 from relay.rulefiles import load_rules
 from relay.store.redis_keys import Keys
+from tests.support.redis import sync_client
 
 KEY = "cli-test-address-key"
 KEYS = Keys("c:")
@@ -39,7 +39,7 @@ def config(tmp_path: Path, redis_url: str) -> str:
 
 
 def events(redis_url: str, address: str) -> list[dict[str, Any]]:
-    client = redis.Redis.from_url(redis_url)
+    client = sync_client(redis_url)
     raw = client.lrange(KEYS.consent_events(recipient_key(address, KEY.encode())), 0, -1)
     client.close()
     return [json.loads(r) for r in raw]
@@ -222,7 +222,7 @@ def test_import_bad_file(
     assert run("consent", "import", str(path), "--config", config, "--no-progress") == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
-    assert redis.Redis.from_url(redis_url).dbsize() == 0
+    assert sync_client(redis_url).dbsize() == 0
 
 
 def test_import_missing_file(config: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -240,7 +240,7 @@ def test_verify_names_broken_recipient_and_event(
         assert run("consent", "record", "b@example.org", *argv) == 0
     capsys.readouterr()
     rkey = recipient_key("b@example.org", KEY.encode())
-    client = redis.Redis.from_url(redis_url)
+    client = sync_client(redis_url)
     first = json.loads(client.lindex(KEYS.consent_events(rkey), 0) or b"")
     first["event"] = "refused"
     client.lset(KEYS.consent_events(rkey), 0, json.dumps(first))

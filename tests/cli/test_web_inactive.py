@@ -8,11 +8,11 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
-import redis
 
 from relay.cli import inactive as cli_inactive
 from relay.store.link_store import day_number
 from relay.store.redis_keys import Keys
+from tests.support.redis import sync_client
 
 
 def run(argv: list[str]) -> int:
@@ -28,8 +28,9 @@ def test_lists_only_recipients_older_than_n_days(
 ) -> None:
     keys = Keys()
     today = day_number(datetime.now(UTC))
-    client = redis.Redis.from_url(redis_url)
-    client.zadd(keys.last_open(), {"a" * 32: today - 100, "b" * 32: today - 30, "c" * 32: today})
+    client = sync_client(redis_url)
+    for member, score in (("a" * 32, today - 100), ("b" * 32, today - 30), ("c" * 32, today)):
+        client.zadd(keys.last_open(member), {member: score})
     client.set(keys.recipient_address("a" * 32), "old@example.org")
     client.close()
     config = tmp_path / "config.toml"

@@ -159,3 +159,22 @@ def test_shipped_rules_are_package_data() -> None:
     rule_files = set(SHIPPED_RULES.rglob("*.toml"))
     assert SHIPPED_RULES / "vendors" / "esp.toml" in rule_files
     assert rule_files <= shipped, rule_files - shipped
+
+
+def test_the_rules_survive_pickling_as_filter_workers_receive_them() -> None:
+    """The relay hands its validated context to each filter worker: RE2 sets, which cannot be
+    pickled, are compiled again there from their sources, and decide exactly the same."""
+    import pickle
+
+    rules = load_detection(load_rules())
+    copy = pickle.loads(pickle.dumps(rules))
+    html = (
+        '<img src="https://u1.ct.sendgrid.net/wf/open?upn=Zk4cH8bq2FnWx3T5o1mA9z7kPq">'
+        '<img src="https://x.mjt.lu/oo/BAAAAHyp1ZQAAAAAAAAAAQ6ZLYI-_x/a7c1e8f0/e.gif">'
+        '<img src="https://cdn.shop.example/logo.png" width="200" height="60">'
+    )
+    part = Part(0, "text/html", "utf-8", "8bit", 0, 0, len(html), html)
+    message = ParsedMessage(html.encode(), (), 0, (part,))
+    found = detect(message, rules, [])
+    assert [c.rule for c in found.candidates] == ["sendgrid-open", "mailjet-open"]
+    assert detect(message, copy, []) == found

@@ -16,12 +16,12 @@ import time
 from pathlib import Path
 
 import pytest
-import redis.asyncio as aioredis
 
 from relay.store.audit import AuditLog
 from relay.store.embedded import free_port
 from relay.store.redis_keys import Keys
 from tests.support.harness import message
+from tests.support.redis import async_client
 from tests.support.smtp_sink import Sink
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
@@ -109,7 +109,7 @@ async def test_a_relay_killed_after_the_upstream_took_the_message_does_not_send_
         _out, err = await asyncio.to_thread(proc.communicate, timeout=60)
         await sink.stop()
     assert "in flight when the relay last stopped" in err.decode()
-    client = aioredis.Redis.from_url(redis_url)
+    client = async_client(redis_url)
     audit = AuditLog(client, Keys("relay:"), tmp_path / "j2", timeout=2, retention_days=1)
     [record] = await audit.by_message("<crash@shop.example>")  # written by the retry
     await client.aclose()

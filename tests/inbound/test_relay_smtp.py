@@ -158,7 +158,8 @@ async def test_redis_down_fails_closed_and_keeps_the_decision_records(
     replayed = await relay.running.pipeline.audit.replay_journal()
     assert replayed == 1
     client = redis.Redis.from_url(server.url)
-    assert client.xlen(Keys(relay.settings.redis.prefix).audit_stream()) == 1
+    keys = Keys(relay.settings.redis.prefix)
+    assert sum(client.xlen(keys.audit_stream(b)) for b in keys.audit_buckets()) == 1
     client.close()
 
 
@@ -450,3 +451,20 @@ async def test_a_fan_out_past_the_render_budget_is_sent_in_batches_once_each(
     code, _ = await asend(relay.port, data, rcpts)
     assert code == 250
     assert sorted(r for copy in sink.handler.received for r in copy.rcpt_tos) == sorted(rcpts)
+
+
+async def test_the_same_bytes_sent_twice_at_once_are_two_messages_not_a_copy(
+    relay_factory: RelayFactory, sink: Sink
+) -> None:
+    """Two identical messages in flight together: the second must not be taken for a retry of
+    the first (its in-flight ledger entry belongs to a live transaction, ledger Rule 7). It
+    was answered 250 with nothing sent, and would have been lost had the first then failed."""
+    relay: Relay = await relay_factory()
+    sink.handler.faults.reply_delay = 1.0  # the upstream keeps the first, answers a bit later
+    data = message("<p>twice</p>", message_id="<twice@shop.example>")
+    first = asyncio.create_task(asend(relay.port, data, ["alice@example.org"]))
+    while not sink.handler.received:
+        await asyncio.sleep(0.01)
+    second = asyncio.create_task(asend(relay.port, data, ["alice@example.org"]))
+    assert [(await first)[0], (await second)[0]] == [250, 250]
+    assert len(sink.handler.copies_for("alice@example.org")) == 2

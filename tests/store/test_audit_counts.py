@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from relay.store.audit import AuditLog
+from relay.store.audit import AuditLog, message_key
 from relay.store.audit_codec import decode
 from relay.store.audit_counts import (
     DAY_MS,
@@ -27,21 +27,23 @@ from relay.store.audit_counts import (
 from relay.store.audit_legend import reason, tracked_without_consent
 from relay.store.audit_record import DecisionRecord, TrackerRecord
 from relay.store.embedded import EmbeddedRedis
+from relay.store.redis_conn import AsyncRedis
 from relay.store.redis_keys import Keys
-from tests.support.audit import make_record, message, new_log, tracker
+from tests.support.audit import make_record, message, new_log, stream_times, tracker
+from tests.support.redis import async_client
 
 KEYS = Keys("t:")
 
 
 @pytest.fixture
-async def client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    conn = aioredis.Redis.from_url(redis_url, socket_timeout=2.0)
+async def client(redis_url: str) -> AsyncIterator[AsyncRedis]:
+    conn = async_client(redis_url, 2.0)
     yield conn
-    await conn.connection_pool.disconnect()
+    await conn.aclose()
 
 
 @pytest.fixture
-def audit(client: aioredis.Redis, tmp_path: Path) -> AuditLog:
+def audit(client: AsyncRedis, tmp_path: Path) -> AuditLog:
     return new_log(client, tmp_path / "journal")
 
 
@@ -53,25 +55,45 @@ def legacy(record: DecisionRecord) -> DecisionRecord:
     return replace(record, trackers=(*record.trackers, kept))
 
 
-async def recount(client: aioredis.Redis) -> dict[str, int]:
+async def recount(client: AsyncRedis) -> dict[str, int]:
     """What the counts must be: every stored record's tally, by the day of its stream id."""
     expected: dict[str, int] = {}
-    raw: Any = await client.xrange("t:audit:log")
-    for sid, fields in raw:
-        day = int(bytes(sid).split(b"-")[0]) // DAY_MS
-        for name, n in tally(decode(fields[b"r"])).items():
-            expected[f"{day}|{name}"] = expected.get(f"{day}|{name}", 0) + n
+    for bucket in KEYS.audit_buckets():
+        raw: Any = await client.xrange(KEYS.audit_stream(bucket))
+        for sid, fields in raw:
+            day = int(bytes(sid).split(b"-")[0]) // DAY_MS
+            for name, n in tally(decode(fields[b"r"])).items():
+                expected[f"{day}|{name}"] = expected.get(f"{day}|{name}", 0) + n
     return expected
 
 
-async def stored_counts(client: aioredis.Redis) -> dict[str, int]:
-    raw: Any = await client.hgetall("t:audit:counts")
-    return {k.decode(): int(v) for k, v in raw.items() if int(v)}
+async def stored_counts(client: AsyncRedis) -> dict[str, int]:
+    """The counts of every bucket, summed field by field."""
+    total: dict[str, int] = {}
+    for ck in count_keys(KEYS):
+        raw: Any = await client.hgetall(ck.counts)
+        for k, v in raw.items():
+            total[k.decode()] = total.get(k.decode(), 0) + int(v)
+    return {k: v for k, v in total.items() if v}
 
 
-async def untracked_index(client: aioredis.Redis) -> list[str]:
-    raw: Any = await client.zrange("t:audit:without-consent", 0, -1)
-    return [m.decode() for m in raw]
+async def untracked_index(client: AsyncRedis) -> list[tuple[int, str]]:
+    """(bucket, stream id) of every bucket's "tracked without consent" index."""
+    found: list[tuple[int, str]] = []
+    for bucket, ck in enumerate(count_keys(KEYS)):
+        raw: Any = await client.zrange(ck.without_consent, 0, -1)
+        found += [(bucket, m.decode()) for m in raw]
+    return sorted(found)
+
+
+async def stored_ids(client: AsyncRedis) -> list[tuple[int, str]]:
+    """(bucket, stream id) of every record, in the order they were written (test writes are
+    seconds of decided time apart, one write at a time)."""
+    found: list[tuple[int, int, str]] = []
+    for bucket in KEYS.audit_buckets():
+        raw: Any = await client.xrange(KEYS.audit_stream(bucket))
+        found += [(int(bytes(sid).split(b"-")[0]), bucket, bytes(sid).decode()) for sid, _f in raw]
+    return [(bucket, sid) for _ms, bucket, sid in sorted(found)]
 
 
 def test_tally_names_every_dimension_and_escapes_values() -> None:
@@ -118,7 +140,7 @@ def test_tracked_without_consent_and_its_reason() -> None:
 
 
 async def test_counts_are_written_with_the_records_and_equal_a_recount(
-    audit: AuditLog, client: aioredis.Redis
+    audit: AuditLog, client: AsyncRedis
 ) -> None:
     first = [legacy(r) for r in message(1)]
     second = message(2, rcpts=3)
@@ -133,14 +155,13 @@ async def test_counts_are_written_with_the_records_and_equal_a_recount(
     assert counts.series("category") == {"newsletter": [0, 5]}
     assert counts.controllers == ("",)
     # Only the two legacy records are in the "tracked without consent" index.
-    raw: Any = await client.xrange("t:audit:log")
-    sids = [bytes(sid).decode() for sid, _f in raw]
-    assert await untracked_index(client) == sids[:2]
+    mkey = message_key(first[0].message_id)
+    sids: Any = await client.lrange(KEYS.audit_by_message(mkey), 0, -1)
+    bucket = KEYS.audit_bucket(mkey)
+    assert await untracked_index(client) == sorted((bucket, bytes(s).decode()) for s in sids)
 
 
-async def test_a_retried_write_counts_nothing_twice(
-    audit: AuditLog, client: aioredis.Redis
-) -> None:
+async def test_a_retried_write_counts_nothing_twice(audit: AuditLog, client: AsyncRedis) -> None:
     records = [legacy(r) for r in message(1, rcpts=3)]
     await audit.write(records)
     before = await stored_counts(client)
@@ -178,15 +199,14 @@ async def test_journal_replay_counts_each_record_once(
         counts = await read_counts(client, count_keys(KEYS), today, today)
         assert counts.total("n") == 8 and counts.total("ncr") == 6
     finally:
-        await client.connection_pool.disconnect()
+        await client.aclose()
 
 
-async def test_retention_subtracts_what_it_trims(audit: AuditLog, client: aioredis.Redis) -> None:
+async def test_retention_subtracts_what_it_trims(audit: AuditLog, client: AsyncRedis) -> None:
     await audit.write([legacy(r) for r in message(1)])
     await asyncio.sleep(0.01)
     await audit.write(message(2))
-    raw: Any = await client.xrange("t:audit:log")
-    cut_ms = int(bytes(raw[2][0]).split(b"-")[0])
+    cut_ms = (await stream_times(client))[2]
     now = datetime.fromtimestamp(cut_ms / 1000, UTC) + timedelta(days=audit.retention_days)
     assert await audit.trim(now) == 2
     assert await stored_counts(client) == await recount(client)
@@ -194,17 +214,21 @@ async def test_retention_subtracts_what_it_trims(audit: AuditLog, client: aiored
     # Trimming everything leaves no count and no day behind.
     assert await audit.trim(now + timedelta(days=2)) == 2
     assert await stored_counts(client) == {}
-    assert not await client.exists("t:audit:counts", "t:audit:count-days")
+    for ck in count_keys(KEYS):  # one slot per bucket: EXISTS bucket by bucket
+        assert not await client.exists(ck.counts, ck.days)
 
 
-async def test_counts_by_controller_and_days_without_records(client: aioredis.Redis) -> None:
+async def test_counts_by_controller_and_days_without_records(client: AsyncRedis) -> None:
     # A counts hash as the write script leaves it for two controllers on two days.
     day = 20_000
+    # Controller a's records in bucket 0, b's in bucket 5: the read sums over the buckets.
+    a_keys, b_keys = count_keys(KEYS)[0], count_keys(KEYS)[5]
     await client.hset(
-        "t:audit:counts",
-        mapping={f"{day}|a|n": 3, f"{day}|b|n": 2, f"{day + 2}|a|n": 1, f"{day}|a|c:marketing": 3},
+        a_keys.counts, mapping={f"{day}|a|n": 3, f"{day + 2}|a|n": 1, f"{day}|a|c:marketing": 3}
     )
-    await client.sadd("t:audit:count-dims", "a|n", "b|n", "a|c:marketing")
+    await client.hset(b_keys.counts, mapping={f"{day}|b|n": 2})
+    await client.sadd(a_keys.dims, "a|n", "a|c:marketing")
+    await client.sadd(b_keys.dims, "b|n")
     every = await read_counts(client, count_keys(KEYS), day, day + 2)
     assert [every.day(d, "n") for d in range(day, day + 3)] == [5, 0, 1]
     only_b = await read_counts(client, count_keys(KEYS), day, day + 2, "b")

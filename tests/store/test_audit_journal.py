@@ -13,7 +13,6 @@ import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -21,10 +20,10 @@ import redis.asyncio as aioredis
 from relay.errors import StoreUnavailable
 from relay.store.audit import AuditLog
 from relay.store.audit_journal import Journal
+from relay.store.audit_scan import merged_range
 from relay.store.embedded import EmbeddedRedis
+from relay.store.redis_keys import Keys
 from tests.support.audit import message, new_log
-
-STREAM = "t:audit:log"
 
 
 def _client(server: EmbeddedRedis, timeout: float = 1.0) -> aioredis.Redis:
@@ -34,9 +33,13 @@ def _client(server: EmbeddedRedis, timeout: float = 1.0) -> aioredis.Redis:
 
 
 async def _stored_ids(client: aioredis.Redis) -> list[str]:
-    """Record ids of every stream entry, in stream order."""
-    raw: Any = await client.xrange(STREAM)
-    return [bytes(fields[b"r"]).split(b":")[0].decode() for _sid, fields in raw]
+    """Record ids of every entry of every bucket's stream, in the log's order."""
+    keys = Keys("t:")
+    streams = [keys.audit_stream(b) for b in keys.audit_buckets()]
+    return [
+        record.record_id
+        async for _b, _sid, record in merged_range(client, streams, "-", "+", page=50, timeout=2)
+    ]
 
 
 def _journal_lines(log: AuditLog) -> int:

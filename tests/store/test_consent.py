@@ -22,7 +22,9 @@ from relay.model import ConsentEvent, EventType, Purpose, PurposeConsent
 from relay.settings import ConsentSettings
 from relay.store.consent import RedisConsentStore
 from relay.store.embedded import EmbeddedRedis
+from relay.store.redis_conn import AsyncRedis
 from relay.store.redis_keys import Keys
+from tests.support.redis import async_client
 
 KEY = b"test-address-key"
 KEYS = Keys("t:")
@@ -55,21 +57,19 @@ def ev(
 
 
 @pytest.fixture
-async def client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    c: aioredis.Redis = aioredis.Redis.from_url(redis_url, socket_timeout=2)
+async def client(redis_url: str) -> AsyncIterator[AsyncRedis]:
+    c = async_client(redis_url, 2)
     yield c
-    await c.connection_pool.disconnect()  # aclose(): see the types-redis note
+    await c.aclose()
 
 
-def make_store(
-    client: aioredis.Redis, settings: ConsentSettings | None = None
-) -> RedisConsentStore:
+def make_store(client: AsyncRedis, settings: ConsentSettings | None = None) -> RedisConsentStore:
     return RedisConsentStore(
         client, KEYS, KEY, settings or ConsentSettings(), rules_digest="rules-1", timeout=0.5
     )
 
 
-async def test_record_sets_id_time_and_proof(client: aioredis.Redis) -> None:
+async def test_record_sets_id_time_and_proof(client: AsyncRedis) -> None:
     store = make_store(client)
     stored = await store.record(ev(EventType.GRANTED, CP))
     assert stored.id and stored.recorded_at is not None
@@ -86,7 +86,7 @@ async def test_record_sets_id_time_and_proof(client: aioredis.Redis) -> None:
     assert history == [stored]
 
 
-async def test_state_per_event_type(client: aioredis.Redis) -> None:
+async def test_state_per_event_type(client: AsyncRedis) -> None:
     store = make_store(client)
     now = T0 + timedelta(days=30)
     collected = await store.record(ev(EventType.COLLECTED, at=T0 - timedelta(days=400)))
@@ -120,7 +120,7 @@ async def test_state_per_event_type(client: aioredis.Redis) -> None:
     assert state.last_solicited_at == withdrawn.occurred_at
 
 
-async def test_unanswered_request_is_a_solicitation(client: aioredis.Redis) -> None:
+async def test_unanswered_request_is_a_solicitation(client: AsyncRedis) -> None:
     store = make_store(client)
     await store.record(ev(EventType.REQUESTED, CP, at=T0, actor="system", method="relay"))
     state = (await store.states([ADDR], T0 + timedelta(days=1)))[ADDR]
@@ -130,7 +130,7 @@ async def test_unanswered_request_is_a_solicitation(client: aioredis.Redis) -> N
     assert unknown.available and not unknown.purposes and unknown.last_solicited_at is None
 
 
-async def test_lifetime_expiry(client: aioredis.Redis) -> None:
+async def test_lifetime_expiry(client: AsyncRedis) -> None:
     store = make_store(client, ConsentSettings(lifetime_days=10))
     granted = await store.record(ev(EventType.GRANTED, CP, at=T0))
     before = (await store.states([ADDR], T0 + timedelta(days=9)))[ADDR].purposes[CP]
@@ -140,7 +140,7 @@ async def test_lifetime_expiry(client: aioredis.Redis) -> None:
     assert after.at == T0 + timedelta(days=10) and after.event_id == granted.id
 
 
-async def test_notice_version_renewal(client: aioredis.Redis) -> None:
+async def test_notice_version_renewal(client: AsyncRedis) -> None:
     await make_store(client).record(ev(EventType.GRANTED, CP, at=T0, version="1"))
     renew = ConsentSettings(renew_on_notice_change=True, notice_version="2")
     keep = ConsentSettings(renew_on_notice_change=False, notice_version="2")
@@ -158,7 +158,7 @@ async def test_notice_version_renewal(client: aioredis.Redis) -> None:
     assert (renewed.state, renewed.notice_version) == (EventType.GRANTED, "2")
 
 
-async def test_out_of_order_events_keep_latest_occurred(client: aioredis.Redis) -> None:
+async def test_out_of_order_events_keep_latest_occurred(client: AsyncRedis) -> None:
     store = make_store(client)
     late = await store.record(ev(EventType.WITHDRAWN, CP, at=T0 + timedelta(days=5)))
     # An import brings an older grant and an older collection afterwards.
@@ -173,7 +173,7 @@ async def test_out_of_order_events_keep_latest_occurred(client: aioredis.Redis) 
     assert (await store.verify(ADDR)).ok
 
 
-async def test_states_many_recipients_keyed_as_given(client: aioredis.Redis) -> None:
+async def test_states_many_recipients_keyed_as_given(client: AsyncRedis) -> None:
     store = make_store(client)
     await store.record(ev(EventType.GRANTED, CP, address="b@example.org"))
     states = await store.states(["<B@Example.org>", "c@example.org"], T0)
@@ -183,7 +183,7 @@ async def test_states_many_recipients_keyed_as_given(client: aioredis.Redis) -> 
     assert not states["c@example.org"].purposes
 
 
-async def test_verify_detects_edited_event(client: aioredis.Redis) -> None:
+async def test_verify_detects_edited_event(client: AsyncRedis) -> None:
     store = make_store(client)
     for day in range(3):
         await store.record(ev(EventType.GRANTED, CP, at=T0 + timedelta(days=day)))
@@ -198,7 +198,7 @@ async def test_verify_detects_edited_event(client: aioredis.Redis) -> None:
     assert rkey in str(report.problems[0]) and "altered" in str(report.problems[0])
 
 
-async def test_verify_detects_rehashed_edit_and_deletions(client: aioredis.Redis) -> None:
+async def test_verify_detects_rehashed_edit_and_deletions(client: AsyncRedis) -> None:
     store = make_store(client)
     events = [await store.record(ev(EventType.GRANTED, CP, at=T0 + timedelta(days=d))) for d in
               range(4)]  # fmt: skip
@@ -220,7 +220,7 @@ async def test_verify_detects_rehashed_edit_and_deletions(client: aioredis.Redis
     assert any("head" in p.reason for p in report.problems)
 
 
-async def test_verify_detects_edited_state_cache(client: aioredis.Redis) -> None:
+async def test_verify_detects_edited_state_cache(client: AsyncRedis) -> None:
     store = make_store(client)
     await store.record(ev(EventType.REFUSED, CP, at=T0))
     rkey = recipient_key(ADDR, KEY)
@@ -234,7 +234,7 @@ async def test_verify_detects_edited_state_cache(client: aioredis.Redis) -> None
                                                     "the events"]  # fmt: skip
 
 
-async def test_concurrent_records_keep_one_chain(client: aioredis.Redis) -> None:
+async def test_concurrent_records_keep_one_chain(client: AsyncRedis) -> None:
     stores = [make_store(client) for _ in range(4)]
     kinds = (EventType.GRANTED, EventType.WITHDRAWN)
     stored = await asyncio.gather(
@@ -266,7 +266,7 @@ async def test_concurrent_records_keep_one_chain(client: aioredis.Redis) -> None
     ],
 )
 async def test_record_validation(
-    client: aioredis.Redis, change: dict[str, object], message: str
+    client: AsyncRedis, change: dict[str, object], message: str
 ) -> None:
     store = make_store(client)
     bad = dataclasses.replace(ev(EventType.GRANTED, CP), **change)  # type: ignore[arg-type]
@@ -368,7 +368,7 @@ def test_state_does_not_depend_on_arrival_order(
     asyncio.run(scenario())
 
 
-async def test_history_names_a_damaged_record(client: aioredis.Redis) -> None:
+async def test_history_names_a_damaged_record(client: AsyncRedis) -> None:
     store = make_store(client)
     await store.record(ev(EventType.COLLECTED))
     rkey = recipient_key(ADDR, KEY)
@@ -378,7 +378,7 @@ async def test_history_names_a_damaged_record(client: aioredis.Redis) -> None:
 
 
 async def test_import_batches_and_live_records_interleave(
-    client: aioredis.Redis, tmp_path: Path
+    client: AsyncRedis, tmp_path: Path
 ) -> None:
     """A batch whose chain head moves under it (a live write) retries and keeps valid chains."""
     from relay.store.consent_import import import_csv

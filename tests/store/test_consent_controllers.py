@@ -9,7 +9,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-import redis.asyncio as aioredis
 
 from relay.core.controllers import Controllers, build_controllers
 from relay.model import ConsentEvent, EventType, Purpose
@@ -18,7 +17,9 @@ from relay.store.consent import RedisConsentStore
 from relay.store.consent_import import import_csv
 from relay.store.consent_proof import canonical, format_time, proof_fields
 from relay.store.consent_state import RECORD_LUA, script_args
+from relay.store.redis_conn import AsyncRedis
 from relay.store.redis_keys import Keys
+from tests.support.redis import async_client
 
 KEY = b"test-address-key"
 KEYS = Keys("t:")
@@ -41,17 +42,17 @@ def ev(kind: EventType, controller: str = "", at: datetime = T0) -> ConsentEvent
 
 
 @pytest.fixture
-async def client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    c: aioredis.Redis = aioredis.Redis.from_url(redis_url, socket_timeout=2)
+async def client(redis_url: str) -> AsyncIterator[AsyncRedis]:
+    c = async_client(redis_url, 2)
     yield c
-    await c.connection_pool.disconnect()
+    await c.aclose()
 
 
-def store(client: aioredis.Redis, registry: Controllers | None = None) -> RedisConsentStore:
+def store(client: AsyncRedis, registry: Controllers | None = None) -> RedisConsentStore:
     return RedisConsentStore(client, KEYS, KEY, ConsentSettings(), controllers=registry)
 
 
-async def old_relay_grant(client: aioredis.Redis) -> str:
+async def old_relay_grant(client: AsyncRedis) -> str:
     """A grant exactly as the relay stored it before controllers existed: unscoped keys, a
     record without a ``controller`` field, hashed and chained as then."""
     st = store(client)
@@ -68,7 +69,7 @@ async def old_relay_grant(client: aioredis.Redis) -> str:
     keys = [
         KEYS.consent_events(pending.rkey),
         KEYS.consent_state(pending.rkey),
-        KEYS.consent_import_seen(),
+        KEYS.consent_import_seen(pending.rkey),
     ]
     status, _ = await script(keys=keys, args=args)
     assert status == 1
@@ -76,7 +77,7 @@ async def old_relay_grant(client: aioredis.Redis) -> str:
     return pending.event.id
 
 
-async def test_two_controllers_never_share_consent(client: aioredis.Redis) -> None:
+async def test_two_controllers_never_share_consent(client: AsyncRedis) -> None:
     st = store(client, controllers(SHOP + CLUB))
     stored = await st.record(ev(EventType.GRANTED, "shop"))
     assert stored.controller == "shop"
@@ -95,7 +96,7 @@ async def test_two_controllers_never_share_consent(client: aioredis.Redis) -> No
 
 
 async def test_naming_a_controller_is_required_when_there_are_several(
-    client: aioredis.Redis,
+    client: AsyncRedis,
 ) -> None:
     st = store(client, controllers(SHOP + CLUB))
     with pytest.raises(ValueError, match="2 controllers are configured"):
@@ -108,7 +109,7 @@ async def test_naming_a_controller_is_required_when_there_are_several(
         await st.states([ADDR], T0)
 
 
-async def test_data_from_before_controllers_keeps_working(client: aioredis.Redis) -> None:
+async def test_data_from_before_controllers_keeps_working(client: AsyncRedis) -> None:
     event_id = await old_relay_grant(client)
     # Still no controller configured: read as before.
     implicit = store(client)
@@ -128,7 +129,7 @@ async def test_data_from_before_controllers_keeps_working(client: aioredis.Redis
     assert (await two.verify()).ok
 
 
-async def test_verify_finds_a_record_of_another_controller(client: aioredis.Redis) -> None:
+async def test_verify_finds_a_record_of_another_controller(client: AsyncRedis) -> None:
     st = store(client, controllers(SHOP + CLUB))
     await st.record(ev(EventType.GRANTED, "club"))
     rkey = st.rkey(ADDR)
@@ -143,7 +144,7 @@ async def test_verify_finds_a_record_of_another_controller(client: aioredis.Redi
 
 
 async def test_import_is_per_controller_and_old_imports_stay_idempotent(
-    client: aioredis.Redis, tmp_path: Path
+    client: AsyncRedis, tmp_path: Path
 ) -> None:
     csv = tmp_path / "c.csv"
     csv.write_text(

@@ -3,10 +3,11 @@ from __future__ import annotations
 import redis
 
 from relay.store.embedded import EmbeddedRedis
+from tests.support.redis import sync_client
 
 
 def test_redis_fixture_is_a_real_server(redis_url: str) -> None:
-    client = redis.Redis.from_url(redis_url)
+    client = sync_client(redis_url)
     client.set("k", "v")
     assert client.get("k") == b"v"
     assert b"valkey" in str(client.info("server")).encode().lower() or client.info("server")

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Callable
 
 import redis.asyncio as aioredis
 
 from relay.store.embedded import EmbeddedRedis
-from relay.store.ledger import IN_FLIGHT, Ledger, message_key, rcpt_key
+from relay.store.ledger import ALIVE_SECONDS, IN_FLIGHT, Ledger, message_key, rcpt_key
 from relay.store.redis_keys import Keys
+from tests.support.redis import async_client
 
 KEYS = Keys("t:")
 
 
 async def test_pairs_are_kept_long_while_a_retry_is_expected(redis_url: str) -> None:
-    client = aioredis.Redis.from_url(redis_url)
+    client = async_client(redis_url)
     ledger = Ledger(client, KEYS, timeout=1.0)
     key = message_key("a@shop.example", b"data")
     await ledger.record(key, {"Alice@Example.org": "250 ok"})
@@ -46,7 +49,7 @@ async def test_redis_down_keeps_pairs_in_memory(private_redis: Callable[[], Embe
 
 async def test_local_parts_are_distinct_and_domains_fold(redis_url: str) -> None:
     """Two local parts differing in case are two mailboxes to RFC 5321: never one entry."""
-    client = aioredis.Redis.from_url(redis_url)
+    client = async_client(redis_url)
     ledger = Ledger(client, KEYS, timeout=1.0)
     key = message_key("a@shop.example", b"case")
     await ledger.record(key, {"Alice@Example.org": "250 ok"})
@@ -57,16 +60,49 @@ async def test_local_parts_are_distinct_and_domains_fold(redis_url: str) -> None
 
 
 async def test_in_flight_entries_are_replaced_by_the_answer_or_cleared(redis_url: str) -> None:
-    client = aioredis.Redis.from_url(redis_url)
-    ledger = Ledger(client, KEYS, timeout=1.0)
+    client = async_client(redis_url)
+    ledger = Ledger(client, KEYS, timeout=1.0, identity="host 127.0.0.1:2525 worker 0")
     key = message_key("a@shop.example", b"flight")
     await ledger.in_flight(key, ["a@example.org", "b@example.org", "c@example.org"])
-    assert await ledger.done(key) == dict.fromkeys(
-        ["a@example.org", "b@example.org", "c@example.org"], IN_FLIGHT
-    )
     await ledger.record(
         key, {"a@example.org": "250 ok"}, cleared=["a@example.org", "b@example.org"]
     )
-    # a answered, b deferred after all (cleared), c never answered: the relay died.
-    assert await ledger.done(key) == {"a@example.org": "250 ok", "c@example.org": IN_FLIGHT}
+    # The relay restarts (same identity, new instance): a answered, b deferred after all
+    # (cleared), c never answered because the relay died in between.
+    restarted = Ledger(client, KEYS, timeout=1.0, identity="host 127.0.0.1:2525 worker 0")
+    await client.set(KEYS.relay_alive(restarted.identity), restarted.instance)
+    assert await restarted.done(key) == {"a@example.org": "250 ok", "c@example.org": IN_FLIGHT}
+    await client.aclose()
+
+
+async def test_an_in_flight_entry_of_a_live_writer_counts_as_nothing(redis_url: str) -> None:
+    """The same bytes sent again while the first transaction awaits its answer are a message
+    of their own: taking them for a copy would answer 250 for a message that may fail."""
+    client = async_client(redis_url)
+    writer = Ledger(client, KEYS, timeout=1.0, identity="relay-a")
+    other = Ledger(client, KEYS, timeout=1.0, identity="relay-b")
+    key = message_key("a@shop.example", b"concurrent")
+    await writer.in_flight(key, ["a@example.org"])
+    assert await writer.done(key) == {}  # its own transaction, still under way
+    assert await other.done(key) == {}  # another relay: the writer is alive
+    await client.delete(KEYS.relay_alive("relay-a"))  # the writer's key expired: it is gone
+    assert await other.done(key) == {"a@example.org": IN_FLIGHT}
+    await client.aclose()
+
+
+async def test_keep_alive_refreshes_and_a_stopping_relay_clears_its_key(redis_url: str) -> None:
+    client = async_client(redis_url)
+    ledger = Ledger(client, KEYS, timeout=1.0, identity="relay-c")
+    task = asyncio.create_task(ledger.keep_alive())
+    name = KEYS.relay_alive("relay-c")
+    for _ in range(50):
+        if await client.get(name):
+            break
+        await asyncio.sleep(0.02)
+    assert (await client.get(name)) == ledger.instance.encode()
+    assert 0 < await client.pttl(name) <= ALIVE_SECONDS * 1000
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    assert await client.get(name) is None
     await client.aclose()

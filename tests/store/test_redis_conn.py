@@ -9,6 +9,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import redis
+import redis.asyncio as aioredis
 
 from relay.settings import RedisSettings
 from relay.store.embedded import EmbeddedRedis, free_port, server_binary
@@ -48,6 +50,7 @@ async def test_sentinel_url_reaches_the_master(sentinel: tuple[int, EmbeddedRedi
     url = f"redis+sentinel://127.0.0.1:{port}/relaymaster/0"
     settings = RedisSettings(url=url, timeout=2.0)
     client = async_client(url, settings)
+    assert isinstance(client, aioredis.Redis)
     await client.set("through-sentinel", "yes")
     for monitor in client.connection_pool.sentinel_manager.sentinels:  # type: ignore[attr-defined]
         await monitor.aclose()
@@ -56,6 +59,7 @@ async def test_sentinel_url_reaches_the_master(sentinel: tuple[int, EmbeddedRedi
     assert direct.get("through-sentinel") == b"yes"
     direct.close()
     via_sync = sync_client(url, settings)
+    assert isinstance(via_sync, redis.Redis)
     assert via_sync.get("through-sentinel") == b"yes"
     for monitor in via_sync.connection_pool.sentinel_manager.sentinels:  # type: ignore[attr-defined]
         monitor.close()

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
-import redis.asyncio as aioredis
 
 from relay.core.recipients import recipient_key
 from relay.model import ConsentEvent, EventType, Purpose
 from relay.settings import ConsentSettings, RetentionSettings
 from relay.store.consent import RedisConsentStore
 from relay.store.link_store import day_number
+from relay.store.redis_conn import AsyncRedis
 from relay.store.redis_keys import Keys
 from relay.store.retention import DELETE_LUA, Retention
+from tests.support.redis import async_client
 
 KEY = b"retention-key"
 KEYS = Keys("r:")
@@ -24,17 +26,17 @@ YEAR = timedelta(days=365)
 
 
 @pytest.fixture
-async def client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    c: aioredis.Redis = aioredis.Redis.from_url(redis_url, socket_timeout=2)
+async def client(redis_url: str) -> AsyncIterator[AsyncRedis]:
+    c = async_client(redis_url, 2)
     yield c
-    await c.connection_pool.disconnect()
+    await c.aclose()
 
 
-def retention(client: aioredis.Redis, **kw: int) -> Retention:
+def retention(client: AsyncRedis, **kw: int) -> Retention:
     return Retention(client, KEYS, RetentionSettings(**kw), ConsentSettings())
 
 
-async def add(client: aioredis.Redis, address: str, kind: EventType, at: datetime) -> None:
+async def add(client: AsyncRedis, address: str, kind: EventType, at: datetime) -> None:
     """One event that happened, and was recorded, at ``at``."""
     store = RedisConsentStore(client, KEYS, KEY, ConsentSettings())
     event = ConsentEvent(
@@ -50,22 +52,32 @@ async def add(client: aioredis.Redis, address: str, kind: EventType, at: datetim
     await store.append_many([store.prepare(event, at)])
 
 
-async def exists(client: aioredis.Redis, address: str) -> bool:
+async def exists(client: AsyncRedis, address: str) -> bool:
     rkey = recipient_key(address, KEY)
     return bool(await client.exists(KEYS.consent_events(rkey), KEYS.consent_state(rkey)))
 
 
-async def test_last_open_days_older_than_the_limit_are_removed(client: aioredis.Redis) -> None:
+async def last_opens(client: AsyncRedis, keys: Keys = KEYS) -> set[str]:
+    """The recipients with a last-open day, over every bucket."""
+    found: set[str] = set()
+    for bucket in keys.last_open_buckets():
+        members: Any = await client.zrange(keys.last_open_bucket(bucket), 0, -1)
+        found |= {m.decode() for m in members}
+    return found
+
+
+async def test_last_open_days_older_than_the_limit_are_removed(client: AsyncRedis) -> None:
     now = T0
     today = day_number(now)
-    await client.zadd(KEYS.last_open(), {"old": today - 397, "edge": today - 396, "new": today})
+    for member, day in (("old", today - 397), ("edge", today - 396), ("new", today)):
+        await client.zadd(KEYS.last_open(member), {member: day})
     assert await retention(client).trim_last_open(now) == 1
-    assert await client.zrange(KEYS.last_open(), 0, -1) == [b"edge", b"new"]
+    assert await last_opens(client) == {"edge", "new"}
     assert await retention(client, last_open_days=0).trim_last_open(now + 10 * YEAR) == 0
 
 
 async def test_consent_chains_are_kept_while_relied_on_and_for_the_limitation_period(
-    client: aioredis.Redis,
+    client: AsyncRedis,
 ) -> None:
     start = T0
     # Granted at T0: valid 395 days, then kept 1826 days after it expired.
@@ -100,14 +112,14 @@ async def test_consent_chains_are_kept_while_relied_on_and_for_the_limitation_pe
     assert await exists(client, "legacy@example.org")
 
 
-async def test_a_recent_event_keeps_the_chain(client: aioredis.Redis) -> None:
+async def test_a_recent_event_keeps_the_chain(client: AsyncRedis) -> None:
     await add(client, "a@example.org", EventType.REFUSED, T0)
     await add(client, "a@example.org", EventType.REQUESTED, T0 + 5 * YEAR)
     assert await retention(client).trim_consent(T0 + 6 * YEAR) == (0, 0)
     assert await exists(client, "a@example.org")
 
 
-async def test_the_deletion_is_a_compare_and_set_on_the_head(client: aioredis.Redis) -> None:
+async def test_the_deletion_is_a_compare_and_set_on_the_head(client: AsyncRedis) -> None:
     await add(client, "a@example.org", EventType.REFUSED, T0)
     rkey = recipient_key("a@example.org", KEY)
     script = client.register_script(DELETE_LUA)
@@ -117,7 +129,7 @@ async def test_the_deletion_is_a_compare_and_set_on_the_head(client: aioredis.Re
     assert await exists(client, "a@example.org")
 
 
-async def test_the_consent_scan_runs_once_a_day(client: aioredis.Redis) -> None:
+async def test_the_consent_scan_runs_once_a_day(client: AsyncRedis) -> None:
     await add(client, "a@example.org", EventType.REFUSED, T0)
     await add(client, "b@example.org", EventType.REFUSED, T0)
     later = T0 + 6 * YEAR

@@ -6,14 +6,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import redis.asyncio as aioredis
-
 from relay.core.recipients import recipient_key
 from relay.store.audit import AuditLog
 from relay.store.audit_record import DecisionRecord, TrackerRecord, record_id
+from relay.store.audit_scan import order
+from relay.store.fanout import scan_keys
+from relay.store.redis_conn import AsyncRedis
 from relay.store.redis_keys import Keys
 
 ADDRESS_KEY = b"test-address-key"
+TEST_KEYS = Keys("t:")  # the prefix of new_log
 T0 = datetime(2026, 5, 4, 9, 30, 0, 123456, tzinfo=UTC)
 
 
@@ -78,7 +80,7 @@ def message(index: int, rcpts: int = 2) -> list[DecisionRecord]:
     ]
 
 
-def new_log(client: aioredis.Redis, journal: Path, *, timeout: float = 2.0) -> AuditLog:
+def new_log(client: AsyncRedis, journal: Path, *, timeout: float = 2.0) -> AuditLog:
     return AuditLog(
         client,
         Keys("t:"),
@@ -89,12 +91,31 @@ def new_log(client: aioredis.Redis, journal: Path, *, timeout: float = 2.0) -> A
     )
 
 
-async def stream_times(client: aioredis.Redis, stream: str = "t:audit:log") -> list[int]:
-    """The millisecond part of every stream id, in order."""
-    raw: Any = await client.xrange(stream)
-    return [int(bytes(sid).split(b"-")[0]) for sid, _fields in raw]
+async def stream_times(client: AsyncRedis, keys: Keys = TEST_KEYS) -> list[int]:
+    """The millisecond part of every stream id of every bucket, in the log's order."""
+    found: list[tuple[int, int, int]] = []
+    for bucket in keys.audit_buckets():
+        raw: Any = await client.xrange(keys.audit_stream(bucket))
+        found.extend(order(bucket, bytes(sid).decode()) for sid, _fields in raw)
+    return [ms for ms, _seq, _bucket in sorted(found)]
 
 
-async def key_names(client: aioredis.Redis, pattern: str = "t:*") -> list[str]:
-    raw: Any = await client.keys(pattern)
-    return sorted(bytes(k).decode() for k in raw)
+async def log_length(client: AsyncRedis, keys: Keys = TEST_KEYS) -> int:
+    """Entries in the whole log (every bucket's stream)."""
+    pipe = client.pipeline(transaction=False)
+    for bucket in keys.audit_buckets():
+        pipe.xlen(keys.audit_stream(bucket))
+    return sum(int(n) for n in await pipe.execute())
+
+
+async def rcpt_index_size(client: AsyncRedis, rkey: str, keys: Keys = TEST_KEYS) -> int:
+    """Members of the recipient's index, over every bucket."""
+    pipe = client.pipeline(transaction=False)
+    for bucket in keys.audit_buckets():
+        pipe.zcard(keys.audit_by_rcpt(bucket, rkey))
+    return sum(int(n) for n in await pipe.execute())
+
+
+async def key_names(client: AsyncRedis, pattern: str = "t:*") -> list[str]:
+    """Every key matching ``pattern``, of every master on a cluster."""
+    return sorted(await scan_keys(client, pattern))

@@ -39,7 +39,7 @@ def make_settings(
         "smtp": {"listen": f"127.0.0.1:{free_port()}", "hostname": "relay.test",
                  "shutdown_grace": 5.0, "process_pool": 0},
         "upstream": {"url": upstream_url, "timeout": 5.0, "tls": "none"},
-        "redis": {"url": redis_url, "timeout": 0.5},
+        "redis": {"url": redis_url, "timeout": 0.5, "journal": str(tmp / "redis-journal")},
         "web": {"listen": f"127.0.0.1:{web_port}", "public_url": f"http://127.0.0.1:{web_port}",
                 "api_tokens": ["test-api-token"]},
         "secrets": {"link_key": LINK_KEY},

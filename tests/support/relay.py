@@ -5,13 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Protocol
 
-import redis.asyncio as aioredis
-
 from relay.model import ConsentEvent, EventType, Purpose
 from relay.service import Running
 from relay.settings import Settings
 from relay.store.consent import RedisConsentStore
 from relay.store.redis_keys import Keys
+from tests.support.redis import async_client
 
 
 class Relay:
@@ -25,7 +24,7 @@ class Relay:
         return self.running.smtp_port
 
     async def grant(self, address: str, *purposes: Purpose) -> None:
-        client = aioredis.Redis.from_url(self.redis_url)
+        client = async_client(self.redis_url)
         store = RedisConsentStore(
             client, Keys(self.settings.redis.prefix), self.settings.address_key,
             self.settings.consent,

@@ -20,8 +20,6 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import TypeVar
 
-import redis
-import redis.asyncio as aioredis
 import uvicorn
 
 from relay.core.controllers import build_controllers
@@ -38,9 +36,11 @@ from relay.settings import (
 from relay.store.consent import RedisConsentStore
 from relay.store.embedded import free_port
 from relay.store.link_store import remember_recipient
+from relay.store.redis_conn import AsyncRedis
 from relay.store.redis_keys import Keys
 from relay.web.app import create_app
 from relay.web.limits import web_config
+from tests.support.redis import async_client, sync_client
 
 API_TOKEN = "test-api-token-0123456789"
 ADDRESS = "alice@example.org"
@@ -97,7 +97,7 @@ class WebServer:
             self.error = exc
 
     async def _main(self) -> None:
-        client: aioredis.Redis = aioredis.Redis.from_url(self.redis_url, socket_timeout=2)
+        client = async_client(self.redis_url, 2)
         store = RedisConsentStore(
             client, self.keys, self.settings.address_key, self.settings.consent,
             controllers=self.controllers,
@@ -110,7 +110,7 @@ class WebServer:
         try:
             await self.server.serve()
         finally:
-            await client.connection_pool.disconnect()  # aclose(): stubs lag
+            await client.aclose()
 
     def start(self) -> WebServer:
         self.thread.start()
@@ -130,9 +130,9 @@ class WebServer:
 
     # -- helpers over the real store ------------------------------------------------------
 
-    def run(self, make: Callable[[RedisConsentStore, aioredis.Redis], Awaitable[T]]) -> T:
+    def run(self, make: Callable[[RedisConsentStore, AsyncRedis], Awaitable[T]]) -> T:
         async def main() -> T:
-            client: aioredis.Redis = aioredis.Redis.from_url(self.redis_url)
+            client = async_client(self.redis_url)
             store = RedisConsentStore(
                 client, self.keys, self.settings.address_key, self.settings.consent,
                 controllers=self.controllers,
@@ -140,7 +140,7 @@ class WebServer:
             try:
                 return await make(store, client)
             finally:
-                await client.connection_pool.disconnect()  # aclose(): stubs lag
+                await client.aclose()
 
         # In a thread of its own: the caller may already run a loop (Playwright's sync API).
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
@@ -228,7 +228,7 @@ def nonce_of(page: str) -> str:
 
 def snapshot(redis_url: str, pattern: str = "*") -> dict[bytes, object]:
     """Every key matching ``pattern`` with its value, to prove that nothing changed."""
-    client = redis.Redis.from_url(redis_url)
+    client = sync_client(redis_url)
     try:
         out: dict[bytes, object] = {}
         for key in sorted(client.scan_iter(match=pattern)):

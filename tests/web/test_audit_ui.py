@@ -13,11 +13,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-import redis
 
 from relay.core.recipients import recipient_key
 from relay.service import Running
 from relay.store.audit import message_key
+from relay.store.redis_keys import Keys
 from tests.support.auditui import (
     ALICE,
     AUDITOR,
@@ -30,6 +30,7 @@ from tests.support.auditui import (
     journey,
 )
 from tests.support.harness import make_settings, start_relay
+from tests.support.redis import sync_client
 from tests.support.web import Reply, WebServer, http
 
 pytestmark = pytest.mark.timeout(60)
@@ -187,13 +188,14 @@ async def test_the_search_form_never_puts_an_address_in_a_url(relay: Running) ->
 async def test_an_edited_proof_shows_as_broken(relay: Running, redis_url: str) -> None:
     done = await seeded(relay)
     key = rkey(relay, ALICE)
-    sync = redis.Redis.from_url(redis_url)
+    sync = sync_client(redis_url)
     try:
-        raw = sync.lindex(f"relay:consent:events:{key}", 0)
+        events = Keys("relay:").consent_events(key)
+        raw = sync.lindex(events, 0)
         assert isinstance(raw, bytes)
         stored = json.loads(raw)
         stored["method"] = "admin"  # someone rewrites how the consent was given
-        sync.lset(f"relay:consent:events:{key}", 0, json.dumps(stored))
+        sync.lset(events, 0, json.dumps(stored))
     finally:
         sync.close()
     proof = await get(relay, f"/audit/r/{key}/proof/{done.grant_id}")

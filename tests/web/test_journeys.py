@@ -24,17 +24,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis.asyncio as aioredis
 
 from relay.core.controllers import build_controllers
 from relay.model import ConsentEvent, EventType, Purpose
 from relay.service import Running
 from relay.settings import Settings
 from relay.store.consent import RedisConsentStore
+from relay.store.redis_conn import AsyncRedis
 from relay.store.redis_keys import Keys
 from relay.web.gateway import GIF
 from tests.conftest import ARTIFACTS, CHROMIUM_ARGS
 from tests.support.harness import PIXEL, asend, make_settings, message, start_relay
+from tests.support.redis import async_client
 from tests.support.web import http
 from tests.web.test_pages_browser import axe_source
 
@@ -78,7 +79,7 @@ async def chromium() -> AsyncIterator[Any]:
 class Relay:
     def __init__(self, running: Running, settings: Settings, outbox: Path, redis_url: str) -> None:
         self.running, self.settings, self.outbox = running, settings, outbox
-        self.client: aioredis.Redis = aioredis.Redis.from_url(redis_url)
+        self.client: AsyncRedis = async_client(redis_url)
         self.store = RedisConsentStore(
             self.client, Keys(settings.redis.prefix), settings.address_key, settings.consent,
             controllers=build_controllers(settings.controllers),
@@ -110,7 +111,7 @@ async def relay(tmp_path: Path, redis_url: str) -> AsyncIterator[Relay]:
     running = await start_relay(settings, redis_url)
     r = Relay(running, settings, outbox, redis_url)
     yield r
-    await r.client.connection_pool.disconnect()
+    await r.client.aclose()
     await running.stop()
 
 

@@ -11,12 +11,12 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
-import redis
 
 from relay.core.links import WITHDRAW
 from relay.model import ConsentEvent, EventType, Purpose
 from relay.ops.metrics import PAGE_ACTIONS
 from relay.settings import ControllerSettings
+from tests.support.redis import sync_client
 from tests.support.web import ADDRESS, WebServer, form_post, http, nonce_of
 
 SHOP = ControllerSettings(
@@ -118,7 +118,7 @@ def test_the_whole_notice_is_hashed_into_the_proof_and_kept_for_auditors(web: We
     event = web.history(controller="shop")[-1]
     assert event.notice["hash"] == posted.group(1) and event.notice["id"] == "relay-consent"
     assert event.notice["language"] == "en" and event.notice["version"] == "1"
-    client = redis.Redis.from_url(web.redis_url)
+    client = sync_client(web.redis_url)
     text = client.get(web.keys.notice_text(event.notice["hash"]))
     client.close()
     assert isinstance(text, bytes) and hashlib.sha256(text).hexdigest() == event.notice["hash"]

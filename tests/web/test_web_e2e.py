@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis.asyncio as aioredis
 
 from relay.model import ConsentEvent, EventType, Purpose
 from relay.settings import Settings
@@ -29,6 +28,7 @@ from relay.store.redis_keys import Keys
 from relay.web.gateway import GIF
 from tests.conftest import ARTIFACTS, CHROMIUM_ARGS, SCREENSHOT_TRIES
 from tests.support.harness import HTML_WITH_PIXEL, PIXEL, asend, make_settings, message, start_relay
+from tests.support.redis import async_client
 from tests.support.web import http, snapshot
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(90)]
@@ -73,7 +73,7 @@ def html_of(eml: Path) -> str:
 
 
 async def store_for(settings: Settings, redis_url: str) -> tuple[RedisConsentStore, Any]:
-    client: aioredis.Redis = aioredis.Redis.from_url(redis_url)
+    client = async_client(redis_url)
     keys = Keys(settings.redis.prefix)
     return RedisConsentStore(client, keys, settings.address_key, settings.consent), client
 
@@ -126,5 +126,5 @@ async def test_withdrawal_from_a_relayed_email(
         again = await asyncio.to_thread(http, "GET", gateway.group(0))
         assert again.status == 200 and again.body == GIF and "location" not in again.headers
     finally:
-        await client.connection_pool.disconnect()
+        await client.aclose()
         await running.stop()

@@ -36,7 +36,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import jinja2
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import Response
@@ -50,6 +49,7 @@ from relay.store import audit_legend
 from relay.store.audit import AuditLog, message_key
 from relay.store.audit_query import AuditReader
 from relay.store.consent import RedisConsentStore
+from relay.store.redis_conn import AsyncRedis
 from relay.store.redis_keys import Keys
 from relay.web.context import PAGE_HEADERS
 
@@ -95,7 +95,7 @@ class Workspace:
     """What every ``/audit/`` handler shares."""
 
     def __init__(
-        self, settings: Settings, redis: Redis, keys: Keys, templates: jinja2.Environment
+        self, settings: Settings, redis: AsyncRedis, keys: Keys, templates: jinja2.Environment
     ) -> None:
         self.settings = settings
         self.users = UserTable(settings.audit_ui.users)
