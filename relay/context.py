@@ -90,6 +90,7 @@ def build_context(settings: Settings, rules: RuleSet | None = None) -> FilterCon
         address_key=settings.address_key,
         malformed=settings.smtp.malformed,
         signed=settings.smtp.signed,
+        cpu_budget=settings.smtp.cpu_budget,
         esp_profile=settings.upstream.profile,
         ses_no_tracking_set=settings.upstream.ses_no_tracking_set,
         esp_tracking=settings.upstream.esp_tracking,

@@ -152,6 +152,8 @@ class ParsedMessage:
     header_end: int  # byte offset where the body starts (after the blank line)
     parts: tuple[Part, ...]
     defects: tuple[str, ...] = ()
+    # Regions the parser did not read (past its part or depth limit): never forwarded as is.
+    unread: tuple[str, ...] = ()
 
     def header(self, name: str) -> str | None:
         """First value of a header, case-insensitively, or None."""
@@ -203,6 +205,8 @@ class Candidate:
     height: int | None = None
     purpose_attr_span: Span | None = None
     labelled: bool = False  # the app labelled it with data-relay-purpose
+    # how it was found: "signature", "heuristic", "label" or "fail-closed" (detect.trackers)
+    detected_by: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -70,6 +70,9 @@ class SmtpSettings:
     redis_down: str = "fail_closed"  # "fail_closed" (strip consent trackers) or "tempfail" (4xx)
     inline_max_bytes: int = 262_144  # messages up to this size are filtered in the event loop
     process_pool: int = 1  # worker processes per relay process for larger messages (0 = none)
+    large_message_bytes: int = 4_194_304  # above this size, messages go to their own workers
+    large_pool: int = 1  # worker processes for messages over large_message_bytes
+    cpu_budget: float = 5.0  # CPU seconds detection may take per message; then fail closed
     rate_limit: int = 0  # messages per minute per client IP (451 4.7.0 at MAIL above), 0 = off
     max_connections: int = 512  # open SMTP connections per listener and process; 421 above
     max_connections_per_client: int = 64  # per client IP address; 0 = no per-client cap

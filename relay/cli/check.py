@@ -13,6 +13,7 @@ import asyncio
 import dataclasses
 import json
 import sys
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -97,6 +98,7 @@ def result_json(path: str, result: FilterResult) -> dict[str, object]:
                     "url": c.url,
                     "element": c.element.value,
                     "rule": c.rule,
+                    "detected_by": c.detected_by,
                     "vendor": c.vendor,
                     "purpose": c.purpose.value,
                     "basis": decision.basis.value,
@@ -128,6 +130,7 @@ def result_json(path: str, result: FilterResult) -> dict[str, object]:
         "recipients": recipients,
         "links": [{"url": link.url, "rule": link.rule} for link in result.links],
         "defects": list(result.defects),
+        "unfinished_parts": list(result.unfinished_parts),
     }
 
 
@@ -148,7 +151,7 @@ def _print_human(data: dict[str, object]) -> None:
         for t in rcpt["trackers"]:
             print(
                 f"    {t['action']:<12} {t['purpose']:<24} basis={t['basis']:<8} "
-                f"rule={t['rule']} ({t['policy_rule']})"
+                f"rule={t['rule']} [{t['detected_by']}] ({t['policy_rule']})"
             )
             print(f"      {t['url'][:110]}")
 
@@ -190,7 +193,13 @@ def cmd_check(args: argparse.Namespace) -> int:
             states.setdefault(rcpt, ConsentState(recipient_key(rcpt, settings.address_key)))
         try:
             result = filter_message(
-                context, raw, envelope, states, datetime.now(UTC), args.controller
+                context,
+                raw,
+                envelope,
+                states,
+                datetime.now(UTC),
+                args.controller,
+                clock=time.process_time,
             )
         except RelayError as exc:
             print(f"{path}: {exc}", file=sys.stderr)

@@ -21,11 +21,15 @@ Rule 6: the memory of one message is bounded: groups whose recipients are all in
         once the next group could take the renderings past ``budget`` bytes; the groups
         left are listed in ``unrendered`` for the conductor's next batch (always at least
         one group is rendered, so every batch makes progress).
+Rule 7: detection has a CPU budget (``FilterContext.cpu_budget``, on the caller's clock): the
+        parts it did not finish are filtered fail-closed, every fetchable value in them
+        neutralised for every recipient whatever the consent (rule and policy row
+        ``cpu-budget``); ``FilterResult.unfinished_parts`` names them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import parseaddr
@@ -43,7 +47,8 @@ from relay.core.plan_finish import VIRTUAL_RULES, MessageRules
 from relay.core.policy import Policy, pack_for
 from relay.core.recipients import recipient_key
 from relay.core.rewrite import edits_for, render
-from relay.detect.trackers import DetectionRules, detect
+from relay.detect.budget import Budget
+from relay.detect.trackers import BUDGET_RULE, DetectionRules, detect
 from relay.errors import LockedMessage, MalformedMessage
 from relay.model import (
     TRACKING_ACTIONS,
@@ -52,6 +57,7 @@ from relay.model import (
     Candidate,
     Category,
     ConsentState,
+    Decision,
     Envelope,
     GatewayLink,
     Header,
@@ -85,6 +91,7 @@ class FilterContext:
     dkim_replace_all: bool = False
     report_links: bool = False  # report <a href> and click trackers (relay check), not acted on
     controllers: Controllers = field(default_factory=Controllers)
+    cpu_budget: float = 0.0  # CPU seconds detection may take per message (0 = none), Rule 7
 
 
 @dataclass(frozen=True)
@@ -110,11 +117,27 @@ class FilterResult:
     withheld: Mapping[str, str] = field(default_factory=dict)
     # Recipient groups not rendered in this call (Rule 6): render them in a later batch.
     unrendered: tuple[tuple[str, ...], ...] = ()
+    unfinished_parts: tuple[int, ...] = ()  # parts detection did not finish (Rule 7)
 
 
 def _domain(address: str) -> str:
     """Domain of ``a@b``, ``<a@b>`` or ``Name <a@b>`` (a From header), lower-cased."""
     return parseaddr(address)[1].rpartition("@")[2].lower()
+
+
+def _fail_closed(rplan: RecipientPlan, forced: frozenset[int]) -> RecipientPlan:
+    """References of parts detection did not finish are neutralised for everyone (Rule 7)."""
+    if not forced:
+        return rplan
+    decisions = tuple(
+        Decision(d.candidate_id, Action.NEUTRALISE, Basis.NONE, BUDGET_RULE)
+        if d.candidate_id in forced
+        else d
+        for d in rplan.decisions
+    )
+    return RecipientPlan(
+        rplan.rcpt, rplan.recipient_key, decisions, rplan.footer, rplan.needs_links
+    )
 
 
 def _unavailable(rkey: str) -> ConsentState:
@@ -249,11 +272,14 @@ class _Renderer:
 
 def _parse(ctx: FilterContext, raw: bytes) -> ParsedMessage:
     message = parse_message(raw)
-    if message.defects and ctx.malformed == "reject":
-        raise MalformedMessage(
-            "; ".join(message.defects[:3]),
-            replies.BAD_MIME.with_detail("; ".join(message.defects[:3])),
-        )
+    # What the parser did not read is refused even with malformed = "strip": it would go out
+    # as is, trackers and all (issue 13, item 4).
+    refused = message.unread if ctx.malformed == "strip" else message.defects
+    if refused:
+        detail = "; ".join(refused[:3])
+        if ctx.malformed == "strip":
+            detail += " (refused even with [smtp] malformed = strip)"
+        raise MalformedMessage(detail, replies.BAD_MIME.with_detail(detail))
     return message
 
 
@@ -267,12 +293,14 @@ def filter_message(
     *,
     skip: Collection[str] = frozenset(),
     budget: int = 0,
+    clock: Callable[[], float] | None = None,
 ) -> FilterResult:
     """Run the whole pure core for one message and every recipient of its envelope; render
     the groups not all in ``skip``, within ``budget`` bytes when it is set (Rule 6).
 
     ``controller`` forces the controller (``relay check --controller``); by default it is the
     one covering the message's From domain, exactly as the conductor found it (Rule 5).
+    ``clock`` (``time.process_time`` in the relay) runs the CPU budget (Rule 7).
     """
     owner = (
         ctx.controllers.resolve(controller)
@@ -285,7 +313,9 @@ def filter_message(
 
     category, reason = classify(message, envelope, ctx.policy)
     with_links = ctx.report_links or category is Category.CONSENT_REQUEST
-    detection = detect(message, ctx.detection, envelope.rcpt_tos, with_links=with_links)
+    cpu = Budget(clock, ctx.cpu_budget) if clock is not None and ctx.cpu_budget > 0 else None
+    detection = detect(message, ctx.detection, envelope.rcpt_tos, with_links=with_links, budget=cpu)
+    forced = frozenset(c.id for c in detection.candidates if c.rule == BUDGET_RULE)
     extras = MessageRules(
         message, detection.candidates, detection.links, detection.placeholders, category,
         ctx.policy, esp_profile=ctx.esp_profile, esp_tracking=ctx.esp_tracking,
@@ -321,7 +351,9 @@ def filter_message(
             until = reask_blocked_until(state, ctx.policy, now)
             if until is not None:
                 reask[rcpt] = until
-        rplan = plan(rcpt, detection.candidates, category, state, ctx.policy, pack, now)
+        rplan = _fail_closed(
+            plan(rcpt, detection.candidates, category, state, ctx.policy, pack, now), forced
+        )
         done = extras.finish(rplan, state, pack, now, linkable=owner is not None)
         plans.append(done.plan)
         esp_may_track[rcpt], fill_consent[rcpt] = done.esp_may_track, done.fill_consent
@@ -354,4 +386,5 @@ def filter_message(
         linked=renderer.linked,
         withheld=withheld,
         unrendered=tuple(batch.left),
+        unfinished_parts=detection.unfinished,
     )

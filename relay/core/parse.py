@@ -20,7 +20,14 @@ Rule 5: what is wrong but can be worked around (missing final boundary, damaged 
         ``defect`` naming the part; only an empty message raises ``MalformedMessage`` (and
         anything but bytes a TypeError: that is a programming error, not bad mail).
 Rule 6: the work is linear in the size: each nesting level scans its own range once, and the
-        ``max_depth`` and ``max_parts`` limits bound the rest.
+        ``max_depth`` and ``max_parts`` limits bound the rest. What lies past a limit is not
+        read: it is a defect and is named in ``unread``, so that it is never forwarded as is.
+Rule 7: valid MIME is no defect: a part of header lines only (RFC 2046 5.1.1: body-part :=
+        MIME-part-headers [CRLF *OCTET], the line ending before a delimiter is the
+        delimiter's), an ``x-`` or other unknown transfer encoding on a part that is never
+        decoded (RFC 2045 6.1), a Content-Type without a subtype (read as text/plain, RFC 2045
+        5.2; as text/html when it names html, so that nothing a lenient client renders goes
+        unread). An unknown encoding on a text part is a defect: that text cannot be read.
 """
 
 from __future__ import annotations
@@ -39,7 +46,9 @@ MESSAGE_TYPES = frozenset({"message/rfc822", "message/global"})
 
 _PARAM = re.compile(r"""\s*([^\s=;]+)\s*=\s*("(?:[^"\\]|\\.)*"?|[^;]*)""")
 _QUOTED_PAIR = re.compile(r"\\(.)")
+_SLASH_SPACE = re.compile(r"\s*/\s*")
 _BLANK = re.compile(rb"\r?\n\r?\n")
+_FIELD = re.compile(rb"[!-9;-~]+[ \t]*:")
 
 
 @dataclass(slots=True)
@@ -51,7 +60,12 @@ class _Walk:
     max_parts: int
     parts: list[Part] = field(default_factory=list)
     defects: list[str] = field(default_factory=list)
+    unread: list[str] = field(default_factory=list)
     entities: int = 0
+
+    def not_read(self, what: str) -> None:
+        self.defects.append(what)
+        self.unread.append(what)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -95,7 +109,9 @@ def _read_headers(
     if located is None:
         # Without a blank line, header lines run while they look like headers; the rest is body.
         block_end = body_start = _scan_header_lines(raw, start, end)
-        walk.defects.append(f"{where}: no blank line after the header block")
+        if block_end < end:
+            walk.defects.append(f"{where}: no blank line after the header block")
+        # else: header lines only, an empty body (Rule 7)
     else:
         block_end, body_start = located
     headers: list[Header] = []
@@ -128,13 +144,14 @@ def _read_headers(
 
 
 def _scan_header_lines(raw: bytes, start: int, end: int) -> int:
-    """End of the run of lines that look like header fields (or continuations)."""
+    """End of the run of lines that look like header fields (a field name of printable
+    characters without space, then ":", RFC 5322 2.2) or continuations: a line of HTML that
+    happens to hold a colon ("<img src=https://...") is not one."""
     pos = start
     while pos < end:
         nl = raw.find(b"\n", pos, end)
         line_end = end if nl == -1 else nl + 1
-        line = raw[pos:line_end]
-        if line[:1] not in (b" ", b"\t") and b":" not in line:
+        if raw[pos : pos + 1] not in (b" ", b"\t") and not _FIELD.match(raw, pos, line_end):
             break
         pos = line_end
     return pos
@@ -152,6 +169,13 @@ def content_type(value: str | None) -> tuple[str, dict[str, str]]:
     if value is None:
         return "", {}
     main, _, rest = value.partition(";")
+    # "text / html" is "text/html" (whitespace may surround the "/"); after a forgotten ";"
+    # ("text/html charset=utf-8") the type is the first word and the rest a parameter.
+    words = _SLASH_SPACE.sub("/", main).split()
+    if words:
+        main = words[0]
+    if len(words) > 1:
+        rest = " ".join(words[1:]) + ";" + rest
     params: dict[str, str] = {}
     for match in _PARAM.finditer(rest):
         name, val = match.group(1).lower(), match.group(2).strip()
@@ -185,7 +209,7 @@ def _entity(
     walk.entities += 1
     if walk.entities > walk.max_parts:
         if walk.entities == walk.max_parts + 1:
-            walk.defects.append(f"more than {walk.max_parts} MIME parts: the rest is not read")
+            walk.not_read(f"more than {walk.max_parts} MIME parts: the rest is not read")
         return
     if known is None:
         headers, _, body_start = _read_headers(walk, start, end, where)
@@ -194,21 +218,24 @@ def _entity(
     declared = _first(headers, "content-type")
     ctype, params = content_type(declared)
     if declared is not None and "/" not in ctype:
-        walk.defects.append(f"{where}: invalid Content-Type {declared[:40]!r}, read as text/plain")
-        ctype, params = "text/plain", {}
+        # RFC 2045 5.2: an invalid Content-Type is read as text/plain (Rule 7).
+        ctype, params = ("text/html" if "html" in ctype else "text/plain"), {}
     ctype = ctype or default_type
     cte = (_first(headers, "content-transfer-encoding") or "7bit").strip().lower()
     locked = locked or ctype in LOCKING_MULTIPARTS or ctype in LOCKING_LEAVES
     if ctype.startswith("multipart/") and "boundary" in params:
         if depth >= walk.max_depth:
-            walk.defects.append(f"{where}: multipart nesting deeper than {walk.max_depth}")
+            walk.not_read(f"{where}: multipart nesting deeper than {walk.max_depth} not read")
             return
         child_type = "message/rfc822" if ctype == "multipart/digest" else "text/plain"
         _multipart(walk, params["boundary"], body_start, end, depth, locked, child_type, where)
         return
     if ctype.startswith("multipart/"):
         walk.defects.append(f"{where}: {ctype} without a boundary parameter")
-    if ctype in MESSAGE_TYPES and cte in ("7bit", "8bit", "binary") and depth < walk.max_depth:
+    if ctype in MESSAGE_TYPES and cte in ("7bit", "8bit", "binary") and depth >= walk.max_depth:
+        walk.not_read(f"{where}: message nested deeper than {walk.max_depth} not read")
+        return
+    if ctype in MESSAGE_TYPES and cte in ("7bit", "8bit", "binary"):
         # A forwarded message: its own parts are fetched by the reader's client too.
         _entity(
             walk,
@@ -238,8 +265,10 @@ def _leaf(
     charset = params.get("charset", "").strip().lower()
     text: str | None = None
     codec = ""
-    if cte not in KNOWN_CTES:
-        walk.defects.append(f"{where}: unknown Content-Transfer-Encoding {cte!r}, read as 8bit")
+    if cte not in KNOWN_CTES and ctype in TEXT_TYPES:
+        # Text the relay must read but cannot decode (an attachment's x-uuencode is never
+        # decoded: no defect, Rule 7).
+        walk.defects.append(f"{where}: {ctype} in Content-Transfer-Encoding {cte!r} cannot be read")
     if ctype in TEXT_TYPES:
         data, defect = decode_transfer(raw[body_start:end], cte)
         if defect and cte in KNOWN_CTES:
@@ -364,4 +393,5 @@ def parse_message(raw: bytes, *, max_depth: int = 20, max_parts: int = 500) -> P
         header_end=header_end,
         parts=tuple(walk.parts),
         defects=tuple(walk.defects),
+        unread=tuple(walk.unread),
     )

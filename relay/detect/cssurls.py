@@ -16,7 +16,11 @@ Rule 3: only pixel sizes count (``1px``, or a bare number as quirks-mode clients
         with or without ``!important``);
         percentages, ``em`` and ``auto`` are "not declared". The last declaration wins, except
         that an ``!important`` one beats a later normal one (the cascade, in small).
-Rule 4: a ``url()`` inside a CSS comment is not a reference; ``@import "..."`` is one.
+Rule 4: a ``url()`` inside a CSS comment or a CSS string is not a reference; ``@import "..."``
+        is one. A ``url(`` that the text ends inside is one (browsers fetch it, CSS Syntax 4.3.6).
+Rule 5: linear time: the region is read by one tokenizer pass in which comments, strings and
+        url() tokens are each consumed whole (to their end or the region's end); declaration and
+        block bounds are found by searches that never go back over text already searched.
 """
 
 from __future__ import annotations
@@ -25,14 +29,20 @@ import re
 from dataclasses import dataclass
 from typing import NamedTuple
 
-# One url() reference. Quoted forms first, then an unquoted one that stops at ")" or space.
-# One url() reference, or an @import of a quoted URL (which fetches a style sheet just the same).
-_URL = re.compile(
-    r"""url\(\s*(?:"([^"]*)"|'([^']*)'|([^)\s]*))\s*\)"""
-    r"""|@import\s+(?:"([^"]*)"|'([^']*)')""",
+# The tokens that matter, in one pass: comments and strings (consumed, so that nothing inside
+# them counts), url() (quoted or not; the closing parenthesis may be missing at the end) and
+# @import of a quoted URL (which fetches a style sheet just the same). Each alternative either
+# fails on its first characters or consumes what it read (Rule 5).
+_TOKEN = re.compile(
+    r"/\*(?:[^*]++|\*(?!/))*+(?:\*/|\Z)"
+    r"|\"(?:[^\"\\\n]++|\\[\s\S])*+(?:\"|\n|\Z)"
+    r"|'(?:[^'\\\n]++|\\[\s\S])*+(?:'|\n|\Z)"
+    r"|url\(\s*+(?:\"(?P<dq>[^\"]*+)(?:\"|\Z)|'(?P<sq>[^']*+)(?:'|\Z)|(?P<uq>[^)\s\"']*+))"
+    r"\s*+\)?"
+    r"|@import\s++(?:\"(?P<idq>[^\"]*+)(?:\"|\Z)|'(?P<isq>[^']*+)(?:'|\Z))",
     re.IGNORECASE,
 )
-_COMMENT = re.compile(r"/\*[\s\S]*?(?:\*/|$)")
+_URL_GROUPS = tuple(_TOKEN.groupindex[g] for g in ("dq", "sq", "uq", "idq", "isq"))
 
 # Entity-written quotes around a URL inside a style attribute: url(&quot;...&quot;).
 _ENTITY_QUOTES = ("&quot;", "&#34;", "&#x22;", "&apos;", "&#39;", "&#x27;")
@@ -83,47 +93,66 @@ def _trim_url(text: str, start: int, end: int) -> tuple[int, int]:
     return start, end
 
 
-def _declaration(
-    text: str, region_start: int, region_end: int, url_start: int, url_end: int
-) -> tuple[int, int]:
-    """The declaration around a url() (Rule 2): bounded by ``;``, ``{`` and ``}``."""
-    start = url_start
-    while start > region_start and text[start - 1] not in ";{}":
-        start -= 1
-    while start < url_start and text[start] in _SPACE:
-        start += 1
-    end = url_end
-    while end < region_end:
-        char = text[end]
+class _Bounds:
+    """Declaration bounds of the url() references of one region, found left to right: the
+    search back for a declaration's start stops where the previous reference's search began,
+    and the search forward for its end is reused until a reference lies past it (Rule 5)."""
+
+    __slots__ = ("after", "end", "prev_end", "prev_start", "start", "stop", "text")
+
+    def __init__(self, text: str, start: int, end: int) -> None:
+        self.text, self.start, self.end = text, start, end
+        self.prev_end = start  # where the previous reference ended
+        self.prev_start = start  # the previous declaration's start
+        self.after = -1  # the url end the cached stop was searched from
+        self.stop = (-1, "")  # first ";" or "}" after it: (position, char), or (end, "")
+
+    def declaration(self, url_start: int, url_end: int) -> tuple[int, int]:
+        """Rule 2: from after the last ";", "{" or "}" before the url() to its ";"."""
+        text = self.text
+        mark = max(
+            text.rfind(";", self.prev_end, url_start),
+            text.rfind("{", self.prev_end, url_start),
+            text.rfind("}", self.prev_end, url_start),
+        )
+        # No delimiter since the previous reference: the same declaration goes on.
+        start = mark + 1 if mark >= 0 else self.prev_start
+        self.prev_start, self.prev_end = start, url_end
+        while start < url_start and text[start] in _SPACE:
+            start += 1
+        if self.stop[0] < url_end:
+            semi = text.find(";", url_end, self.end)
+            brace = text.find("}", url_end, semi if semi >= 0 else self.end)
+            if brace >= 0:
+                self.stop = (brace, "}")
+            elif semi >= 0:
+                self.stop = (semi, ";")
+            else:
+                self.stop = (self.end, "")
+        at, char = self.stop
         if char == ";":
-            return start, end + 1
-        if char == "}":
-            break
-        end += 1
-    while end > url_end and text[end - 1] in _SPACE:
-        end -= 1
-    return start, end
-
-
-def _comments(text: str, start: int, end: int) -> list[tuple[int, int]]:
-    if text.find("/*", start, end) < 0:
-        return []
-    return [m.span() for m in _COMMENT.finditer(text, start, end)]
+            return start, at + 1
+        end = at
+        while end > url_end and text[end - 1] in _SPACE:
+            end -= 1
+        return start, end
 
 
 def css_urls(text: str, start: int, end: int) -> list[CssUrl]:
     """Every ``url()`` (and ``@import "..."``) in ``text[start:end]``, with absolute offsets;
-    none inside a CSS comment (Rule 4)."""
+    none inside a CSS comment or string (Rule 4)."""
     found: list[CssUrl] = []
-    comments = _comments(text, start, end)
-    for m in _URL.finditer(text, start, end):
-        if any(c_start <= m.start() < c_end for c_start, c_end in comments):
-            continue
-        group = m.lastindex or 3
+    bounds: _Bounds | None = None
+    for m in _TOKEN.finditer(text, start, end):
+        group = next((g for g in _URL_GROUPS if m.start(g) >= 0), 0)
+        if not group:
+            continue  # a comment or a string
         url_start, url_end = _trim_url(text, m.start(group), m.end(group))
         if url_start >= url_end:
             continue
-        decl_start, decl_end = _declaration(text, start, end, m.start(), m.end())
+        if bounds is None:
+            bounds = _Bounds(text, start, end)
+        decl_start, decl_end = bounds.declaration(m.start(), m.end())
         found.append(CssUrl(text[url_start:url_end], url_start, url_end, decl_start, decl_end))
     return found
 
@@ -148,10 +177,32 @@ def css_size(text: str, start: int, end: int) -> BoxSize:
     return BoxSize(get("width"), get("height"), get("max-width"), get("max-height"))
 
 
-def block_bounds(text: str, region_start: int, region_end: int, pos: int) -> tuple[int, int]:
-    """The ``{...}`` rule body around ``pos`` inside a style block (for its declared size)."""
-    open_at = text.rfind("{", region_start, pos)
-    close_at = text.find("}", pos, region_end)
-    return (open_at + 1 if open_at >= 0 else region_start), (
-        close_at if close_at >= 0 else region_end
-    )
+class BlockSizes:
+    """The declared size of the ``{...}`` rule body around each url() of a style block, for
+    references given left to right: a body is found and measured once, however many url()
+    it holds (Rule 5)."""
+
+    __slots__ = ("close", "end", "open", "searched", "sizes", "start", "text")
+
+    def __init__(self, text: str, start: int, end: int) -> None:
+        self.text, self.start, self.end = text, start, end
+        self.searched = start  # "{" were looked for up to here
+        self.open = -1  # the last "{" before self.searched
+        self.close = -1  # the first "}" after the last position asked, or end
+        self.sizes: dict[tuple[int, int], BoxSize] = {}
+
+    def at(self, pos: int) -> BoxSize:
+        text = self.text
+        if pos > self.searched:
+            last = text.rfind("{", self.searched, pos)
+            if last >= 0:
+                self.open = last
+            self.searched = pos
+        if self.close < pos:
+            close = text.find("}", pos, self.end)
+            self.close = close if close >= 0 else self.end
+        body = (self.open + 1 if self.open >= 0 else self.start, self.close)
+        size = self.sizes.get(body)
+        if size is None:
+            size = self.sizes[body] = css_size(text, body[0], body[1])
+        return size

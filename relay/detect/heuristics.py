@@ -10,6 +10,12 @@ Rule 2: ``display:none`` is never a reason on its own (responsive emails hide re
         way), and neither is ``max-height:0`` alone: a size test needs both sides.
 Rule 3: a 1-px side next to a large one (a 600x1 divider) is visible, not a pixel.
 Rule 4: evaluation follows the file order; the first test that fires names the tracker.
+Rule 5: an image declared visible is content for every test but recipient-in-url: both sides
+        declared over ``max_declared_area``, or one side declared (the other left to the
+        image, as MJML writes ``width="600"``) of at least ``content_min_side`` px.
+Rule 6: identifiers are told from words by ``tokens`` (thresholds in ``[detection]``): a static
+        file name (``spacer.gif``, a hidden mobile logo) is layout or content only while its URL
+        holds no identifier.
 """
 
 from __future__ import annotations
@@ -23,11 +29,11 @@ from typing import Any, NamedTuple
 
 from relay.detect.cssurls import BoxSize
 from relay.detect.signatures import enum_value
+from relay.detect.tokens import TokenRules, digit_count, has_identifier, tracking_word
 from relay.errors import RulesError
 from relay.model import Action, ElementKind, Purpose
 from relay.rulefiles import RuleEntry, RuleSet
 
-_TOKEN_CHARS = re.compile(r"[A-Za-z0-9_-]+")
 _VML = ElementKind.VML
 
 
@@ -57,6 +63,29 @@ class ImageFacts(NamedTuple):
     size: BoxSize
     host_alone: bool  # the host serves no other image URL in the message
     needles: tuple[str, ...]  # recipient needles present somewhere in the message's image URLs
+    identifier: bool = False  # the path or query holds an identifier (tokens.has_identifier)
+    hidden: bool = False  # the element is styled display:none
+    alt: str = ""  # the element's alt text, as written
+
+
+_HIDDEN = re.compile(r"display\s*:\s*none", re.IGNORECASE)
+_ALT = re.compile(r"""[\s"']alt\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s>]*))""", re.IGNORECASE)
+# Alt texts that say nothing to a reader: a tracker's, or a placeholder's.
+_EMPTY_ALTS = frozenset({"", "pixel", "tracker", "tracking", "spacer", "image", "img", "open",
+                         "beacon", "x", "-", "."})  # fmt: skip
+
+
+def element_facts(tag: str) -> tuple[bool, str]:
+    """(styled display:none, alt text) of an element's tag text."""
+    alt = _ALT.search(tag)
+    text = next((g for g in alt.groups() if g is not None), "") if alt else ""
+    return _HIDDEN.search(tag) is not None, text
+
+
+def _described(alt: str) -> bool:
+    """An alt text a person reads (a name, a caption): the image is shown to humans."""
+    words = alt.strip().lower()
+    return words not in _EMPTY_ALTS and sum(c.isalpha() for c in words) >= 3
 
 
 # id -> {key: (type, default)}; the test of each id is in _TESTS below.
@@ -64,8 +93,23 @@ _KNOWN: dict[str, dict[str, tuple[type, Any]]] = {
     "recipient-in-url": {"min_address_length": (int, 6)},
     "tiny-size": {"max_area": (int, 25), "max_single": (int, 0), "spacer_names": (list, [])},
     "max-size": {"max_px": (int, 1)},
-    "opaque-token": {"min_token_length": (int, 20), "max_declared_area": (int, 100)},
+    "tracking-path": {
+        "words": (list, []),
+        "min_digits": (int, 6),
+        "max_declared_area": (int, 100),
+        "content_min_side": (int, 20),
+    },
+    "opaque-token": {"max_declared_area": (int, 100), "content_min_side": (int, 20)},
     "outlook-only-image": {},
+}
+# [detection] keys: (type, default); the token thresholds go to tokens.TokenRules.
+_DETECTION_KEYS: dict[str, tuple[type, Any]] = {
+    "repeated_image_count": (int, 3),
+    "identifier_min_length": (int, 16),
+    "identifier_min_entropy": (float, 3.0),
+    "word_max_length": (int, 20),
+    "word_max_consonant_run": (int, 4),
+    "word_min_vowel_share": (float, 0.2),
 }
 _COMMON = ("purpose", "no_consent")
 
@@ -93,6 +137,27 @@ def _load_one(entry: RuleEntry) -> Heuristic:
     )
 
 
+def _detection_table(rules: RuleSet, table: Any) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for key in table:
+        if key not in _DETECTION_KEYS:
+            where = rules.where(f"detection.{key}")
+            allowed = ", ".join(_DETECTION_KEYS)
+            raise RulesError(f"{where}: [detection] key {key!r}: unknown key (allowed: {allowed})")
+    for key, (kind, default) in _DETECTION_KEYS.items():
+        value = table.get(key, default)
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if not number or value < 0 or (kind is int and not isinstance(value, int)):
+            where = rules.where(f"detection.{key}")
+            what = "a whole number >= 0" if kind is int else "a number >= 0"
+            raise RulesError(f"{where}: [detection] key {key!r}: must be {what}")
+        values[key] = value
+    return values
+
+
+_DEFAULT_TOKENS = TokenRules()
+
+
 @dataclass(frozen=True)
 class HeuristicRules:
     heuristics: tuple[Heuristic, ...]
@@ -100,6 +165,9 @@ class HeuristicRules:
     repeated_image_count: int
     min_address_length: int
     tiny_max_area: int  # -1 when tiny-size is off
+    tokens: TokenRules = _DEFAULT_TOKENS
+    content_min_side: int = 0  # a single declared side this large is content (Rule 5)
+    by_path: bool = False  # tracking-path is on: undeclared sizes may fire on shared hosts
 
     def cannot_fire(self, size: BoxSize, host_alone: bool, has_needles: bool) -> bool:
         """True when no heuristic can fire: the common content image (shared host, declared
@@ -110,36 +178,57 @@ class HeuristicRules:
         if size.max_width is not None and size.max_height is not None:  # max-size
             return False
         if size.width is None and size.height is None:  # tiny-size needs a declared side
-            return True
+            return not self.by_path  # tracking-path reads the path of an undeclared image
         area = _declared_area(size)
-        return area is not None and area > self.tiny_max_area
+        if area is None:  # one side declared: content from content_min_side on (Rule 5)
+            side = size.width if size.width is not None else size.height
+            return side is not None and side >= self.content_min_side > 0
+        return area > self.tiny_max_area
 
     @classmethod
     def load(cls, rules: RuleSet) -> HeuristicRules:
         heuristics = tuple(_load_one(entry) for entry in rules.of("heuristic"))
         table = rules.tables.get("detection", {})
-        count = table.get("repeated_image_count", 3)
-        if isinstance(count, bool) or not isinstance(count, int) or count < 2:
+        values = _detection_table(rules, table)
+        if values["repeated_image_count"] < 2:
             where = rules.where("detection.repeated_image_count")
             raise RulesError(
                 f"{where}: [detection] key 'repeated_image_count': must be a whole number >= 2"
             )
-        for key in table:
-            if key != "repeated_image_count":
-                where = rules.where(f"detection.{key}")
-                raise RulesError(
-                    f"{where}: [detection] key {key!r}: unknown key (allowed: repeated_image_count)"
-                )
         min_length = next(
             (h.params["min_address_length"] for h in heuristics if h.id == "recipient-in-url"), 6
         )
+        tokens = TokenRules(
+            values["identifier_min_length"],
+            values["identifier_min_entropy"],
+            values["word_max_length"],
+            values["word_max_consonant_run"],
+            values["word_min_vowel_share"],
+        )
+        for h in heuristics:
+            h.params["_tokens"] = tokens
+            if "words" in h.params:
+                h.params["words"] = frozenset(h.params["words"])
         tests = tuple((h, _TESTS[h.id]) for h in heuristics)
         tiny = next((h.params["max_area"] for h in heuristics if h.id == "tiny-size"), -1)
-        return cls(heuristics, tests, count, min_length, tiny)
+        sides = [h.params["content_min_side"] for h in heuristics if "content_min_side" in h.params]
+        return cls(
+            heuristics,
+            tests,
+            values["repeated_image_count"],
+            min_length,
+            tiny,
+            tokens,
+            min(sides) if sides else 0,
+            any(h.id == "tracking-path" for h in heuristics),
+        )
 
     @property
     def wants_recipients(self) -> bool:
         return any(h.id == "recipient-in-url" for h in self.heuristics)
+
+    def identifier(self, path: str) -> bool:
+        return has_identifier(path, self.tokens)
 
 
 def recipient_needles(recipients: Sequence[str], min_length: int) -> tuple[str, ...]:
@@ -188,20 +277,21 @@ def _tiny(size: BoxSize, params: dict[str, Any]) -> bool:
     return side is not None and side <= params["max_single"]
 
 
-def _spacer(facts: ImageFacts, names: list[str], min_token: int) -> bool:
-    """A static spacer: a known file name, no query, no opaque token (Rule 2's cousin)."""
-    if "?" in facts.path or _token(facts.path, min_token):
+def _spacer(facts: ImageFacts, names: list[str]) -> bool:
+    """A static spacer: a known file name, no query, no identifier (Rule 6)."""
+    if "?" in facts.path or facts.identifier:
         return False
     stem = facts.path.rsplit("/", 1)[-1].split(".", 1)[0].lower()
     return any(stem == name or (len(name) >= 5 and name in stem) for name in names)
 
 
-def _token(path: str, min_length: int) -> bool:
-    for m in _TOKEN_CHARS.finditer(path):
-        word = m.group()
-        if len(word) >= min_length and not word.isalpha() and not word.isdigit():
-            return True
-    return False
+def _shown(size: BoxSize, p: dict[str, Any]) -> bool:
+    """Declared visible (Rule 5)."""
+    area = _declared_area(size)
+    if area is not None:
+        return bool(area > p["max_declared_area"]) and size.width != 0 and size.height != 0
+    side = size.width if size.width is not None else size.height
+    return side is not None and side >= p["content_min_side"]
 
 
 def _recipient_param(url: str, needle: str) -> tuple[str, ...]:
@@ -227,7 +317,13 @@ def _tiny_size(p: dict[str, Any], facts: ImageFacts) -> tuple[bool, tuple[str, .
     size = facts.size
     if size.width is None and size.height is None:
         return False, ()
-    return (_tiny(size, p) and not _spacer(facts, p["spacer_names"], 20)), ()
+    if not _tiny(size, p) or _spacer(facts, p["spacer_names"]):
+        return False, ()
+    # A hidden mobile logo: display:none with a size, a static URL on a host that serves the
+    # message's other images (Rule 6); a hidden pixel with an id, or alone on its host, fires.
+    if facts.hidden and not facts.identifier and not facts.host_alone and "?" not in facts.path:
+        return False, ()
+    return True, ()
 
 
 def _max_size(p: dict[str, Any], facts: ImageFacts) -> tuple[bool, tuple[str, ...]]:
@@ -235,17 +331,23 @@ def _max_size(p: dict[str, Any], facts: ImageFacts) -> tuple[bool, tuple[str, ..
     return (mw is not None and mh is not None and max(mw, mh) <= p["max_px"]), ()
 
 
+def _tracking_path(p: dict[str, Any], facts: ImageFacts) -> tuple[bool, tuple[str, ...]]:
+    """A path segment that is a tracking word (``/track/``, ``/open/``, ``/op/``, ``pixel``)
+    with an identifier or a long number in the URL, on an image not declared visible."""
+    host = facts.url.split("//", 1)[-1].split("/", 1)[0].lower()
+    if _shown(facts.size, p) or tracking_word(host, facts.path, p["words"]) is None:
+        return False, ()
+    return (facts.identifier or digit_count(facts.path) >= p["min_digits"]), ()
+
+
 def _opaque_token(p: dict[str, Any], facts: ImageFacts) -> tuple[bool, tuple[str, ...]]:
-    if not facts.host_alone:
+    if not facts.host_alone or _shown(facts.size, p) or _described(facts.alt):
         return False, ()
-    area = _declared_area(facts.size)
-    if area is not None and area > p["max_declared_area"]:
-        return False, ()
-    return _token(facts.path, p["min_token_length"]), ()
+    return facts.identifier, ()
 
 
 def _outlook_only(p: dict[str, Any], facts: ImageFacts) -> tuple[bool, tuple[str, ...]]:
-    return (facts.kind is _VML and facts.host_alone), ()
+    return (facts.kind is _VML and facts.host_alone and not _described(facts.alt)), ()
 
 
 Test = Callable[[dict[str, Any], ImageFacts], tuple[bool, tuple[str, ...]]]
@@ -253,6 +355,7 @@ _TESTS: dict[str, Test] = {
     "recipient-in-url": _recipient,
     "tiny-size": _tiny_size,
     "max-size": _max_size,
+    "tracking-path": _tracking_path,
     "opaque-token": _opaque_token,
     "outlook-only-image": _outlook_only,
 }

@@ -3,38 +3,51 @@
 Stage: detection (pure). Input: the decoded HTML text. Output: (href, host, path) triples.
 Links are only reported (``relay check --json`` under ``links``), never changed, so no offsets
 are kept.
+
+Rule 1: an ``<a>`` start tag is read with the tokenizer grammar of ``htmlgrammar`` (first
+        ``href`` wins, quotes only after "=", a tag without ">" runs to the end): one pass,
+        linear on any input. A link inside a comment is reported too (harmless).
 """
 
 from __future__ import annotations
 
 import re
 
-from relay.detect.htmlscan import ATTRS_LAZY
+from relay.detect.htmlgrammar import ATTRIBUTE, ELEMENT_NAME_END, TAG_END, first_attr, numbered
 
-# A double-quoted href that is a plain URL (what signatures.PLAIN_URL accepts, with nothing that
-# attribute decoding would change: no "&", no whitespace) also yields its host and path, so that
-# the usual link costs no further regex call. The look-ahead is optional ("|" an empty branch):
-# when it fails, the same value is still read, as before. It is case-sensitive (``(?-i:``) so
-# that IGNORECASE cannot let a non-ASCII letter through where PLAIN_URL would not.
-_PLAIN_HREF = (
-    r"""(?-i:(?:[hH][tT][tT][pP][sS]?:)?//([a-zA-Z0-9_-]++(?:\.[a-zA-Z0-9_-]++)*+)"""
-    r"""(/[^#\\"&\s]*+)(?:\#[^"&\s]*+)?")"""
+_HREF_ATTRS = rf"(?>(?:[ \t\n\r\f/]++|h{first_attr('href', 'ref')}|{ATTRIBUTE})*)"
+_HREF = re.compile(numbered(rf"<a{ELEMENT_NAME_END}{_HREF_ATTRS}{TAG_END}"), re.IGNORECASE)
+# A plain URL with nothing that attribute decoding would change (no "&", no whitespace): its
+# host and path are split here, as signatures.split_url would (see PLAIN_URL there).
+_PLAIN = re.compile(
+    r"(?:[hH][tT][tT][pP][sS]?:)?//([a-zA-Z0-9_-]++(?:\.[a-zA-Z0-9_-]++)*+)(/[^#\\&\s]*+)"
+    r"(?:#[^&\s]*+)?\Z"
 )
-_HREF = re.compile(
-    r"<a\s"
-    + ATTRS_LAZY
-    + r"""(?<![\w-])href\s*=\s*(?:"(?:(?="""
-    + _PLAIN_HREF
-    + r""")|)([^"]*)"|'([^']*)'|([^\s"'>]+))""",
-    re.IGNORECASE,
-)
+
+
+def _value(group: str) -> str:
+    """The href's value from its ``first_attr`` group ("=" and spaces before it, quotes)."""
+    raw = group.partition("=")[2].lstrip(" \t\n\r\f")
+    if raw[:1] in ("'", '"'):
+        quote = raw[0]
+        raw = raw[1:-1] if len(raw) > 1 and raw.endswith(quote) else raw[1:]
+    return raw
 
 
 def hrefs(text: str) -> list[tuple[str, str, str]]:
     """The ``href`` of every ``<a>``, as written, with its host (lower-cased) and path when it
-    is a plain URL (see _PLAIN_HREF), else two empty strings. One C-level pass: links are only
-    reported, so no offsets are kept; a link inside a comment is reported too (harmless)."""
-    return [
-        (dq, host.lower(), path) if host else (dq or sq or uq, "", "")
-        for host, path, dq, sq, uq in _HREF.findall(text)
-    ]
+    is a plain URL, else two empty strings."""
+    found: list[tuple[str, str, str]] = []
+    for m in _HREF.finditer(text):
+        raw = m.group("href")
+        if raw is None:
+            continue
+        value = _value(raw)
+        if not value:
+            continue
+        plain = _PLAIN.match(value) if value.startswith(("h", "H", "/")) else None
+        if plain is not None:
+            found.append((value, plain.group(1).lower(), plain.group(2)))
+        else:
+            found.append((value, "", ""))
+    return found

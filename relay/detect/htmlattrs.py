@@ -19,7 +19,13 @@ from typing import NamedTuple
 from relay.detect.cssurls import NO_SIZE, BoxSize, css_size, css_urls
 from relay.model import ElementKind
 
-_ATTR = re.compile(r"""([^\s"'<>/=]+)(?:\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s>]*)))?""")
+# One attribute as the HTML tokenizer reads it (see htmlgrammar Rule 1): a name (which may
+# start with "=" and hold quotes), then optionally "=" and a value; a quote opens a value only
+# right after "=". Quoted values run to their quote or the end of the region.
+_ATTR = re.compile(
+    r"""([^ \t\n\r\f/>][^ \t\n\r\f/>=]*+)(?:[ \t\n\r\f]*+=[ \t\n\r\f]*+"""
+    r"""(?:"([^"]*+)(?:"|\Z)|'([^']*+)(?:'|\Z)|([^ \t\n\r\f>]*+)))?"""
+)
 _PIXELS = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(?:px)?\s*$", re.IGNORECASE)
 _SPACE = " \t\r\n\f"
 _QUOTES_AND_SPACE = "\"' \t\r\n\f"
@@ -202,18 +208,37 @@ def style_and_background(element: Element) -> list[Found]:
     return found
 
 
-def attr_value(text: str, span: tuple[int, int]) -> tuple[int, int]:
-    """A captured attribute value without its quotes and surrounding whitespace."""
+def eq_value(text: str, span: tuple[int, int]) -> tuple[int, int]:
+    """The value part of a group captured by ``htmlgrammar.first_attr`` ("=" and whitespace
+    before it dropped; empty when the attribute has no value), quotes still on."""
     start, end = span
-    if text[start] in "\"'":
-        start, end = start + 1, end - 1
+    eq = text.find("=", start, end)
+    if eq < 0:
+        return end, end
+    start = eq + 1
+    while start < end and text[start] in _SPACE:
+        start += 1
+    return start, end
+
+
+def attr_value(text: str, span: tuple[int, int]) -> tuple[int, int]:
+    """A captured attribute value without its quotes and surrounding whitespace (a quote left
+    open at the end of the text has no closing one to drop)."""
+    start, end = span
+    if start < end and text[start] in "\"'":
+        quote = text[start]
+        start += 1
+        if end > start and text[end - 1] == quote:
+            end -= 1
     return trimmed(text, start, end)
 
 
 def pixel_value(text: str, span: tuple[int, int]) -> int | None:
+    """Pixels of a ``first_attr`` group (None when absent or not a pixel size)."""
     if span[0] < 0:
         return None
-    value = text[span[0] : span[1]].strip(_QUOTES_AND_SPACE)
+    start, end = eq_value(text, span)
+    value = text[start:end].strip(_QUOTES_AND_SPACE)
     if value.isdigit():  # the common case, without a regex
         return int(value)
     m = _PIXELS.match(value)

@@ -16,10 +16,15 @@ Rule 3: each rule may list ``examples``: URLs it must match. They are checked at
         a rule that stops matching its own examples stops the relay from (re)loading.
 Rule 4: purpose defaults to ``campaign_performance`` (SPEC section 1: the strictest common
         case); ``no_consent`` is optional (the detector picks the default from the element).
-Host-less rules are tried through a dispatch on the path's first characters: a rule whose path
-pattern cannot start like the path (by its literal prefixes, ``literal_prefixes``) is left out,
-which changes no result (tests/detect/test_trackers_speed_equivalence.py compares with the
-plain order).
+Rule 5: patterns run on RE2 (``google-re2``), whose time is linear in the input whatever the
+        pattern: a rule cannot make matching slow. RE2 has no look-around and no back-reference;
+        a rule using them is refused at load with the reason.
+Rule 6: the cost of a match does not grow with the number of rules: every host pattern is in
+        one RE2 set, matched once per distinct host (then cached); host-less rules are
+        dispatched on the path's first characters by their literal prefixes
+        (``literal_prefixes``), and the few that may match a path are tried as one RE2 set.
+        Leaving a rule out this way changes no result (tests/detect/
+        test_trackers_speed_equivalence.py compares with the plain order).
 """
 
 from __future__ import annotations
@@ -27,7 +32,9 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple, TypeVar
+from typing import Any, NamedTuple, TypeVar
+
+import re2
 
 from relay.detect.literals import literal_prefixes
 from relay.errors import RulesError
@@ -36,7 +43,19 @@ from relay.rulefiles import RuleEntry
 
 _HOST_GLOB = re.compile(r"^[a-z0-9*](?:[a-z0-9*.-]*[a-z0-9*])?$")
 _CACHE_LIMIT = 4096
+# RE2's own memory for a set's automaton: plenty for thousands of rules.
+_SET_MEMORY = 64 << 20
 E = TypeVar("E", Purpose, Action)
+
+
+def _options() -> Any:
+    options = re2.Options()
+    options.log_errors = False  # a bad rule is reported as a RulesError, not on stderr
+    options.max_mem = _SET_MEMORY
+    return options
+
+
+_RE2 = _options()
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,9 +65,9 @@ class Signature:
     purpose: Purpose
     no_consent: Action | None
     identifying_params: tuple[str, ...]
-    hosts: re.Pattern[str] | None
-    path: re.Pattern[str] | None
-    suffix: str  # last two literal labels of the hosts, "" when a label is a wildcard
+    hosts: Any  # RE2 regex of the host globs (full match), or None
+    path: Any  # RE2 regex of the path (matched at its start), or None
+    host_source: str = ""  # the host regex source, for the set
 
 
 def host_pattern(glob: str) -> str:
@@ -66,19 +85,6 @@ def host_pattern(glob: str) -> str:
         else:  # a label, "*" inside it standing for any characters of a label
             out.append(re.escape(label).replace(r"\*", "[a-z0-9_-]*") + ("" if last else r"\."))
     return "".join(out)
-
-
-def _suffix(globs: Sequence[str]) -> str:
-    """The common last-two-labels of all globs, used to index rules by host (Rule 2)."""
-    suffixes = {".".join(g.lower().split(".")[-2:]) for g in globs}
-    if len(suffixes) != 1:
-        return ""
-    suffix = suffixes.pop()
-    return "" if "*" in suffix else suffix
-
-
-def host_suffix(host: str) -> str:
-    return ".".join(host.rsplit(".", 2)[-2:])
 
 
 def _strings(entry: RuleEntry, key: str) -> tuple[str, ...]:
@@ -140,19 +146,29 @@ def split_url(url: str) -> tuple[str, str] | None:
     return (host, path) if host else None
 
 
-def _compile(entry: RuleEntry, key: str, source: str) -> re.Pattern[str]:
+def compile_re2(source: str) -> Any:
+    """An RE2 regex, or ``re2.error`` (Rule 5)."""
+    return re2.compile(source, options=_RE2)
+
+
+def _compile(entry: RuleEntry, key: str, source: str) -> Any:
     try:
-        return re.compile(source)
-    except re.error as exc:
-        raise entry.error(key, f"not a valid regular expression: {exc}") from None
+        return compile_re2(source)
+    except re2.error as exc:
+        reason = exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else exc
+        raise entry.error(
+            key,
+            f"not a valid regular expression for RE2 (no look-around, no back-reference): {reason}",
+        ) from None
 
 
 def load_signature(entry: RuleEntry, *, with_purpose: bool) -> Signature:
-    allowed = ["vendor", "hosts", "path", "examples", "notes"]
+    allowed = ["vendor", "hosts", "path", "examples", "notes", "sources"]
     if with_purpose:
         allowed += ["purpose", "identifying_params", "no_consent"]
     entry.check(allowed, required=["vendor"])
     globs = _strings(entry, "hosts")
+    _strings(entry, "sources")
     for glob in globs:
         if not _HOST_GLOB.match(glob.lower()):
             raise entry.error("hosts", f"{glob!r} is not a host name or a glob like *.example.com")
@@ -160,8 +176,10 @@ def load_signature(entry: RuleEntry, *, with_purpose: bool) -> Signature:
     if not globs and not path_source:
         raise entry.error(None, "needs 'hosts', 'path' or both")
     hosts = None
+    host_source = ""
     if globs:
-        hosts = _compile(entry, "hosts", "(?:" + "|".join(host_pattern(g) for g in globs) + r")\Z")
+        host_source = "(?:" + "|".join(host_pattern(g) for g in globs) + ")"
+        hosts = _compile(entry, "hosts", host_source + "$")
     path = _compile(entry, "path", path_source) if path_source else None
     return Signature(
         id=entry.id,
@@ -171,16 +189,38 @@ def load_signature(entry: RuleEntry, *, with_purpose: bool) -> Signature:
         identifying_params=_strings(entry, "identifying_params"),
         hosts=hosts,
         path=path,
-        suffix=_suffix(globs) if globs else "",
+        host_source=host_source,
     )
 
 
-def _combined(signatures: Sequence[Signature], numbers: Iterable[int]) -> re.Pattern[str] | None:
-    """One regex for the host-less rules numbered ``numbers``: group ``r<n>`` wraps rule n, so
-    one ``match`` call tries them all in file order and ``lastgroup`` names the first that
-    matched."""
-    branches = [f"(?P<r{n}>{p.pattern})" for n in numbers if (p := signatures[n].path)]
-    return re.compile("|".join(branches)) if branches else None
+class _RuleSet2(NamedTuple):
+    """Several rules' patterns as one RE2 set: ``first`` gives the first rule (in the order
+    given) that matches, in one pass over the text whatever the number of rules (Rule 6)."""
+
+    compiled: Any
+    rules: tuple[Signature, ...]
+    sources: tuple[str, ...]
+    anchor: str
+
+    @classmethod
+    def of(cls, rules: Sequence[Signature], sources: Sequence[str], anchor: str) -> _RuleSet2:
+        made = re2.Set.FullMatchSet(_RE2) if anchor == "full" else re2.Set.MatchSet(_RE2)
+        for source in sources:
+            made.Add(source)
+        made.Compile()
+        return cls(made, tuple(rules), tuple(sources), anchor)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # An RE2 set cannot be pickled: a worker process compiles it again from its sources
+        # (the relay hands its validated context to its filter workers).
+        return (_RuleSet2.of, (self.rules, self.sources, self.anchor))
+
+    def all(self, text: str) -> list[int]:
+        return sorted(self.compiled.Match(text) or ())
+
+    def first(self, text: str) -> Signature | None:
+        found = self.compiled.Match(text)
+        return self.rules[min(found)] if found else None
 
 
 # Host-less rules are grouped by the first characters of the path: most rules start with
@@ -198,7 +238,7 @@ class _Hostless(NamedTuple):
     """The host-less rules that may match paths starting with one dispatch key."""
 
     starts: tuple[str, ...]  # a path must start with one of these for any of them to match
-    pattern: re.Pattern[str] | None
+    rules: _RuleSet2 | None
 
 
 _UNSEEN = _Hostless((), None)  # a sentinel: this path start has no entry yet
@@ -206,54 +246,46 @@ _UNSEEN = _Hostless((), None)  # a sentinel: this path start has no entry yet
 
 @dataclass(frozen=True)
 class SignatureSet:
-    """Rules of one table, indexed by host suffix; ``match`` caches per host (Rule 2)."""
+    """Rules of one table: host rules in one RE2 set, host-less ones dispatched (Rule 6)."""
 
-    by_suffix: dict[str, tuple[Signature, ...]]
-    wildcard: tuple[Signature, ...]  # host rules whose last two labels hold a "*"
+    host_rules: tuple[Signature, ...]
     hostless: tuple[Signature, ...]
-    combined: re.Pattern[str] | None
+    _hosts: _RuleSet2 | None = None
     _cache: dict[str, tuple[Signature, ...]] = field(default_factory=dict, compare=False)
     _prefixes: tuple[tuple[str, ...], ...] = ()  # literal_prefixes of each host-less rule
-    _by_group: dict[str, Signature] = field(default_factory=dict, compare=False)  # "r<n>"
     # the first _DISPATCH characters of a path -> the host-less rules that may match it
     _dispatch: dict[str, _Hostless] = field(default_factory=dict, compare=False)
-    # the rule numbers of a dispatch entry -> its compiled regex (few distinct sets exist, so
-    # odd paths cannot make the relay compile a regex per message)
-    _compiled: dict[tuple[int, ...], re.Pattern[str] | None] = field(
-        default_factory=dict, compare=False
-    )
+    # the rule numbers of a dispatch entry -> its RE2 set (few distinct sets exist, so odd
+    # paths cannot make the relay compile a set per message)
+    _sets: dict[tuple[int, ...], _RuleSet2 | None] = field(default_factory=dict, compare=False)
 
     @classmethod
     def build(cls, signatures: Iterable[Signature]) -> SignatureSet:
-        by_suffix: dict[str, list[Signature]] = {}
-        wildcard: list[Signature] = []
+        host_rules: list[Signature] = []
         hostless: list[Signature] = []
         for sig in signatures:
-            if sig.hosts is None:
-                hostless.append(sig)
-            elif sig.suffix:
-                by_suffix.setdefault(sig.suffix, []).append(sig)
-            else:
-                wildcard.append(sig)
+            (hostless if sig.hosts is None else host_rules).append(sig)
+        hosts = (
+            _RuleSet2.of(host_rules, [s.host_source for s in host_rules], "full")
+            if host_rules
+            else None
+        )
         return cls(
-            {k: tuple(v) for k, v in by_suffix.items()},
-            tuple(wildcard),
+            tuple(host_rules),
             tuple(hostless),
-            _combined(hostless, range(len(hostless))),
+            hosts,
             _prefixes=tuple(
                 literal_prefixes(s.path.pattern) if s.path else ("",) for s in hostless
             ),
-            _by_group={f"r{n}": sig for n, sig in enumerate(hostless)},
         )
 
     def _for_host(self, host: str) -> tuple[Signature, ...]:
-        found = self._cache.get(host)
-        if found is None:
-            pool = (*self.by_suffix.get(host_suffix(host), ()), *self.wildcard)
-            found = tuple(s for s in pool if s.hosts is not None and s.hosts.match(host))
-            if len(self._cache) >= _CACHE_LIMIT:
-                self._cache.clear()
-            self._cache[host] = found
+        found: tuple[Signature, ...] = ()
+        if self._hosts is not None:
+            found = tuple(self.host_rules[n] for n in self._hosts.all(host))
+        if len(self._cache) >= _CACHE_LIMIT:
+            self._cache.clear()
+        self._cache[host] = found
         return found
 
     def _for_path(self, key: str) -> _Hostless:
@@ -266,10 +298,13 @@ class SignatureSet:
             if agreeing:
                 numbers.append(n)
                 starts += agreeing
-        pattern = self._compiled.get(tuple(numbers), _UNSEEN.pattern)
-        if tuple(numbers) not in self._compiled:
-            pattern = self._compiled[tuple(numbers)] = _combined(self.hostless, numbers)
-        entry = _Hostless(tuple(dict.fromkeys(starts)), pattern)
+        chosen = tuple(numbers)
+        if chosen not in self._sets:
+            rules = [self.hostless[n] for n in chosen if self.hostless[n].path is not None]
+            self._sets[chosen] = (
+                _RuleSet2.of(rules, [r.path.pattern for r in rules], "start") if rules else None
+            )
+        entry = _Hostless(tuple(dict.fromkeys(starts)), self._sets[chosen])
         if len(self._dispatch) >= _CACHE_LIMIT:
             self._dispatch.clear()
         self._dispatch[key] = entry
@@ -297,7 +332,6 @@ class SignatureSet:
         append = found.append
         hosts = self._cache
         dispatch = self._dispatch
-        by_group = self._by_group
         for host, path in pairs:
             if not hostless_only:
                 sigs = hosts.get(host)
@@ -312,18 +346,16 @@ class SignatureSet:
             entry = dispatch.get(path[:_DISPATCH], _UNSEEN)
             if entry is _UNSEEN:
                 entry = self._for_path(path[:_DISPATCH])
-            starts, pattern = entry
+            starts, rules = entry
             # One C call rules out most content paths: no host-less rule can start like them.
-            if pattern is not None and path.startswith(starts):
-                m = pattern.match(path)
-                if m is not None and m.lastgroup is not None:
-                    append(by_group[m.lastgroup])
-                    continue
+            if rules is not None and path.startswith(starts):
+                append(rules.first(path))
+                continue
             append(None)
         return found
 
     def __len__(self) -> int:
-        return sum(map(len, self.by_suffix.values())) + len(self.wildcard) + len(self.hostless)
+        return len(self.host_rules) + len(self.hostless)
 
 
 def check_examples(entries: Sequence[RuleEntry], signatures: SignatureSet) -> None:
@@ -343,7 +375,7 @@ def check_examples(entries: Sequence[RuleEntry], signatures: SignatureSet) -> No
 class HostList:
     """A plain-text list of host globs (``lists/content_cdns.txt``): membership by host."""
 
-    pattern: re.Pattern[str] | None
+    pattern: Any  # RE2 regex (full match) or None
     _cache: dict[str, bool] = field(default_factory=dict, compare=False)
 
     @classmethod
@@ -353,7 +385,7 @@ class HostList:
                 raise RulesError(f"lists/{name}.txt: {glob!r} is not a host name or a host glob")
         if not globs:
             return cls(None)
-        return cls(re.compile("(?:" + "|".join(host_pattern(g) for g in globs) + r")\Z"))
+        return cls(compile_re2("(?:" + "|".join(host_pattern(g) for g in globs) + ")$"))
 
     def __contains__(self, host: object) -> bool:
         if self.pattern is None or not isinstance(host, str):

@@ -98,6 +98,28 @@ def test_local_pack_by_sender_domain_applies_to_the_from_header(
     assert {t["policy_rule"] for t in recipient["trackers"]} == {"strict-default"}
 
 
+def test_check_json_says_how_each_tracker_was_found(tmp_path: Path) -> None:
+    """Every tracker names its rule and whether a signature or a heuristic caught it."""
+    eml = tmp_path / "m.eml"
+    eml.write_bytes(
+        b"From: news@shop.example\r\nTo: a@example.org\r\nSubject: x\r\n"
+        b"Content-Type: text/html; charset=utf-8\r\n\r\n"
+        b'<img src="https://u1.ct.sendgrid.net/wf/open?upn=Zk4cH8bq2FnWx3T5o1mA9z7kPq">'
+        b'<img src="https://t.unknown.example/x.gif" width="1" height="1">'
+        b'<img src="https://cdn.shop.example/p.png" data-relay-purpose="deliverability">\r\n'
+    )
+    result = _run("check", str(eml), "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    trackers = data["recipients"][0]["trackers"]
+    assert [(t["rule"], t["detected_by"]) for t in trackers] == [
+        ("sendgrid-open", "signature"),
+        ("tiny-size", "heuristic"),
+        ("app-label", "label"),
+    ]
+    assert data["unfinished_parts"] == []
+
+
 def test_check_says_which_recipients_a_signed_message_would_not_reach(tmp_path: Path) -> None:
     from tests.test_compliance import signed_newsletter
 

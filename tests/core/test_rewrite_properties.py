@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from relay.core.parse import parse_message
 from relay.core.rewrite import TRANSPARENT_GIF, edits_for, normalise, render
 from relay.model import Action, Basis, Decision, Edit, ParsedMessage, Span
+from tests.detect.html_reference import Tag, tokens
 
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 CTES = ("8bit", "quoted-printable", "base64")
@@ -212,6 +213,15 @@ def test_neutralising_detected_trackers_is_idempotent(sample: Sample) -> None:
     if DETECTION is None:
         return
     once = neutralised(sample.raw)
-    assert b"sendgrid" not in once or sample.cte == "base64"
-    assert "sendgrid" not in (parse_message(once).parts[1].text or "")
+    # The generated text may put the tracker where a browser reads no <img> (inside a bogus
+    # comment "</<img ...>", say): then nothing fetches it and nothing needs to change.
+    fetched = any(
+        isinstance(t, Tag)
+        and t.name == "img"
+        and "sendgrid" in sample.text[slice(*t.attrs.get("src", (0, 0)))]
+        for t in tokens(sample.text)
+    )
+    if fetched:
+        assert b"sendgrid" not in once or sample.cte == "base64"
+        assert "sendgrid" not in (parse_message(once).parts[1].text or "")
     assert neutralised(once) == once

@@ -354,7 +354,7 @@ async def test_a_dead_filter_worker_loses_no_message(
     relay: Relay = await relay_factory(smtp={"process_pool": 1, "inline_max_bytes": 100})
     code, _ = await asend(relay.port, message(HTML_WITH_PIXEL), ["a@example.org"])
     assert code == 250
-    pool = relay.running.pipeline.runner._pool
+    pool = relay.running.pipeline.runner.pools.get("medium")
     assert pool is not None
     for pid in list(pool._processes):  # the worker dies (OOM killer, crash)
         os.kill(pid, signals.SIGKILL)

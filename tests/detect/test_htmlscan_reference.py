@@ -1,0 +1,234 @@
+"""The regex scanner reads HTML as the standard's tokenizer does (html_reference.py), on
+generated, broken and hostile HTML: same image references, at the same offsets.
+
+Where the two disagree, a mail client would fetch something the relay did not see (or the other
+way round): each example below is a way to hide a pixel from a scanner that reads tags
+differently from a browser.
+"""
+
+from __future__ import annotations
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from relay.detect.cssurls import css_urls
+from relay.detect.htmlattrs import srcset_items, trimmed
+from relay.detect.htmlscan import scan_html
+from tests.detect.html_reference import Style, Tag, tokens
+
+SETTINGS = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SRC_KINDS = {
+    "img": "img",
+    "image": "img",
+    "amp-img": "amp_img",
+    "amp-anim": "amp_img",
+    "v:image": "vml",
+    "v:fill": "vml",
+    "v:imagedata": "vml",
+}
+SRCSET = {
+    "img": "img_srcset",
+    "image": "img_srcset",
+    "amp-img": "img_srcset",
+    "amp-anim": "img_srcset",
+    "source": "source_srcset",
+}
+
+
+def expected(text: str) -> list[tuple[str, int, int]]:
+    """(kind, url start, url end) of every reference, read from the reference tokenizer."""
+    out: list[tuple[str, int, int]] = []
+    for token in tokens(text):
+        if isinstance(token, Style):
+            out += [
+                ("style_block", r.url_start, r.url_end)
+                for r in css_urls(text, token.css_start, token.css_end)
+            ]
+            continue
+        assert isinstance(token, Tag)
+        attrs = token.attrs
+        kind = SRC_KINDS.get(token.name)
+        if token.name == "input" and "type" in attrs:
+            start, end = attrs["type"]
+            if text[start:end].strip().lower() == "image":
+                kind = "input_image"
+        if kind is not None and "src" in attrs:
+            start, end = trimmed(text, *attrs["src"])
+            if start < end:
+                out.append((kind, start, end))
+        if token.name in SRCSET and "srcset" in attrs:
+            out += [
+                (SRCSET[token.name], s, e) for s, e, _, _ in srcset_items(text, *attrs["srcset"])
+            ]
+        if token.name == "style":
+            continue
+        if "background" in attrs:
+            start, end = trimmed(text, *attrs["background"])
+            if start < end:
+                out.append(("background", start, end))
+        if "style" in attrs:
+            out += [("style_attr", r.url_start, r.url_end) for r in css_urls(text, *attrs["style"])]
+    return sorted(out, key=lambda item: (item[1], item[0]))
+
+
+def scanned(text: str) -> list[tuple[str, int, int]]:
+    found = [(f.kind.value, f.url_start, f.url_end) for f in scan_html(text)]
+    return sorted(found, key=lambda item: (item[1], item[0]))
+
+
+NAMES = (
+    "img",
+    "IMG",
+    "image",
+    "source",
+    "amp-img",
+    "input",
+    "td",
+    "TD",
+    "table",
+    "div",
+    "a",
+    "title",
+    "textarea",
+    "style",
+    "STYLE",
+    "script",
+    "v:fill",
+    "p",
+    "imgx",
+)
+ATTR_NAMES = (
+    "src",
+    "SRC",
+    "srcset",
+    "background",
+    "style",
+    "width",
+    "height",
+    "type",
+    "alt",
+    "title",
+    "data-relay-purpose",
+    "=x",
+    'a"b',
+    "x'",
+    "<img",
+)
+VALUES = (
+    "//t.example/p.gif",
+    "x.png 1x, //t.example/2.gif 2x",
+    "background:url(//t.example/s.gif)",
+    "color:red",
+    "image",
+    "1",
+    "a>b",
+    "<!--",
+    "--!>",
+    "<style>",
+    "</title>",
+    "url(",
+    " ",
+    "",
+    "'",
+    '"',
+)
+SEPARATORS = (" ", "\n", "/", "", "\t ", " = ")
+ENDS = (">", "/>", "", " ")
+PIECES = (
+    "<!--",
+    "-->",
+    "--!>",
+    "<!-->",
+    "<!--->",
+    "<!x>",
+    "<!x ",
+    "</ x>",
+    "</>",
+    "</td x='>'>",
+    "<?php x ?>",
+    "<!--[if mso]>",
+    "<![endif]-->",
+    "</title>",
+    "</style>",
+    "</textarea>",
+    "text",
+    "<",
+    "<3",
+    "url(//u.example/a.gif)",
+    "background",
+    "a{background:url(//c.example/c.gif)}",
+    "\u00e9",
+    "\u0130",
+    "/* ",
+    " */",
+    '"',
+    "'",
+    ">",
+)
+
+
+@st.composite
+def tags(draw: st.DrawFn) -> str:
+    out = "<" + draw(st.sampled_from(NAMES))
+    for _ in range(draw(st.integers(0, 4))):
+        sep = draw(st.sampled_from([" ", "\n", "/", "", "\t"]))
+        name = draw(st.sampled_from(ATTR_NAMES))
+        value = draw(st.sampled_from(VALUES))
+        quote = draw(st.sampled_from(['"', "'", "", '"open', "'open"]))
+        if quote == '"open':
+            written = '"' + value
+        elif quote == "'open":
+            written = "'" + value
+        else:
+            written = quote + value + quote
+        if draw(st.booleans()):
+            out += sep + name + draw(st.sampled_from(["=", " = ", "=\n"])) + written
+        else:
+            out += sep + name
+    return out + draw(st.sampled_from(ENDS))
+
+
+@st.composite
+def html(draw: st.DrawFn) -> str:
+    pieces = draw(st.lists(st.one_of(tags(), st.sampled_from(PIECES)), max_size=14))
+    return "".join(pieces)
+
+
+@SETTINGS
+@given(html())
+def test_scan_reads_html_as_the_standard_tokenizer(text: str) -> None:
+    assert scanned(text) == expected(text)
+
+
+HIDING_PLACES = (
+    # a quote opens a value only right after "="
+    '<td title=a"b><img src="//t.example/p.gif" width=1 height=1>x"y',
+    # the first of two src counts
+    '<img src="//t.example/p.gif" src="//cdn.example/logo.png">',
+    # a comment ends at "--!>" too
+    "<!-- x --!><img src=//t.example/p.gif><!-- -->",
+    # "<!--" inside an attribute value starts no comment
+    '<td title="<!--"><img src=//t.example/p.gif>-->',
+    # nor inside a raw text element
+    "<title><!--</title><img src=//t.example/p.gif>-->",
+    # a bogus comment ends at the first ">"
+    "<!x <!-- ><img src=//t.example/p.gif><!-- -->",
+    # an end tag's attributes are tokenized too
+    '</td x="<!--"><img src=//t.example/p.gif>-->',
+    # HTML reads <image> as <img>
+    "<image src=//t.example/p.gif>",
+    # "<style" inside a value starts no style element
+    "<td title='<style>'><img src=//t.example/p.gif></style>",
+)
+
+
+def test_each_hiding_place_is_seen() -> None:
+    for text in HIDING_PLACES:
+        urls = [f.raw for f in scan_html(text)]
+        assert "//t.example/p.gif" in urls, text
+        assert scanned(text) == expected(text), text
+
+
+def test_first_of_duplicate_sizes_counts() -> None:
+    (found,) = scan_html('<img width=1 height=1 width=600 height=300 src="//t.example/p.gif">')
+    assert (found.size.width, found.size.height) == (1, 1)
