@@ -174,8 +174,9 @@ def _commands(count: int, filled: Filled, seed: int) -> Iterator[bytes]:
             rkey = KEYS.audit_by_rcpt(bucket, rkeys[r]).encode()
             yield (
                 _resp(b"XADD", stream, sid, b"r", payload)
-                + _resp(b"RPUSH", mkey, sid)
+                + _resp(b"ZADD", mkey, str(ms).encode(), sid)
                 + _resp(b"ZADD", rkey, str(ms).encode(), sid)
+                + _resp(b"HSET", KEYS.audit_ids(bucket).encode(), record.record_id.encode(), sid)
             )
             if has_untracked(record):
                 filled.extra += 1

@@ -68,6 +68,7 @@ from relay.store.audit_record import (
     normalise_message_id,
     record_from_json,
 )
+from relay.store.audit_scan import stream_order
 from relay.store.audit_script import WRITE_SCRIPT
 from relay.store.audit_trim import trim
 from relay.store.redis_conn import AsyncRedis, bounded
@@ -147,6 +148,7 @@ class AuditLog:
         for bucket, group in by_bucket.items():
             ck = counts[bucket]
             keys = [self.keys.audit_stream(bucket), ck.counts, ck.dims, ck.days, ck.without_consent]
+            keys.append(self.keys.audit_ids(bucket))
             args: list[bytes | str] = []
             for record in group:
                 keys.append(self.keys.audit_by_message(message_key(record.message_id)))
@@ -241,8 +243,9 @@ class AuditLog:
         wanted = normalise_message_id(message_id)
         mkey = message_key(message_id)
         bucket = self.keys.audit_bucket(mkey)
-        sids = await self._call(self.client.lrange(self.keys.audit_by_message(mkey), 0, -1))
-        ids = [(bucket, s.decode() if isinstance(s, bytes) else str(s)) for s in sids]
+        sids = await self._call(self.client.zrange(self.keys.audit_by_message(mkey), 0, -1))
+        ids = [(bucket, s) for s in stream_order(s.decode() if isinstance(s, bytes) else str(s)
+                                                 for s in sids)]  # fmt: skip
         found = await audit_scan.fetch(self.client, self._streams(), ids, self.timeout)
         records = [decode(payload) for _bucket, _sid, payload in found]
         return [r for r in records if normalise_message_id(r.message_id) == wanted]

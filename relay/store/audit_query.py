@@ -34,6 +34,7 @@ from relay.store.audit_counts import (
 )
 from relay.store.audit_legend import tracked_without_consent
 from relay.store.audit_record import DecisionRecord, TrackerRecord
+from relay.store.audit_scan import stream_order
 from relay.store.redis_conn import bounded
 
 T = TypeVar("T")
@@ -136,9 +137,9 @@ class AuditReader:
             return []
         bucket = self.keys.audit_bucket(mkey)
         sids = await bounded(
-            self.client.lrange(self.keys.audit_by_message(mkey), 0, -1), self.log.timeout
+            self.client.zrange(self.keys.audit_by_message(mkey), 0, -1), self.log.timeout
         )
-        return await self._by_ids([(bucket, _text(s)) for s in sids])
+        return await self._by_ids([(bucket, s) for s in stream_order(_text(s) for s in sids)])
 
     async def recipient(
         self, rkey: str, since: datetime | None, until: datetime | None, limit: int

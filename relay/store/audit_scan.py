@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +35,12 @@ Entry = tuple[int, str, DecisionRecord]  # bucket, stream id, record
 
 def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def stream_order(sids: Iterable[str]) -> list[str]:
+    """Stream ids in the order they were stored (a sorted set of equal scores orders its
+    members as text, which puts "5-10" before "5-9")."""
+    return sorted(sids, key=lambda sid: tuple(int(part) for part in sid.split("-", 1)))
 
 
 def entries_of(raw: object) -> list[tuple[str, bytes]]:

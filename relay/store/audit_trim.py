@@ -60,7 +60,8 @@ async def _trim_bucket(
             except (ValueError, TypeError):
                 log.error("audit entry %s is not a record; trimmed without index cleanup", sid)
                 continue
-            pipe.lrem(keys.audit_by_message(message_key(record.message_id)), 0, sid)
+            pipe.zrem(keys.audit_by_message(message_key(record.message_id)), sid)
+            pipe.hdel(keys.audit_ids(bucket), record.record_id)
             pipe.zrem(keys.audit_by_rcpt(bucket, record.recipient_key), sid)
             day = int(sid.partition("-")[0]) // DAY_MS
             for name, n in tally(record).items():

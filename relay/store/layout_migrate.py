@@ -47,13 +47,15 @@ IMPORT_SOURCE = ("import_file", "import_line")  # as consent_import's
 BATCH = 500
 
 # The audit write script, with the stream id given (Rule 2). KEYS: bucket stream, its 4 count
-# keys, the message index, the recipient index. ARGV: stream id, stored record, tally, flag.
+# keys, the message index, the recipient index, the record-id hash. ARGV: stream id, stored
+# record, tally, flag, record id.
 MOVE_RECORD_LUA = """
 if #redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1]) > 0 then return 0 end
 redis.call('XADD', KEYS[1], ARGV[1], 'r', ARGV[2])
 local ms = tonumber(string.match(ARGV[1], '^(%d+)'))
-redis.call('RPUSH', KEYS[6], ARGV[1])
+redis.call('ZADD', KEYS[6], ms, ARGV[1])
 redis.call('ZADD', KEYS[7], ms, ARGV[1])
+redis.call('HSET', KEYS[8], ARGV[5], ARGV[1])
 local day = string.format('%d', math.floor(ms / 86400000))
 for name, by in string.gmatch(ARGV[3], '([^%s=]+)=(%d+)') do
   if redis.call('HINCRBY', KEYS[2], day .. '|' .. name, by) == tonumber(by) then
@@ -260,8 +262,10 @@ def _move_audit(client: redis.Redis, old: LegacyKeys, new: Keys) -> int:
             ck = counts[bucket]
             keys = [new.audit_stream(bucket), ck.counts, ck.dims, ck.days, ck.without_consent]
             keys += [new.audit_by_message(mkey), new.audit_by_rcpt(bucket, record.recipient_key)]
+            keys.append(new.audit_ids(bucket))
             flag = "1" if has_untracked(record) else "0"
             args: list[bytes | str] = [sid, payload, encode_tally(tally(record)), flag]
+            args.append(record.record_id)
             script(keys=keys, args=args, client=pipe)
         moved += sum(int(n) for n in pipe.execute())
         low = "(" + _text(entries[-1][0])

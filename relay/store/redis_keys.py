@@ -137,7 +137,12 @@ class Keys:
         return f"{self._audit(bucket)}:log"
 
     def audit_by_message(self, message_key: str) -> str:
+        """Sorted set of the message's stream ids, scored by their millisecond."""
         return f"{self._audit(self.audit_bucket(message_key))}:msg:{message_key}"
+
+    def audit_ids(self, bucket: int) -> str:
+        """Hash record id -> stream id: what the write script checks for exactly-once."""
+        return f"{self._audit(bucket)}:ids"
 
     def audit_by_rcpt(self, bucket: int, rkey: str) -> str:
         """The recipient's records among the bucket's messages (fan out over the buckets)."""

@@ -314,3 +314,25 @@ async def test_prefix_isolates_logs(client: aioredis.Redis, tmp_path: Path) -> N
     assert await two.by_message("<msg1.x@shop.example>") == []
     with pytest.raises(Exception, match="address_key"):
         await two.search("user0@example.org", None, None, 1)
+
+
+async def test_a_write_costs_the_same_when_many_messages_share_one_message_id(
+    audit: AuditLog, client: AsyncRedis, redis_url: str
+) -> None:
+    """Messages without a Message-ID (or with a constant one) share one message index. The
+    write used to re-read that whole index and every entry in it, so each record cost more
+    than the last; now a write reads nothing that grows with the log (audit_script Rule 2)."""
+    import redis as sync_redis
+
+    stats = sync_redis.Redis.from_url(redis_url)
+    stats.config_resetstat()
+    for n in range(150):
+        await audit.write([make_record(n, message_id="", rcpt=f"r{n}@example.org")])
+    calls = stats.info("commandstats")
+    stats.close()
+    assert "cmdstat_xrange" not in calls and "cmdstat_lrange" not in calls
+    # ... and the records are all there, in the order they were stored, each once.
+    again = make_record(7, message_id="", rcpt="r7@example.org")
+    await audit.write([again])  # a retried write of one of them
+    found = await audit.by_message("")
+    assert [r.rcpt for r in found] == [f"r{n}@example.org" for n in range(150)]

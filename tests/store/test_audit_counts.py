@@ -156,7 +156,7 @@ async def test_counts_are_written_with_the_records_and_equal_a_recount(
     assert counts.controllers == ("",)
     # Only the two legacy records are in the "tracked without consent" index.
     mkey = message_key(first[0].message_id)
-    sids: Any = await client.lrange(KEYS.audit_by_message(mkey), 0, -1)
+    sids: Any = await client.zrange(KEYS.audit_by_message(mkey), 0, -1)
     bucket = KEYS.audit_bucket(mkey)
     assert await untracked_index(client) == sorted((bucket, bytes(s).decode()) for s in sids)
 

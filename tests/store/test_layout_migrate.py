@@ -28,7 +28,6 @@ from relay.settings import ConsentSettings, RedisSettings
 from relay.store.audit import AuditLog, message_key
 from relay.store.audit_codec import encode
 from relay.store.audit_counts import encode_tally, has_untracked, read_counts, tally
-from relay.store.audit_script import WRITE_SCRIPT
 from relay.store.consent import RedisConsentStore
 from relay.store.consent_import import import_csv
 from relay.store.embedded import EmbeddedRedis
@@ -37,6 +36,53 @@ from relay.store.ledger import Ledger
 from relay.store.link_store import day_number, recipient_address
 from relay.store.redis_keys import Keys
 from tests.support.audit import ADDRESS_KEY, make_record
+
+# The audit write script of the old layout (a list per message, every entry re-read to skip a
+# record already there), as that release shipped it: old data is written the way it was.
+OLD_WRITE_SCRIPT = """
+local stream, counts, dims, days, untracked = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local pattern = '^(%x+):'
+local known = {}
+local written = 0
+if #ARGV % 3 ~= 0 then return redis.error_reply('audit batch: arguments come in threes') end
+for i = 1, #ARGV / 3 do
+  local mkey, rkey = KEYS[4 + 2 * i], KEYS[5 + 2 * i]
+  local payload, tally, flag = ARGV[3 * i - 2], ARGV[3 * i - 1], ARGV[3 * i]
+  local rid = string.match(payload, pattern)
+  if not rid then return redis.error_reply('audit record ' .. i .. ' has no record id') end
+  local seen = known[mkey]
+  if seen == nil then
+    seen = {}
+    for _, sid in ipairs(redis.call('LRANGE', mkey, 0, -1)) do
+      local entry = redis.call('XRANGE', stream, sid, sid)[1]
+      if entry then
+        local stored = string.match(entry[2][2], pattern)
+        if stored then seen[stored] = true end
+      end
+    end
+    known[mkey] = seen
+  end
+  if not seen[rid] then
+    local sid = redis.call('XADD', stream, '*', 'r', payload)
+    local ms = tonumber(string.match(sid, '^(%d+)'))
+    redis.call('RPUSH', mkey, sid)
+    redis.call('ZADD', rkey, ms, sid)
+    local day = string.format('%d', math.floor(ms / 86400000))
+    for name, by in string.gmatch(tally, '([^%s=]+)=(%d+)') do
+      -- A field new on this day may be a new day, or a new dimension: only then are the
+      -- day and dimension sets written.
+      if redis.call('HINCRBY', counts, day .. '|' .. name, by) == tonumber(by) then
+        redis.call('SADD', dims, name)
+        redis.call('ZADD', days, day, day)
+      end
+    end
+    if flag == '1' then redis.call('ZADD', untracked, ms, sid) end
+    seen[rid] = true
+    written = written + 1
+  end
+end
+return written
+"""
 
 PREFIX = "relay:"
 NOW = datetime.now(UTC)
@@ -93,7 +139,7 @@ async def _old_data(client: aioredis.Redis, tmp_path: Path) -> tuple[list[str], 
     report = await import_csv(old, _csv(tmp_path), on_bad=print, progress=False)
     assert report.added == 2
     # The audit trail on the single old stream, written by the write script of then.
-    script = client.register_script(WRITE_SCRIPT)
+    script = client.register_script(OLD_WRITE_SCRIPT)
     singles = [f"{PREFIX}audit:{n}" for n in ("log", "counts", "count-dims", "count-days",
                                                "without-consent")]  # fmt: skip
     records: list[object] = []
