@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import aiosmtplib
 from aiosmtpd.smtp import SMTP, Envelope, Session
@@ -62,6 +63,7 @@ class _SinkHandler:
 
     def __init__(self, pipelining: bool) -> None:
         self.pipelining = pipelining
+        self.received: Any = None
 
     async def handle_EHLO(
         self,
@@ -77,13 +79,20 @@ class _SinkHandler:
         return responses
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        if self.received is not None:
+            with self.received.get_lock():
+                self.received.value += len(envelope.rcpt_tos)
         return "250 2.0.0 ok"
 
 
-def run_sink(port: int, pipelining: bool = True) -> None:
+def run_sink(port: int, pipelining: bool = True, received: Any = None) -> None:
+    """The sink; ``received`` (a shared counter) counts the (message, recipient) pairs it took,
+    so that a run can show every message was really delivered, not only answered 250."""
+
     async def main() -> None:
         loop = asyncio.get_running_loop()
         handler = _SinkHandler(pipelining)
+        handler.received = received
         server = await loop.create_server(
             lambda: SMTP(handler, decode_data=False, enable_SMTPUTF8=True),
             sock=reuseport_socket(port),
@@ -131,11 +140,25 @@ def run_passthrough(port: int, upstream_port: int) -> None:
 # --- the load -------------------------------------------------------------------------------
 
 
+def unique(data: bytes, tag: str) -> bytes:
+    """The message with a Message-ID of its own, as real traffic has: without it, identical
+    bytes sent at once by several clients would be one message to a relay that recognises
+    retries (consent-relay's delivery ledger), and a benchmark would count copies never sent."""
+    marker = b"\nMessage-ID: <"
+    if marker in data:
+        return data.replace(marker, marker + tag.encode() + b".", 1)
+    return b"Message-ID: <" + tag.encode() + b"@bench.example>\r\n" + data
+
+
+_CLIENTS = iter(range(1 << 30))
+
+
 async def _client(port: int, messages: list[bytes], count: int, latencies: list[float]) -> None:
     client = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, timeout=60)
     await client.connect()
+    me = next(_CLIENTS)
     for n in range(count):
-        data = messages[n % len(messages)]
+        data = unique(messages[n % len(messages)], f"b{os.getpid()}-{me}-{n}")
         started = time.perf_counter()
         await client.sendmail("bench@shop.example", [f"user{n % 50}@example.org"], data)
         latencies.append(time.perf_counter() - started)

@@ -269,7 +269,8 @@ class Pipeline:
                 if todo:
                     sends.append(self._send(envelope, todo, group.data, key))
             batch.clear()
-            outcomes += await asyncio.gather(*sends)
+            # One group (the usual message) is sent as it is, without a task around it.
+            outcomes += [await sends[0]] if len(sends) == 1 else await asyncio.gather(*sends)
             sends.clear()
             if not unrendered or any(o.deferred() for o in outcomes):
                 return outcomes  # recipients left unanswered are deferred: the client retries

@@ -36,9 +36,10 @@ import signal
 import socket
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import uvicorn
 
@@ -283,7 +284,18 @@ _Sockets = dict[str, socket.socket]
 
 def _child(settings: Settings, redis_url: str, sockets: _Sockets, worker: int) -> None:
     configure_logging(settings)
-    asyncio.run(_serve_forever(settings, redis_url, sockets, worker))
+    run_loop(settings, _serve_forever(settings, redis_url, sockets, worker))
+
+
+def run_loop(settings: Settings, main: Coroutine[Any, Any, None]) -> None:
+    """``[smtp] event_loop``: uvloop runs the same asyncio code on libuv, with less CPU per
+    message (measured in the README's performance section); asyncio's own loop otherwise."""
+    if settings.smtp.event_loop == "uvloop":
+        import uvloop
+
+        uvloop.run(main)
+    else:
+        asyncio.run(main)
 
 
 def configure_logging(settings: Settings) -> None:
@@ -312,7 +324,7 @@ def serve(settings: Settings, workers: int = 1) -> int:
             log.warning("%s", warning)
         if workers <= 1:
             sockets = {name: held.sockets[0] for name, held in claims}
-            asyncio.run(_serve_forever(settings, redis_url, sockets))
+            run_loop(settings, _serve_forever(settings, redis_url, sockets))
             return 0
         return _supervise(settings, redis_url, claims, workers)
     finally:

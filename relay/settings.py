@@ -79,6 +79,7 @@ class SmtpSettings:
     proxy_protocol: bool = False  # expect a HAProxy PROXY v1/v2 header on every connection
     proxy_from: tuple[str, ...] = ("127.0.0.1/32", "::1/128")  # who may send a PROXY header
     xforward: bool = True  # accept Postfix XFORWARD from allowed_clients and pass it upstream
+    event_loop: str = "uvloop"  # "uvloop" (libuv: less CPU per message) or "asyncio"
     tls: TlsSettings = field(default_factory=TlsSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
 
@@ -168,6 +169,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "smtp.malformed": ("reject", "strip"),
     "smtp.signed": ("pass", "reject"),
     "smtp.redis_down": ("fail_closed", "tempfail"),
+    "smtp.event_loop": ("uvloop", "asyncio"),
     "upstream.tls": ("none", "opportunistic", "required"),
     "upstream.profile": ("none", "sendgrid", "mailgun", "mailjet", "postmark", "ses"),
     "upstream.esp_tracking": ("consented", "off"),

@@ -12,6 +12,7 @@ test. ``cluster`` always gives that shared cluster, for the tests written for it
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import shutil
@@ -181,3 +182,15 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         shown = "\n  ".join(found[:20])
         print(f"\n{len(found)} log line(s) carry a secret or an unmasked address:\n  {shown}")
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+# The event loop the tests run on. `relay serve` runs on uvloop by default ([smtp] event_loop),
+# so the suite does too; RELAY_TEST_LOOP=asyncio runs it on the standard library's loop.
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+    if os.environ.get("RELAY_TEST_LOOP", "uvloop") == "uvloop":
+        import uvloop
+
+        return {"uvloop": uvloop.new_event_loop}
+    return {"asyncio": asyncio.new_event_loop}

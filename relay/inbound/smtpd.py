@@ -33,7 +33,7 @@ import ipaddress
 import logging
 import ssl
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, LoginPassword, Session
 from aiosmtpd.smtp import Envelope as SmtpEnvelope
@@ -132,8 +132,9 @@ class RelaySMTP(SMTP):
             client = str(peer[0]) if isinstance(peer, tuple) and peer else ""
             if not self.limits.admit(client):
                 self._refused = True
-                assert isinstance(transport, asyncio.WriteTransport)
-                transport.write(replies.TOO_MANY_CONNECTIONS.text.encode() + b"\r\n")
+                # cast, not isinstance: uvloop's transports do not derive from asyncio's.
+                writer = cast("asyncio.WriteTransport", transport)
+                writer.write(replies.TOO_MANY_CONNECTIONS.text.encode() + b"\r\n")
                 transport.close()
                 return
             self._admitted = client

@@ -26,6 +26,7 @@ import asyncio
 import socket
 import ssl
 from collections import deque
+from typing import cast
 
 from relay.smtp.reply import NO_EXTENSIONS, Extensions, ReplyError, ReplyParser, ServerReply
 
@@ -60,8 +61,9 @@ class Connection(asyncio.Protocol):
     # --- asyncio.Protocol -------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # Not an isinstance check: uvloop's transports implement the interface without
+        # deriving from asyncio.Transport.
+        self.transport = cast("asyncio.Transport", transport)
         sock = transport.get_extra_info("socket")
         if _QUICKACK is not None and sock is not None and sock.family != socket.AF_UNIX:
             self._socket = sock
@@ -192,7 +194,6 @@ class Connection(asyncio.Protocol):
         )
         if transport is None:  # pragma: no cover - only with a closed transport
             raise UpstreamLost("connection closed during the TLS handshake")
-        assert isinstance(transport, asyncio.Transport)
         self.transport = transport
         self.encrypted = True
 

@@ -90,7 +90,14 @@ async def per_master(
             queue(pipe, keys[index])
         return list(await pipe.execute())
 
-    found = await asyncio.gather(*(run(ix) for ix in groups.values()), return_exceptions=True)
+    found: list[list[Any] | BaseException]
+    if len(groups) == 1:  # one server: no task to run it beside others
+        try:
+            found = [await run(next(iter(groups.values())))]
+        except Exception as exc:
+            found = [exc]
+    else:
+        found = await asyncio.gather(*(run(ix) for ix in groups.values()), return_exceptions=True)
     out: list[Any] = [None] * len(keys)
     for indexes, replies in zip(groups.values(), found, strict=True):
         for position, index in enumerate(indexes):

@@ -142,6 +142,7 @@ class Ledger:
         # (tests, tools) a fresh one: such a writer is recognised as gone only by expiry.
         self.identity = identity or uuid.uuid4().hex
         self.instance = uuid.uuid4().hex[:16]
+        self._announced = float("-inf")  # when this process last said it was alive
         self.client = client
         self.keys = keys
         self.timeout = timeout
@@ -201,6 +202,7 @@ class Ledger:
         """Rule 7: this process is alive (and its predecessor of the same identity is not)."""
         name = self.keys.relay_alive(self.identity)
         await self.client.set(name, self.instance, px=int(ALIVE_SECONDS * 1000))
+        self._announced = time.monotonic()
 
     async def keep_alive(self, stopping: asyncio.Event | None = None) -> None:
         """Rule 7: refresh this process's liveness key every second, until ``stopping`` is set
@@ -275,7 +277,10 @@ class Ledger:
         command = self._command(key, entries, gone, at, at + ttl * 1000)
         durability = self.durability if final else Durability.off()
         try:
-            if alive:  # the writer's liveness must outlast the entry's write (Rule 7)
+            # The writer's liveness must outlast the entry's write (Rule 7). ``keep_alive``
+            # refreshes it every second; only when that has not happened lately (Redis was
+            # away) does the write renew it first, not at every message.
+            if alive and time.monotonic() - self._announced > ALIVE_SECONDS / 2:
                 await bounded(self.announce(), self.timeout)
             _replies, confirmed = await bounded(
                 replicated.execute(self.client, [command], durability),

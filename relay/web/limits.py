@@ -23,7 +23,7 @@ import asyncio
 import logging
 import resource
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import h11
 import uvicorn
@@ -115,8 +115,8 @@ class GuardedH11Protocol(H11Protocol):
                     "%d refused so far",
                     limits.open, limits.max_connections, limits.per_client, limits.refused,
                 )  # fmt: skip
-            assert isinstance(transport, asyncio.Transport)
-            transport.write(BUSY)
+            # cast, not isinstance: uvloop's transports do not derive from asyncio's.
+            cast("asyncio.Transport", transport).write(BUSY)
             transport.close()
             return
         self._admitted = True
