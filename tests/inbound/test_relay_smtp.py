@@ -259,6 +259,21 @@ async def test_bare_lf_is_normalised_to_crlf(relay_factory: RelayFactory, sink: 
     assert b"\n" not in sink.handler.received[0].data.replace(b"\r\n", b"")
 
 
+async def test_smtplib_lines_after_a_bare_lf_keep_their_one_dot(
+    relay_factory: RelayFactory, sink: Sink
+) -> None:
+    """Python's smtplib, given bytes with LF line endings (a template read from disk), stuffs
+    every line that starts with a dot; Postfix reads LF as a line end and unstuffs it. The
+    relay delivered ``..hero`` for ``.hero`` (a CSS class rule lost in every mail client)."""
+    relay: Relay = await relay_factory()
+    html = "<style>\n.hero { color: #333 }\n</style>\n<p class=hero>Hi</p>\n.\n..two\n"
+    code, reply = await asend(relay.port, message(html), ["alice@example.org"])
+    assert code == 250, reply
+    data = sink.handler.received[0].data
+    assert b"\r\n.hero { color: #333 }\r\n" in data
+    assert b"\r\n.\r\n..two\r\n" in data  # a line of one dot, a line of two
+
+
 async def test_relay_attempt_from_a_disallowed_client_is_refused(
     relay_factory: RelayFactory, sink: Sink
 ) -> None:

@@ -23,6 +23,9 @@ def test_crlf_only_is_returned_as_it_is() -> None:
         (b"a\nb\r\n", b"a\r\nb\r\n"),
         (b"a\r\r\nb\r\n", b"a\r\n\r\nb\r\n"),  # read as aiosmtplib and universal newlines read it
         (b"a\n\rb", b"a\r\n\r\nb"),
+        # smtplib given LF-only bytes stuffs the line after each LF; Postfix unstuffs it.
+        (b"<style>\n..hero {}\n</style>\n..\n", b"<style>\r\n.hero {}\r\n</style>\r\n.\r\n"),
+        (b"a\r.b\n", b"a\r\n.b\r\n"),  # no client stuffs after a lone CR: the dot stays
     ],
 )  # fmt: skip
 def test_every_lone_cr_and_lf_is_a_line_break(raw: bytes, expected: bytes) -> None:
@@ -50,5 +53,5 @@ def test_the_result_has_only_crlf_line_breaks_and_is_stable(data: bytes) -> None
         return
     assert out.count(b"\r") == out.count(b"\n") == out.count(b"\r\n")
     assert canonical(out) == out
-    # Nothing but line breaks changed: the text between them is the same.
-    assert re.split(rb"\r\n|\r|\n", data) == out.split(b"\r\n")
+    # Nothing but line breaks changed, and the dot stuffed after a lone LF (Rule 1).
+    assert re.split(rb"\r\n|\r|(?<!\r)\n\.?", data) == out.split(b"\r\n")
