@@ -16,17 +16,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import io
 import json
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import IO
 
 from redis.exceptions import RedisError
 
+from relay.cli.export_file import output_file
 from relay.errors import RelayError
 from relay.settings import Settings, load_settings
 from relay.store.audit import AuditLog
@@ -85,6 +84,20 @@ def parse_time(text: str, flag: str) -> datetime:
             f"{flag}: not an ISO-8601 time: {text!r} (e.g. 2026-04-14 or 2026-04-14T09:30:00Z)"
         ) from None
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def required_range(args: argparse.Namespace) -> tuple[datetime, datetime] | None:
+    """``[--since, --until)`` of a command that needs both, or None once the reason is printed."""
+    try:
+        since = parse_time(args.since, "--since")
+        until = parse_time(args.until, "--until")
+    except ValueError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return None
+    if until <= since:
+        print(f"{PROG}: --until must be later than --since", file=sys.stderr)
+        return None
+    return since, until
 
 
 @asynccontextmanager
@@ -214,33 +227,15 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    try:
-        since = parse_time(args.since, "--since")
-        until = parse_time(args.until, "--until")
-    except ValueError as exc:
-        print(f"{PROG}: {exc}", file=sys.stderr)
+    times = required_range(args)
+    if times is None:
         return 2
-    if until <= since:
-        print(f"{PROG}: --until must be later than --since", file=sys.stderr)
-        return 2
+    since, until = times
 
     async def body(audit: AuditLog) -> int:
-        progress = not args.no_progress
-        if args.out:
-            path = Path(args.out)
-            # Written beside and renamed: a reader never sees half an export.
-            partial = path.with_name(path.name + ".partial")
-            with partial.open("w", encoding="utf-8", newline="") as out:
-                count = await audit.export(since, until, args.format, out, progress)
-            partial.replace(path)
-        else:
-            # Exact bytes whatever the locale: UTF-8, no newline translation.
-            out = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8", newline="")
-            try:
-                count = await audit.export(since, until, args.format, out, progress)
-            finally:
-                out.flush()
-                out.detach()
+        # Written beside and renamed, or to standard output as UTF-8 (``export_file``).
+        with output_file(args.out) as out:
+            count = await audit.export(since, until, args.format, out, not args.no_progress)
         print(f"{PROG}: exported {count} record(s)", file=sys.stderr)
         return 0
 
@@ -250,20 +245,14 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     """The report covers whole UTC days: ``--since`` rounded down, ``--until`` up (said on
     stderr when that widens the range), so that its per-day counts are exact."""
-    from relay.cli.export_file import output_file
     from relay.store.audit_query import AuditReader
     from relay.web.audit.params import DayRange
     from relay.web.audit.report import default_templates, write_report
 
-    try:
-        since = parse_time(args.since, "--since")
-        until = parse_time(args.until, "--until")
-    except ValueError as exc:
-        print(f"{PROG}: {exc}", file=sys.stderr)
+    times = required_range(args)
+    if times is None:
         return 2
-    if until <= since:
-        print(f"{PROG}: --until must be later than --since", file=sys.stderr)
-        return 2
+    since, until = times
     last = (until - timedelta(microseconds=1)).date()
     span = DayRange(since.date(), last)
     if span.since != since or span.until != until:

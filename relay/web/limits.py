@@ -29,6 +29,7 @@ import h11
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from relay.ops.connections import OpenConnections
 from relay.settings import Settings
 
 log = logging.getLogger("relay.web.limits")
@@ -56,7 +57,7 @@ TOO_SLOW = _reply("408 Request Timeout", "The request was not sent in time.\n")
 
 
 @dataclass
-class ConnectionLimits:
+class ConnectionLimits(OpenConnections):
     """The caps of one listener and its open connections (Rule 1)."""
 
     max_connections: int
@@ -78,21 +79,12 @@ class ConnectionLimits:
         )
 
     def admit(self, client: str) -> bool:
-        mine = self.by_client.get(client, 0)
+        mine = self.held_by(client)
         if self.open >= self.max_connections or (self.per_client and mine >= self.per_client):
             self.refused += 1
             return False
-        self.open += 1
-        self.by_client[client] = mine + 1
+        self.take(client)
         return True
-
-    def release(self, client: str) -> None:
-        self.open -= 1
-        left = self.by_client.get(client, 1) - 1
-        if left:
-            self.by_client[client] = left
-        else:
-            self.by_client.pop(client, None)
 
 
 class GuardedH11Protocol(H11Protocol):
