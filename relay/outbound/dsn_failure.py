@@ -58,28 +58,11 @@ async def send_failure_notice(
     intro: Sequence[str] | None,
 ) -> str:
     """Send the notice the refused recipients asked for; the phrase of Rules 1 and 2."""
-    phrase = await _send_or_say_why_not(
-        upstream, envelope, refused, reporting_mta, message_id, relay_id, original, intro
-    )
-    log.info("[%s] %d recipient(s) refused for good: %s", relay_id, len(refused), phrase)
-    return phrase
-
-
-async def _send_or_say_why_not(
-    upstream: Upstream,
-    envelope: Envelope,
-    refused: Mapping[str, str],
-    reporting_mta: str,
-    message_id: str,
-    relay_id: str,
-    original: bytes,
-    intro: Sequence[str] | None,
-) -> str:
     if not envelope.mail_from:
-        return NULL_SENDER
+        return _said(relay_id, refused, NULL_SENDER)
     asked, never = asked_for_failures(envelope, list(refused))
     if not asked:
-        return NOTIFY_NEVER if never else NOT_ASKED
+        return _said(relay_id, refused, NOTIFY_NEVER if never else NOT_ASKED)
     # NOTIFY, ORCPT, ENVID and RET as the sender asked (dsn.py).
     notice = failure_notice(
         envelope,
@@ -95,7 +78,14 @@ async def _send_or_say_why_not(
     outcome = await upstream.send("", [envelope.mail_from], notice, options)
     if not outcome.accepted():
         log.error("[%s] could not send the failure notice: %s", relay_id, outcome.replies)
-        return NOT_ACCEPTED
+        return _said(relay_id, refused, NOT_ACCEPTED)
     if len(asked) < len(refused):
-        return f"notice sent for {len(asked)} (the others' NOTIFY asked for none)"
-    return SENT
+        return _said(
+            relay_id, refused, f"notice sent for {len(asked)} (the others' NOTIFY asked for none)"
+        )
+    return _said(relay_id, refused, SENT)
+
+
+def _said(relay_id: str, refused: Mapping[str, str], phrase: str) -> str:
+    log.info("[%s] %d recipient(s) refused for good: %s", relay_id, len(refused), phrase)
+    return phrase
