@@ -1,4 +1,5 @@
-"""``relay audit show|search|export|report``: the auditors' view of the decision log (SPEC 3).
+"""``relay audit show|search|export|report``: the auditors' view of the decision log (SPEC 3);
+``recount`` is ``audit_recount``.
 
 Stage: command line (edge). Input: arguments and the configured Redis. Output: decision records
 printed for people (with the basis of every tracker decision), as JSON, or exported as JSON
@@ -15,29 +16,22 @@ Rule 3: with ``[redis] url = "embedded"`` the command uses the relay's running s
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import IO
 
-from redis.exceptions import RedisError
-
+from relay.cli import audit_recount
+from relay.cli.audit_session import PROG, run_with_log
 from relay.cli.export_file import output_file
-from relay.errors import RelayError
-from relay.settings import Settings, load_settings
 from relay.store.audit import AuditLog
 from relay.store.audit_record import DecisionRecord, canonical_json, iso
-from relay.store.redis_conn import async_client, resolve
-from relay.store.redis_keys import Keys
-
-PROG = "relay audit"
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    audit = subparsers.add_parser("audit", help="decision records: show, search, export")
+    audit = subparsers.add_parser(
+        "audit", help="decision records: show, search, export, report, recount"
+    )
     audit.add_argument("--config", metavar="FILE", help="TOML settings")
     verbs = audit.add_subparsers(dest="audit_command", required=True, metavar="VERB")
     # --config is accepted before or after the verb; SUPPRESS keeps the earlier value.
@@ -74,6 +68,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     report.add_argument("--no-progress", action="store_true", help="no progress bar")
     report.set_defaults(func=cmd_report)
 
+    audit_recount.register(verbs, common)
+
 
 def parse_time(text: str, flag: str) -> datetime:
     """Rule 1; a ValueError names the flag."""
@@ -98,40 +94,6 @@ def required_range(args: argparse.Namespace) -> tuple[datetime, datetime] | None
         print(f"{PROG}: --until must be later than --since", file=sys.stderr)
         return None
     return since, until
-
-
-@asynccontextmanager
-async def open_log(settings: Settings) -> AsyncIterator[AuditLog]:
-    url, server = resolve(settings.redis)
-    client = async_client(url, settings.redis)
-    try:
-        yield AuditLog(
-            client,
-            Keys(settings.redis.prefix),
-            settings.audit.journal,
-            timeout=settings.redis.timeout,
-            retention_days=settings.audit.retention_days,
-            address_key=settings.address_key,
-        )
-    finally:
-        await client.aclose()
-        if server is not None:
-            server.stop()
-
-
-def _run(args: argparse.Namespace, body: Callable[[AuditLog], Awaitable[int]]) -> int:
-    """Settings, log, body; user and store errors become one line on stderr and exit 2."""
-    try:
-        settings = load_settings(args.config)
-
-        async def main() -> int:
-            async with open_log(settings) as audit:
-                return await body(audit)
-
-        return asyncio.run(main())
-    except (RelayError, RedisError, ValueError, OSError) as exc:
-        print(f"{PROG}: {exc}", file=sys.stderr)
-        return 2
 
 
 # ---------------------------------------------------------------------------------------------
@@ -181,7 +143,7 @@ def cmd_show(args: argparse.Namespace) -> int:
             print_record(record, sys.stdout)
         return 0
 
-    return _run(args, body)
+    return run_with_log(args, body)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -219,7 +181,7 @@ def cmd_search(args: argparse.Namespace) -> int:
             print(f"{PROG}: stopped at --limit {args.limit}; narrow the range", file=sys.stderr)
         return 0
 
-    return _run(args, body)
+    return run_with_log(args, body)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -239,7 +201,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         print(f"{PROG}: exported {count} record(s)", file=sys.stderr)
         return 0
 
-    return _run(args, body)
+    return run_with_log(args, body)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -276,7 +238,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         )
         return 0
 
-    return _run(args, body)
+    return run_with_log(args, body)
 
 
 __all__ = ["parse_time", "print_record", "register"]
