@@ -56,6 +56,15 @@ HTML_PATTERNS: dict[str, tuple[str, str, str]] = {
     "input-no-gt": ("<input type=image ", "", ""),
     "entities-in-src": ("&#x61;", '<img src="//t.example/', '">'),
     "braces": ("{{ relay:", "", ""),
+    "link-no-gt": ("<link rel=stylesheet ", "", ""),
+    "base-repeated": ('<base href="//t.example/"><img src=p.gif>', "", ""),
+    "video-poster-no-gt": ("<video poster=x ", "", ""),
+    "css-escaped-url-open": ("u\\72l(", "<style>", ""),
+    "css-backslashes": ("\\", '<div style="', '">'),
+    "image-set-open": ("image-set(", "<style>a{b:", ""),
+    "image-set-parens": ("(", "<style>a{b:image-set(", ""),
+    "import-comments": ("@import /**/", "<style>", ""),
+    "legacy-entities": ("&amp", '<img src="//t.example/p.gif?', '">'),
     "pixels": ('<img src="//t{n}.example/p.gif" width="1" height="1">', "", ""),
 }
 

@@ -18,8 +18,12 @@ Rule 2: Postfix answers 250 before it delivers, so for Postfix the run also wait
         load ended (bounded: --drain-timeout), and the end-to-end rate (measured messages over
         load time plus drain time): store-and-forward is only cheap if it keeps up.
 Rule 3: everything listens on 127.0.0.1, every server is stopped at the end, even on failure.
+Rule 4: then the passthrough and the relay run again at half the relay's maximum rate, on an
+        open-loop schedule (latency counted from each message's planned start), and the run
+        prints the latency the relay adds: relay minus passthrough, p50 and p99.
 Usage (as root, Postfix installed): python bench/postfix_bench.py [--clients 20]
-       [--messages 2000] [--workers 2] [--corpus DIR]
+       [--messages 2000] [--workers 2] [--corpus DIR] [--pipelining] [--no-paced]
+       [--servers postfix,passthrough,consent-relay]
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import smtp_bench
 from smtp_bench import (
     DEFAULT_CORPUS,
     corpus_messages,
@@ -135,6 +140,22 @@ class Bench:
                     f"{figures[name]['msgs'] / (accepted + drain):.1f} msg/s accepted and delivered"
                 )
         print_ratios(figures)
+        if not self.args.no_paced and {"passthrough", "consent-relay"} <= figures.keys():
+            self.paced(messages, figures["consent-relay"]["rate"] / 2)
+
+    def paced(self, messages: list[bytes], rate: float) -> None:
+        """Rule 4: the added latency, at half the relay's maximum rate (open-loop schedule)."""
+        print(f"  at half the relay's maximum rate ({rate:.0f} msg/s offered):")
+        clients, total = self.args.clients, self.args.messages
+        figures = {
+            name: measure(name, self.ports[name], messages, clients, total, rate)
+            for name in ("passthrough", "consent-relay")
+        }
+        added = {q: figures["consent-relay"][q] - figures["passthrough"][q] for q in ("p50", "p99")}
+        print(
+            f"  added latency  relay - passthrough: p50 {added['p50']:+.1f} ms   "
+            f"p99 {added['p99']:+.1f} ms"
+        )
 
 
 def parse_args() -> tuple[argparse.Namespace, set[str]]:
@@ -145,11 +166,22 @@ def parse_args() -> tuple[argparse.Namespace, set[str]]:
     parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
     parser.add_argument("--drain-timeout", type=float, default=300.0)
     parser.add_argument(
+        "--pipelining",
+        action="store_true",
+        help="clients pipeline MAIL, RCPT and DATA as Postfix and Exim do (default: aiosmtplib)",
+    )
+    parser.add_argument(
+        "--no-paced",
+        action="store_true",
+        help="skip the latency run at half the relay's maximum rate",
+    )
+    parser.add_argument(
         "--servers",
         default=",".join(SERVERS),
         help="comma-separated subset of " + ",".join(SERVERS) + " (default: all)",
     )
     args = parser.parse_args()
+    smtp_bench.PIPELINING_CLIENTS = args.pipelining
     servers = set(args.servers.split(","))
     if not servers <= set(SERVERS):
         parser.error(f"--servers: choose among {','.join(SERVERS)}")
@@ -194,7 +226,8 @@ def main() -> None:
             f"machine: {platform.machine()} {os.cpu_count()} cores, {platform.platform()}; "
             f"Python {platform.python_version()}; Postfix {postfix_version()}"
         )
-        print(f"{args.clients} clients, {args.messages} msgs per server, workers {args.workers}")
+        clients = "pipelining clients" if args.pipelining else "aiosmtplib clients"
+        print(f"{args.clients} {clients}, {args.messages} msgs per server, workers {args.workers}")
         bench = Bench(args, servers, mta, ports)
         small = [m for m in corpus_messages(args.corpus, None) if len(m) < 60_000]
         bench.run_set("corpus (newsletters < 60 KB)", small)

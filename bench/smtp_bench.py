@@ -9,7 +9,7 @@ Two servers are measured in the same run, on the same messages, against the same
 
 Both run with the same number of processes (SO_REUSEPORT), the sink in a process of its own.
 Usage: python bench/smtp_bench.py [--clients 20] [--messages 2000] [--workers 2] [--corpus DIR]
-       [--rounds N] [--no-sink-pipelining]
+       [--rounds N] [--no-sink-pipelining] [--pipelining]
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -153,25 +154,102 @@ def unique(data: bytes, tag: str) -> bytes:
 _CLIENTS = iter(range(1 << 30))
 
 
-async def _client(port: int, messages: list[bytes], count: int, latencies: list[float]) -> None:
+@dataclass(frozen=True)
+class Pace:
+    """An open-loop schedule: client ``offset`` of ``clients`` starts its n-th message at
+    ``start + (n * clients + offset) / rate``. Its latency counts from that planned moment, not
+    from when the client got round to it, so a server that falls behind shows it (no
+    coordinated omission)."""
+
+    start: float
+    rate: float
+    clients: int
+    offset: int
+
+    async def wait(self, n: int) -> float:
+        planned = self.start + (n * self.clients + self.offset) / self.rate
+        delay = planned - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        return planned
+
+
+async def _started(pace: Pace | None, n: int) -> float:
+    return await pace.wait(n) if pace else time.perf_counter()
+
+
+async def _client(
+    port: int, messages: list[bytes], count: int, latencies: list[float], pace: Pace | None
+) -> None:
     client = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, timeout=60)
     await client.connect()
     me = next(_CLIENTS)
     for n in range(count):
         data = unique(messages[n % len(messages)], f"b{os.getpid()}-{me}-{n}")
-        started = time.perf_counter()
+        started = await _started(pace, n)
         await client.sendmail("bench@shop.example", [f"user{n % 50}@example.org"], data)
         latencies.append(time.perf_counter() - started)
     await client.quit()
 
 
-async def load(port: int, messages: list[bytes], clients: int, total: int) -> dict[str, float]:
+async def _reply(reader: asyncio.StreamReader) -> bytes:
+    while True:
+        line = await reader.readline()
+        if not line:
+            raise ConnectionError("server closed")
+        if line[3:4] != b"-":
+            return line
+
+
+async def _pipelining_client(
+    port: int, messages: list[bytes], count: int, latencies: list[float], pace: Pace | None
+) -> None:
+    """What Postfix's and Exim's SMTP clients do (RFC 2920): MAIL, RCPT and DATA in one write,
+    then the body and its end in one more; the replies read as they come."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    me = next(_CLIENTS)
+    await _reply(reader)
+    writer.write(b"EHLO pipelining.bench\r\n")
+    await _reply(reader)
+    for n in range(count):
+        data = unique(messages[n % len(messages)], f"p{os.getpid()}-{me}-{n}")
+        started = await _started(pace, n)
+        rcpt = f"user{n % 50}@example.org".encode()
+        writer.write(b"MAIL FROM:<bench@shop.example>\r\nRCPT TO:<" + rcpt + b">\r\nDATA\r\n")
+        replies = [await _reply(reader) for _ in range(3)]
+        if not replies[2].startswith(b"354"):
+            raise RuntimeError(f"refused: {replies!r}")
+        body = data.replace(b"\r\n.", b"\r\n..")
+        writer.write(body + (b"" if body.endswith(b"\r\n") else b"\r\n") + b".\r\n")
+        final = await _reply(reader)
+        if not final.startswith(b"250"):
+            raise RuntimeError(f"refused: {final!r}")
+        latencies.append(time.perf_counter() - started)
+    writer.write(b"QUIT\r\n")
+    await _reply(reader)
+    writer.close()
+
+
+PIPELINING_CLIENTS = False  # --pipelining
+
+
+async def load(
+    port: int, messages: list[bytes], clients: int, total: int, rate: float | None = None
+) -> dict[str, float]:
+    """``clients`` connections sending ``total`` messages between them: as fast as the server
+    answers, or at ``rate`` msg/s in all on an open-loop schedule (:class:`Pace`)."""
     latencies: list[float] = []
     per_client = max(1, total // clients)
+    client = _pipelining_client if PIPELINING_CLIENTS else _client
     # Warm-up: connections, pools, caches.
-    await asyncio.gather(*(_client(port, messages, 5, []) for _ in range(clients)))
+    await asyncio.gather(*(client(port, messages, 5, [], None) for _ in range(clients)))
     started = time.perf_counter()
-    await asyncio.gather(*(_client(port, messages, per_client, latencies) for _ in range(clients)))
+    paces: list[Pace | None] = [
+        Pace(started, rate, clients, c) if rate else None for c in range(clients)
+    ]
+    await asyncio.gather(
+        *(client(port, messages, per_client, latencies, paces[c]) for c in range(clients))
+    )
     elapsed = time.perf_counter() - started
     latencies.sort()
     return {
@@ -234,9 +312,14 @@ def corpus_messages(corpus: Path, only: str | None) -> list[bytes]:
 
 
 def measure(
-    label: str, port: int, messages: list[bytes], clients: int, total: int
+    label: str,
+    port: int,
+    messages: list[bytes],
+    clients: int,
+    total: int,
+    rate: float | None = None,
 ) -> dict[str, float]:
-    figures = asyncio.run(load(port, messages, clients, total))
+    figures = asyncio.run(load(port, messages, clients, total, rate))
     print(
         f"  {label:<14} {figures['rate']:8.1f} msg/s   p50 {figures['p50']:7.1f} ms   "
         f"p99 {figures['p99']:7.1f} ms   ({int(figures['msgs'])} msgs)"
@@ -252,11 +335,18 @@ def main() -> None:
     parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
     parser.add_argument("--rounds", type=int, default=1, help="alternations of the two servers")
     parser.add_argument(
+        "--pipelining",
+        action="store_true",
+        help="clients pipeline MAIL, RCPT and DATA as Postfix and Exim do (default: aiosmtplib)",
+    )
+    parser.add_argument(
         "--no-sink-pipelining",
         action="store_true",
         help="the sink does not announce PIPELINING (the relay then sends one command at a time)",
     )
     args = parser.parse_args()
+    global PIPELINING_CLIENTS
+    PIPELINING_CLIENTS = args.pipelining
 
     ctx = multiprocessing.get_context("spawn")
     sink_port, pass_port, relay_port = free_port(), free_port(), free_port()

@@ -174,6 +174,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "upstream.profile": ("none", "sendgrid", "mailgun", "mailjet", "postmark", "ses"),
     "upstream.esp_tracking": ("consented", "off"),
     "log.format": ("text", "json"),
+    "web.client_header": ("x-forwarded-for", "forwarded"),
     "dkim.mode": ("off", "resign", "upstream"),
     "log.level": ("DEBUG", "INFO", "WARNING", "ERROR"),
 }

@@ -6,10 +6,13 @@ Rule 1: every limit of the web listener (``relay.web.limits``, ``relay.web.guard
 Rule 2: auditors are scrypt hashes made by ``relay hash-password`` (``relay.passwords``); a value
         in any other form stops start-up naming the user, never a login that silently fails.
 Rule 3: ``reveal_users`` names configured auditors only ("*" = every auditor, [] = nobody).
+Rule 4: ``trusted_proxies`` are IP addresses or networks; ``proxy_protocol`` needs at least one
+        (no peer could send a header otherwise).
 """
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -27,6 +30,9 @@ class WebSettings:
     header_timeout: float = 10.0  # seconds to send a request's line and headers
     body_timeout: float = 30.0  # seconds to send a request's body once the headers are in
     max_body_size: int = 65_536  # bytes of a request body (413 above)
+    trusted_proxies: tuple[str, ...] = ()  # peers whose client header counts; () = nobody
+    client_header: str = "x-forwarded-for"  # what they write: "x-forwarded-for" or "forwarded"
+    proxy_protocol: bool = False  # trusted proxies open each connection with a PROXY header
 
 
 @dataclass(frozen=True)
@@ -42,6 +48,13 @@ def check_web(
     for name in ("max_connections", "header_timeout", "body_timeout", "max_body_size"):
         if not getattr(web, name):
             raise fail(f"web.{name}", "must be greater than 0")
+    for net in web.trusted_proxies:
+        try:
+            ipaddress.ip_network(net, strict=False)
+        except ValueError:
+            raise fail("web.trusted_proxies", f"not an IP address or network: {net!r}") from None
+    if web.proxy_protocol and not web.trusted_proxies:
+        raise fail("web.proxy_protocol", "needs web.trusted_proxies (the proxies that send it)")
     for user, value in ui.users.items():
         try:
             check_hash(value)

@@ -38,6 +38,10 @@ def test_the_example_relay_settings_load(monkeypatch: pytest.MonkeyPatch) -> Non
     settings = load_settings(str(DEPLOY / "relay.toml"))
     assert settings.redis.url.startswith("redis+cluster://")
     assert settings.smtp.proxy_protocol and settings.redis.wait_replicas == 1
+    # The web side trusts the same HAProxy hosts, which forward the visitor's address.
+    assert settings.web.trusted_proxies == settings.smtp.proxy_from
+    web = (DEPLOY / "haproxy.cfg").read_text().split("backend relays_web", 1)[1]
+    assert "option forwardfor" in web and settings.web.client_header == "x-forwarded-for"
 
 
 def test_the_example_haproxy_file_is_valid() -> None:

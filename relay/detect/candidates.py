@@ -14,6 +14,7 @@ Rule 2: an app label (``data-relay-purpose``) overrides the purpose; an unknown 
 from __future__ import annotations
 
 import html
+import html.entities
 import re
 
 from relay.detect.failclosed import fetchable_spans
@@ -26,16 +27,30 @@ from relay.model import Action, Candidate, ElementKind, Purpose, Span
 APP_LABEL_RULE = "app-label"
 BUDGET_RULE = "cpu-budget"
 ELEMENT_TEXT_LIMIT = 300
-# Character references a browser decodes inside an attribute value: numeric ones, and named
-# ones that end with ";" (a legacy name without ";" followed by "=" or a letter stays as is).
-_ENTITY = re.compile(r"&(?:#[0-9]{1,7};?|#[xX][0-9a-fA-F]{1,6};?|[A-Za-z][A-Za-z0-9]{1,31};)")
+# Character references a browser decodes inside an attribute value (WHATWG HTML 13.2.5.72):
+# numeric ones with or without ";", named ones with ";", and the legacy names that HTML lets go
+# without ";" (``&amp``, ``&lt``, ``&copy`` ...) unless "=" or a letter or digit follows.
+_LEGACY = sorted((n for n in html.entities.html5 if not n.endswith(";")), key=len, reverse=True)
+_ENTITY = re.compile(
+    r"&(?:#[0-9]{1,7};?|#[xX][0-9a-fA-F]{1,6};?|(?P<named>[A-Za-z][A-Za-z0-9]{1,31};)"
+    rf"|(?:{'|'.join(_LEGACY)})(?![A-Za-z0-9=]))"
+)
+
+
+def _reference(m: re.Match[str]) -> str:
+    named = m.group("named")
+    if named is not None and named not in html.entities.html5:
+        return m.group()  # an unknown name: kept as written, as browsers do
+    return html.unescape(m.group())
+
+
 _URL_SPACE = re.compile(r"[\t\n\r]")
 
 
 def attribute_url(raw: str) -> str:
     """The URL a client fetches for an attribute value: references decoded, tabs and line
     breaks dropped (as the URL parser does), surrounding spaces trimmed."""
-    url = _ENTITY.sub(lambda m: html.unescape(m.group()), raw) if "&" in raw else raw
+    url = _ENTITY.sub(_reference, raw) if "&" in raw else raw
     if "\n" in url or "\r" in url or "\t" in url:
         url = _URL_SPACE.sub("", url)
     return url.strip()

@@ -29,20 +29,45 @@ import re
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from relay.detect.cssescape import ESCAPE, name_pattern, unescape
+
 # The tokens that matter, in one pass: comments and strings (consumed, so that nothing inside
-# them counts), url() (quoted or not; the closing parenthesis may be missing at the end) and
-# @import of a quoted URL (which fetches a style sheet just the same). Each alternative either
-# fails on its first characters or consumes what it read (Rule 5).
+# them counts), url() (quoted or not, its name possibly written with escapes; the closing
+# parenthesis may be missing at the end), @import of a quoted URL (which fetches a style sheet
+# just the same, with or without whitespace or comments before the string) and the opening of
+# an image-set() (whose strings are URLs, read by ``_SET_TOKEN``). Each alternative either fails
+# on its first characters or consumes what it read (Rule 5).
+_COMMENT = r"/\*(?:[^*]++|\*(?!/))*+(?:\*/|\Z)"
+_DQ = r"(?:[^\"\\]++|\\[\s\S])*+"
+_SQ = r"(?:[^'\\]++|\\[\s\S])*+"
+_URL_TOKEN = (
+    rf"{name_pattern('url')}\(\s*+(?:\"(?P<dq>{_DQ})(?:\"|\Z)|'(?P<sq>{_SQ})(?:'|\Z)"
+    rf"|(?P<uq>(?:[^)\s\"'\\]++|{ESCAPE})*+))\s*+\)?"
+)
 _TOKEN = re.compile(
-    r"/\*(?:[^*]++|\*(?!/))*+(?:\*/|\Z)"
+    rf"{_COMMENT}"
     r"|\"(?:[^\"\\\n]++|\\[\s\S])*+(?:\"|\n|\Z)"
     r"|'(?:[^'\\\n]++|\\[\s\S])*+(?:'|\n|\Z)"
-    r"|url\(\s*+(?:\"(?P<dq>[^\"]*+)(?:\"|\Z)|'(?P<sq>[^']*+)(?:'|\Z)|(?P<uq>[^)\s\"']*+))"
-    r"\s*+\)?"
-    r"|@import\s++(?:\"(?P<idq>[^\"]*+)(?:\"|\Z)|'(?P<isq>[^']*+)(?:'|\Z))",
+    rf"|{_URL_TOKEN}"
+    rf"|@{name_pattern('import')}(?:\s++|{_COMMENT})*+"
+    rf"(?:\"(?P<idq>{_DQ})(?:\"|\Z)|'(?P<isq>{_SQ})(?:'|\Z))"
+    rf"|(?P<iset>(?:-webkit-)?{name_pattern('image-set')}\()",
     re.IGNORECASE,
 )
 _URL_GROUPS = tuple(_TOKEN.groupindex[g] for g in ("dq", "sq", "uq", "idq", "isq"))
+_G_SET = _TOKEN.groupindex["iset"]
+# Inside image-set(): its strings at the first level are URLs (a string in a nested function,
+# such as type("image/avif"), is not), url() tokens too; parentheses are counted to its end.
+_SET_TOKEN = re.compile(
+    rf"{_COMMENT}"
+    rf"|\"(?P<dq>{_DQ})(?:\"|\Z)|'(?P<sq>{_SQ})(?:'|\Z)"
+    rf"|{_URL_TOKEN.replace('?P<dq>', '?P<udq>').replace('?P<sq>', '?P<usq>')}"
+    r"|(?P<open>\()|(?P<close>\))",
+    re.IGNORECASE,
+)
+_SET_STRINGS = tuple(_SET_TOKEN.groupindex[g] for g in ("dq", "sq"))
+_SET_URLS = tuple(_SET_TOKEN.groupindex[g] for g in ("udq", "usq", "uq"))
+_G_OPEN, _G_CLOSE = _SET_TOKEN.groupindex["open"], _SET_TOKEN.groupindex["close"]
 
 # Entity-written quotes around a URL inside a style attribute: url(&quot;...&quot;).
 _ENTITY_QUOTES = ("&quot;", "&#34;", "&#x22;", "&apos;", "&#39;", "&#x27;")
@@ -139,27 +164,70 @@ class _Bounds:
 
 
 def css_urls(text: str, start: int, end: int) -> list[CssUrl]:
-    """Every ``url()`` (and ``@import "..."``) in ``text[start:end]``, with absolute offsets;
-    none inside a CSS comment or string (Rule 4)."""
+    """Every ``url()`` (and ``@import "..."``, and each candidate of an ``image-set()``) in
+    ``text[start:end]``, with absolute offsets; none inside a CSS comment or string (Rule 4)."""
     found: list[CssUrl] = []
-    bounds: _Bounds | None = None
-    for m in _TOKEN.finditer(text, start, end):
-        group = next((g for g in _URL_GROUPS if m.start(g) >= 0), 0)
-        if not group:
-            continue  # a comment or a string
-        url_start, url_end = _trim_url(text, m.start(group), m.end(group))
-        if url_start >= url_end:
+    bounds = _Bounds(text, start, end)
+    pos = start
+    search = _TOKEN.search
+    while True:
+        m = search(text, pos, end)
+        if m is None:
+            return found
+        pos = m.end()
+        if m.start(_G_SET) >= 0:
+            pos = _image_set(text, pos, end, bounds, found)
             continue
-        if bounds is None:
-            bounds = _Bounds(text, start, end)
+        group = next((g for g in _URL_GROUPS if m.start(g) >= 0), 0)
+        if group:  # else a comment or a string
+            _add(text, m, group, bounds, found)
+
+
+def _add(text: str, m: re.Match[str], group: int, bounds: _Bounds, found: list[CssUrl]) -> None:
+    url_start, url_end = _trim_url(text, m.start(group), m.end(group))
+    if url_start < url_end:
         decl_start, decl_end = bounds.declaration(m.start(), m.end())
         found.append(CssUrl(text[url_start:url_end], url_start, url_end, decl_start, decl_end))
-    return found
+
+
+def _image_set(text: str, pos: int, end: int, bounds: _Bounds, found: list[CssUrl]) -> int:
+    """The candidates of an ``image-set()`` whose "(" ends at ``pos``; returns where it ends
+    (its ")" or ``end``). One forward pass: each token is read once (Rule 5)."""
+    depth = 1
+    search = _SET_TOKEN.search
+    while True:
+        m = search(text, pos, end)
+        if m is None:
+            return end
+        pos = m.end()
+        if m.start(_G_OPEN) >= 0:
+            depth += 1
+        elif m.start(_G_CLOSE) >= 0:
+            depth -= 1
+            if not depth:
+                return pos
+        else:
+            urls = _SET_STRINGS if depth == 1 else ()
+            group = next((g for g in (*urls, *_SET_URLS) if m.start(g) >= 0), 0)
+            if group:
+                _add(text, m, group, bounds, found)
+
+
+def css_hook(lower: str, start: int, end: int) -> bool:
+    """Whether a style value may hold a fetch: "url(", "image-set(" or a CSS escape."""
+    return (
+        lower.find("url(", start, end) >= 0
+        or lower.find("-set(", start, end) >= 0
+        or lower.find("\\", start, end) >= 0
+    )
 
 
 def css_size(text: str, start: int, end: int) -> BoxSize:
     """Pixel sizes declared in ``text[start:end]`` (Rule 3)."""
     values: dict[str, tuple[int, bool]] = {}
+    if text.find("\\", start, end) >= 0:  # names written with escapes: read them resolved
+        text = unescape(text[start:end])
+        start, end = 0, len(text)
     for m in _SIZE.finditer(text, start, end):
         prop = m.group(1).lower()
         important = m.group(4) is not None

@@ -53,16 +53,18 @@ STYLE = (
     rf"(?:</style[^>]*+>?|\Z)"
 )
 
-# Hook-free pieces: an attribute list in which no attribute is named "background" and no name
-# or value holds "url(" (the two ways an ordinary tag fetches an image). A tag whose attributes
+# Hook-free pieces: an attribute list in which no attribute is named "background", no name
+# holds "url(" and no value holds "url(", "-set(" (image-set) or a backslash (a CSS escape may
+# write "url(" otherwise): the ways an ordinary tag fetches an image. A tag whose attributes
 # are not all hook-free is read by the scanner; the others are skipped inside the engine. No
 # name may start with "=" here, and an unquoted value never starts with a quote: whenever the
 # hook-free reading cannot go on, the quiet tag fails as a whole (it never re-reads a quoted
 # value another way), and the tag is read with ``ATTRS`` instead.
 _NO_URL = r"u(?!rl\()"
+_NO_HOOK = r"u(?!rl\()|-(?!set\()"
 _VALUE_QUIET = (
-    rf"""(?:"(?:[^"u]++|{_NO_URL})*+(?:"|\Z)|'(?:[^'u]++|{_NO_URL})*+(?:'|\Z)"""
-    rf"|(?:[^{_NOT_WS}>\"'u]|{_NO_URL})(?:[^{_NOT_WS}>u]++|{_NO_URL})*+|(?=>|\Z))"
+    rf"""(?:"(?:[^"u\\-]++|{_NO_HOOK})*+(?:"|\Z)|'(?:[^'u\\-]++|{_NO_HOOK})*+(?:'|\Z)"""
+    rf"|(?:[^{_NOT_WS}>\"'u\\-]|{_NO_HOOK})(?:[^{_NOT_WS}>u\\-]++|{_NO_HOOK})*+|(?=>|\Z))"
 )
 _NAME_QUIET = (
     rf"(?!background(?:{WS}|[/>=]|\Z))(?:[^{_NOT_WS}/>=u]|{_NO_URL})"
@@ -72,12 +74,16 @@ _ATTRS_QUIET = rf"(?:[{_NOT_WS}/]++|{_NAME_QUIET}(?:{WS}*+={WS}*+{_VALUE_QUIET})
 
 # Names of the elements that fetch an image from their own attributes (HTML turns <image> into
 # <img>). A quiet tag never starts one of them, nor <style>: those are always read.
-IMAGE_ELEMENTS = r"(?:img|image|source|amp-img|amp-anim|input|v:image|v:fill|v:imagedata)"
+IMAGE_ELEMENTS = (
+    r"(?:img|image|source|amp-img|amp-anim|input|v:image|v:fill|v:imagedata"
+    r"|link|base|video|audio|track|object|embed|frame|feimage)"
+)
 _NAME_END = rf"(?={WS}|[/>]|\Z)"
 # Nor a raw text element (whose content must be skipped with it).
 _QUIET_TAG_NAME = (
-    r"(?!i(?:mg|mage|nput|frame)|s(?:ource|tyle|cript)|amp-|v:|t(?:itle|extarea)|xmp"
-    rf"|no(?:embed|frames)|plaintext)[a-z][^{_NOT_WS}/<>]*+"
+    r"(?!i(?:mg|mage|nput|frame)|s(?:ource|tyle|cript)|amp-|v:|t(?:itle|extarea|rack)|xmp"
+    r"|no(?:embed|frames)|plaintext|link|base|video|audio|object|embed|frame|feimage)"
+    rf"[a-z][^{_NOT_WS}/<>]*+"
 )
 
 # Elements whose content is text, not markup, up to their end tag (RCDATA and RAWTEXT; script
@@ -88,18 +94,19 @@ _RAW_NAMES = ("title", "textarea", "script", "xmp", "iframe", "noembed", "nofram
 # possessive loops these pieces go into).
 
 
-def _raw_text(attrs: str) -> str:
+def _raw_text(attrs: str, names: tuple[str, ...] = _RAW_NAMES) -> str:
     """Raw text elements from after their "<", their start tag's attributes read by ``attrs``."""
     return "|".join(
         [
             rf"{name}{_NAME_END}{attrs}{TAG_END}(?:[^<]++|<(?!/{name}(?:{WS}|[/>]|\Z)))*+"
-            for name in _RAW_NAMES
+            for name in names
         ]
         + [rf"plaintext{_NAME_END}{attrs}{TAG_END}[\s\S]*+"]
     )
 
 
-_RAW_TEXT = _raw_text(_ATTRS_QUIET)
+# An <iframe> fetches its src: it is never quiet, its start tag is always read.
+_RAW_TEXT = _raw_text(_ATTRS_QUIET, tuple(n for n in _RAW_NAMES if n != "iframe"))
 # A raw text element whose start tag has a hook (a <textarea> with a background image): its
 # start tag is read, its content skipped.
 RAW_TEXT_HOOKED = _raw_text(ATTRS)
@@ -122,7 +129,8 @@ _OTHER = (
 # ``_OTHER``. A run of these stops only before something the scanner must read (or at the end of
 # the text). The "<" is read once, then the alternatives start with different characters.
 # ``QUIET_NO_HOOKS`` reads every other tag as quiet: it is for a text in which neither
-# "background" nor "url(" occurs anywhere, where it gives the same result as ``QUIET`` faster
+# "background", "url(", "-set(" nor a backslash occurs anywhere, where it gives the same
+# result as ``QUIET`` faster
 # (the hook checks cost a third of the scan).
 QUIET = rf"(?:[^<]++|<(?:{_RAW_TEXT}|{_QUIET_TAG_NAME}(?:(?=<)|{_ATTRS_QUIET}{TAG_END})|{_OTHER}))"
 QUIET_NO_HOOKS = (

@@ -10,7 +10,9 @@ can fetch something; only those tags' attributes are then read.
 Rule 1: places looked at: ``img``/``image``/``amp-img``/``amp-anim``/``input type=image``
         ``src`` and ``srcset``, ``source srcset`` (``<picture>``), VML ``v:image``/``v:fill``/
         ``v:imagedata`` ``src``, any tag's ``background`` attribute and ``url()`` in its
-        ``style`` attribute, and ``url()`` in ``<style>`` blocks (all media included).
+        ``style`` attribute, and ``url()`` in ``<style>`` blocks (all media included); the
+        other fetches (``<link>``, media, objects, frames, SVG images) and the first
+        ``<base href>`` through ``fetchattrs``.
 Rule 2: ordinary comments are skipped whole (to ``-->`` or ``--!>``), as are the contents of
         raw text elements (``<title>``, ``<textarea>``, ``<script>`` ...); Outlook conditional
         comments (``<!--[if mso]>``) are scanned, because Outlook renders what is inside them.
@@ -36,7 +38,8 @@ import operator
 import re
 
 from relay.detect.budget import Budget
-from relay.detect.cssurls import NO_SIZE, BlockSizes, BoxSize, css_size, css_urls
+from relay.detect.cssurls import NO_SIZE, BlockSizes, BoxSize, css_hook, css_size, css_urls
+from relay.detect.fetchattrs import FETCH_ATTRIBUTES, base_href, fetching_attributes
 from relay.detect.htmlattrs import (
     Attrs,
     Element,
@@ -100,7 +103,7 @@ _SCAN_ANYCASE = re.compile(_HOOKED, re.IGNORECASE)
 # For a text without any hook word (see htmlgrammar.QUIET_NO_HOOKS): same result, faster.
 _SCAN_UNHOOKED = re.compile(_UNHOOKED)
 _SCAN_UNHOOKED_ANYCASE = re.compile(_UNHOOKED, re.IGNORECASE)
-_HOOK_WORDS = re.compile("background|url\\(", re.IGNORECASE)
+_HOOK_WORDS = re.compile(r"background|url\(|-set\(|\\", re.IGNORECASE)
 
 _SPACE = " \t\r\n\f"  # HTML whitespace, as htmlattrs.trimmed strips it
 _SIZE_WORD = re.compile("[wW][iI][dD][tT][hH]|[hH][eE][iI][gG][hH][tT]")
@@ -186,7 +189,10 @@ def _parse_size(text: str, lower: str, regs: tuple[tuple[int, int], ...]) -> Box
     style_start, style_end = regs[_G_STYLE]
     css = NO_SIZE
     # Most content images have a style without any size: skip the CSS regex for them.
-    if style_start >= 0 and _SIZE_WORD.search(lower, style_start, style_end):
+    if style_start >= 0 and (
+        _SIZE_WORD.search(lower, style_start, style_end)
+        or lower.find("\\", style_start, style_end) >= 0
+    ):
         style_start, style_end = attr_value(text, eq_value(text, (style_start, style_end)))
         css = css_size(text, style_start, style_end)
     if css is NO_SIZE:
@@ -219,6 +225,18 @@ def _hooked_tag(text: str, start: int, attrs_start: int, end: int) -> list[Found
     return style_and_background(element)
 
 
+def _raw_tag(text: str, lower: str, name_start: int) -> list[Found]:
+    """The start tag of a raw text element the scan stopped at: a hook, or an <iframe>."""
+    tag = _START_TAG.match(lower, name_start)
+    if tag is None:
+        return []
+    tag_start, name_end = name_start - 1, tag.end("name")
+    found = _hooked_tag(text, tag_start, name_end, tag.end())
+    if name_end == name_start + 6 and lower.startswith("iframe", name_start):
+        found += fetching_attributes(text, "iframe", tag_start, name_end, tag.end())
+    return found
+
+
 def _image_element(
     text: str, lower: str, m: re.Match[str], name: str, sizes: dict[tuple[str | None, ...], BoxSize]
 ) -> list[Found]:
@@ -235,9 +253,11 @@ def _image_element(
     found: list[Found] = []
     style = regs[_G_STYLE]
     if regs[_G_BACKGROUND][1] > regs[_G_BACKGROUND][0] or (
-        style[0] >= 0 and "url(" in lower[style[0] : style[1]]
+        style[0] >= 0 and css_hook(lower, style[0], style[1])
     ):
         found.extend(_hooked_tag(text, start, start + 1 + len(name), end))
+    if name in FETCH_ATTRIBUTES:  # link, media, objects, SVG images (fetchattrs)
+        found.extend(fetching_attributes(text, name, start, start + 1 + len(name), end))
     if (kind is None or src[0] < 0) and srcset[0] < 0:
         return found
     head = m.group(*_HEAD)
@@ -299,7 +319,7 @@ def _folded(text: str) -> tuple[str, re.Pattern[str]]:
     the faster regex when no hook word occurs in the text."""
     lower = text.lower()
     if text.isascii() or len(lower) == len(text):  # every character became exactly one
-        hooked = "background" in lower or _has_url(lower)
+        hooked = "background" in lower or _has_url(lower) or "-set(" in lower or "\\" in lower
         return lower, _SCAN if hooked else _SCAN_UNHOOKED
     hooked = _HOOK_WORDS.search(text) is not None
     return text, _SCAN_ANYCASE if hooked else _SCAN_UNHOOKED_ANYCASE
@@ -308,7 +328,16 @@ def _folded(text: str) -> tuple[str, re.Pattern[str]]:
 def scan_html(text: str, budget: Budget | None = None) -> list[Found]:
     """All image references of one HTML text, in document order. With a ``budget``, raise
     ``BudgetExceeded`` as soon as it runs out (every few tags), leaving the text unread."""
+    return scan_document(text, budget)[0]
+
+
+def scan_document(
+    text: str, budget: Budget | None = None
+) -> tuple[list[Found], tuple[int, int] | None]:
+    """``scan_html``'s references, and the span of the document's base URL: the ``href`` of
+    its first ``<base>`` that has one (fetchattrs Rule 3), or None."""
     found: list[Found] = []
+    base: tuple[int, int] | None = None
     lower, pattern = _folded(text)
     sizes: dict[tuple[str | None, ...], BoxSize] = {}
     append = found.append
@@ -330,11 +359,10 @@ def scan_html(text: str, budget: Budget | None = None) -> list[Found]:
                 tag_start, name_end = regs[_G_AT][0], regs[_G_TAG][1]
                 found.extend(_hooked_tag(text, tag_start, name_end, m.end()))
             elif regs[_G_RAW][0] >= 0:  # a raw text element whose start tag has a hook
-                name_start = regs[_G_RAW][0]
-                tag = _START_TAG.match(lower, name_start)
-                if tag is not None:
-                    found.extend(_hooked_tag(text, name_start - 1, tag.end("name"), tag.end()))
+                found.extend(_raw_tag(text, lower, regs[_G_RAW][0]))
             continue
+        if base is None and name.lower() == "base":  # the first with an href counts
+            base = base_href(text, regs[_G_AT][0] + 5, m.end())
         url_start, url_end = eq_value(text, regs[_G_SRC]) if regs[_G_SRC][0] >= 0 else (-1, -1)
         # The common newsletter image, an <img> with a src but no srcset, label, background or
         # style url(), is read here without a call: _image_element's result at a third of the
@@ -346,7 +374,7 @@ def scan_html(text: str, budget: Budget | None = None) -> list[Found]:
             and srcset is None
             and label is None
             and regs[_G_BACKGROUND][0] == regs[_G_BACKGROUND][1]
-            and (style[0] < 0 or "url(" not in lower[style[0] : style[1]])
+            and (style[0] < 0 or not css_hook(lower, style[0], style[1]))
         ):
             if url_start < url_end and text[url_start] in "\"'":
                 url_start += 1
@@ -366,4 +394,4 @@ def scan_html(text: str, budget: Budget | None = None) -> list[Found]:
             continue
         found.extend(_image_element(text, lower, m, name.lower(), sizes))
     found.sort(key=_URL_START)
-    return found
+    return found, base

@@ -37,6 +37,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import repeat
+from urllib.parse import urljoin
 
 from relay.detect.budget import Budget, BudgetExceeded
 from relay.detect.candidates import (
@@ -46,9 +47,11 @@ from relay.detect.candidates import (
     fail_closed,
 )
 from relay.detect.candidates import candidate as make_candidate
+from relay.detect.cssescape import unescape as css_unescape
 from relay.detect.heuristics import HeuristicRules
 from relay.detect.hrefs import hrefs
-from relay.detect.htmlscan import AmpIndex, scan_html
+from relay.detect.htmlattrs import Found
+from relay.detect.htmlscan import AmpIndex, scan_document
 from relay.detect.signatures import (
     HostList,
     SignatureSet,
@@ -95,6 +98,8 @@ CONTENT_CDN_LIST = "content_cdns"
 
 _PLACEHOLDER = re.compile(r"\{\{\s*relay:(withdraw_url|preferences_url|consent_url)\s*\}\}")
 _BRACE_LIMIT = 16
+# A URL with a scheme of its own (cid:, data:, mailto: ...): no base applies to it.
+_INLINE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:(?!//)")
 # An attribute value that attribute_url leaves as it is (no "&", no whitespace at all) and that
 # signatures.PLAIN_URL splits (lower-case dotted host, "/" path, no backslash): for it, one
 # match gives the URL, host and path that attribute_url and split_url would.
@@ -163,23 +168,49 @@ def _links(part_index: int, text: str, clicks: SignatureSet) -> list[Link]:
     return list(map(Link, repeat(part_index), urls, ids))
 
 
+def document_base(href: str) -> str | None:
+    """The base URL relative references resolve against, from a ``<base href>`` value as
+    written: an absolute http(s) URL (a scheme-relative one taken as https), else None (the
+    base then changes nothing a client fetches from outside)."""
+    url = attribute_url(href)
+    if url.startswith("//"):
+        url = "https:" + url
+    scheme = url.partition(":")[0].lower()
+    return url if scheme in ("http", "https") and split_url(url) is not None else None
+
+
+def _url_of(item: Found) -> str:
+    """The URL a client reads from a reference as written: entities decoded in attributes
+    (not in <style> blocks, raw text in HTML), then CSS escapes in CSS."""
+    kind, raw = item[0], item[1]
+    if kind is ElementKind.STYLE_BLOCK:
+        return css_unescape(raw).strip()
+    url = attribute_url(raw)
+    return css_unescape(url).strip() if kind is ElementKind.STYLE_ATTR else url
+
+
 def _refs(part_index: int, text: str, budget: Budget | None = None) -> list[Ref]:
-    """The image references of one part that a client would fetch (or that the app labelled)."""
+    """The image references of one part that a client would fetch (or that the app labelled).
+    Relative ones are resolved against the part's ``<base href>`` when it has one."""
     refs: list[Ref] = []
     append = refs.append
     new = tuple.__new__  # builds the NamedTuple without its Python-level __new__
     plain_attribute = _PLAIN_ATTRIBUTE.match
     style_block = ElementKind.STYLE_BLOCK
-    for item in scan_html(text, budget):
+    found, base_span = scan_document(text, budget)
+    base = document_base(text[base_span[0] : base_span[1]]) if base_span else None
+    for item in found:
         raw = item[1]  # .raw; indexing a NamedTuple is cheaper than its property
         plain = plain_attribute(raw) if item[0] is not style_block else None
         if plain is not None:  # the usual src: the URL as written, split in the same call
             host, path = plain.group(1, 2)
             append(new(Ref, (part_index, item, raw, host, path)))
             continue
-        # Entities are decoded in attributes, not in <style> blocks (raw text in HTML).
-        url = raw.strip() if item[0] is style_block else attribute_url(raw)
+        url = _url_of(item)
         split = split_url(url)
+        if split is None and base is not None and url and not _INLINE.match(url):
+            url = urljoin(base, url)
+            split = split_url(url)
         if split is not None:
             append(new(Ref, (part_index, item, url, split[0], split[1])))
         elif item.label is not None:  # cid:, data:, relative: nothing is fetched, but the

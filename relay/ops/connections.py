@@ -1,9 +1,10 @@
 """Connections open on one listener, in all and per client address: what the SMTP and the web
 listeners' connection caps count (``relay.inbound.limits``, ``relay.web.limits``).
 
-Stage: ops (in-process counters). Rule 1: ``take`` once a connection is admitted, ``release``
-once per taken connection when it closes; a client's entry goes when its last one closes, so
-the table holds only clients with open connections.
+Stage: ops (in-process counters). Rule 1: ``take`` once a connection is admitted (a listener
+that learns the client later, the web one behind a PROXY header, counts ``open`` and the client
+in two steps), ``release`` once per connection when it closes; a client's entry goes when its
+last one closes, so the table holds only clients with open connections ("" has none).
 """
 
 from __future__ import annotations

@@ -39,6 +39,10 @@ PAGE_ACTIONS = Counter(
     "Choices recipients made on the pages, per purpose (controller: a configured id)",
     ["action", "purpose", "controller"],
 )  # action: granted, refused, withdrawn, objected
+WEB_CLIENT_HEADER_INVALID = Counter(
+    "relay_web_client_header_invalid",
+    "Malformed Forwarded/X-Forwarded-For headers from trusted proxies (the proxy's address used)",
+)
 PROCESSING = Histogram(
     "relay_processing_seconds",
     "Time to filter one message (parse, detect, decide, rewrite)",

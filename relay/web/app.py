@@ -14,6 +14,8 @@ Rule 3: pages load nothing from elsewhere (one local stylesheet), run no JavaScr
         URL holds the recipient's token.
 Rule 4: request framing and body size are checked (``guard``) before any handler runs; the
         auditors' workspace (``audit``) is mounted only when auditors are configured.
+Rule 5: the client of a request is the visitor, not a reverse proxy in front (``real_client``
+        from ``[web] trusted_proxies``; the PROXY header in ``limits``).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from relay.web import api, gateway, pages
 from relay.web.audit import routes as audit
 from relay.web.context import STATIC, ConsentStore, WebContext, error_page, templates_environment
 from relay.web.guard import RequestGuard
+from relay.web.real_client import RealClient
 
 log = logging.getLogger("relay.web")
 
@@ -101,7 +104,10 @@ def create_app(
     app = Starlette(
         routes=routes,
         exception_handlers={HTTPException: _http_error, Exception: _internal},
-        middleware=[Middleware(RequestGuard, max_body=settings.web.max_body_size)],
+        middleware=[
+            Middleware(RealClient, settings=settings),
+            Middleware(RequestGuard, max_body=settings.web.max_body_size),
+        ],
     )
     app.state.web = WebContext(
         settings=settings,

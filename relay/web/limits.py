@@ -15,6 +15,12 @@ Rule 2: a request's line and headers must arrive within ``header_timeout`` secon
         and its body within ``body_timeout`` seconds of the headers; else ``408`` and close.
         The deadlines are absolute: a client trickling one byte at a time gains nothing.
 Rule 3: counts are per relay process (``--workers N`` gives each process its own caps).
+Rule 4: a peer in ``[web] trusted_proxies`` carries many visitors: its connections count
+        towards ``max_connections`` but not towards a per-address cap. With ``proxy_protocol``
+        such a peer must open each connection with a PROXY header (``proxy_header``): its
+        source address is then the client (for the per-address cap and for the application),
+        and a missing or invalid header closes the connection with ``400``. Another peer is
+        served as itself, and a PROXY header it sends is refused with ``400``.
 """
 
 from __future__ import annotations
@@ -31,6 +37,8 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from relay.ops.connections import OpenConnections
 from relay.settings import Settings
+from relay.web import proxy_header
+from relay.web.forwarded import IpNetwork, ip_of, networks, trusted
 
 log = logging.getLogger("relay.web.limits")
 
@@ -54,6 +62,10 @@ def _reply(status: str, text: str) -> bytes:
 
 BUSY = _reply("503 Service Unavailable", "Too many connections; try again shortly.\n")
 TOO_SLOW = _reply("408 Request Timeout", "The request was not sent in time.\n")
+NO_PROXY_HEADER = _reply("400 Bad Request", "A valid PROXY protocol header was expected.\n")
+UNTRUSTED_PROXY = _reply(
+    "400 Bad Request", "PROXY protocol header from an address not in web.trusted_proxies.\n"
+)
 
 
 @dataclass
@@ -67,6 +79,9 @@ class ConnectionLimits(OpenConnections):
     open: int = 0
     by_client: dict[str, int] = field(default_factory=dict)
     refused: int = 0
+    trusted: tuple[IpNetwork, ...] = ()  # Rule 4
+    proxy_protocol: bool = False
+    bad_headers: int = 0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ConnectionLimits:
@@ -76,23 +91,40 @@ class ConnectionLimits(OpenConnections):
             web.max_connections_per_client,
             web.header_timeout,
             web.body_timeout,
+            trusted=networks(web.trusted_proxies),
+            proxy_protocol=web.proxy_protocol,
         )
 
     def admit(self, client: str) -> bool:
-        mine = self.held_by(client)
-        if self.open >= self.max_connections or (self.per_client and mine >= self.per_client):
+        """A new connection from ``client`` ("" = a trusted proxy: no per-address cap)."""
+        if self.open >= self.max_connections:
             self.refused += 1
             return False
-        self.take(client)
+        if client and not self.claim(client):
+            return False
+        self.open += 1
         return True
+
+    def claim(self, client: str) -> bool:
+        """Count an admitted connection under ``client`` (its PROXY header's source address)."""
+        mine = self.held_by(client)
+        if self.per_client and mine >= self.per_client:
+            self.refused += 1
+            return False
+        self.by_client[client] = mine + 1
+        return True
+
+    # ``release`` (``OpenConnections``): a trusted proxy's connection ("") has no entry.
 
 
 class GuardedH11Protocol(H11Protocol):
     """uvicorn's h11 protocol with ``limits`` applied (Rules 1 and 2); see ``guarded_protocol``."""
 
     limits: ClassVar[ConnectionLimits]
-    _client_ip = ""
+    _client_ip = ""  # the key of the per-address cap ("" for a trusted proxy, Rule 4)
     _admitted = False
+    _proxy_buffer: bytes | None = None  # the PROXY header read so far, None when none is due
+    _first = True
     _deadline: asyncio.TimerHandle | None = None
     _phase = ""
 
@@ -100,13 +132,12 @@ class GuardedH11Protocol(H11Protocol):
         limits = self.limits
         peer = transport.get_extra_info("peername")
         self._client_ip = str(peer[0]) if isinstance(peer, tuple) and peer else ""
+        if trusted(ip_of(self._client_ip), limits.trusted):
+            self._client_ip = ""
+            if limits.proxy_protocol:
+                self._proxy_buffer = b""
         if not limits.admit(self._client_ip):
-            if limits.refused % 100 == 1:
-                log.warning(
-                    "web: connection refused (%d open, cap %d; per-address cap %d); "
-                    "%d refused so far",
-                    limits.open, limits.max_connections, limits.per_client, limits.refused,
-                )  # fmt: skip
+            self._log_refusal()
             # cast, not isinstance: uvloop's transports do not derive from asyncio's.
             cast("asyncio.Transport", transport).write(BUSY)
             transport.close()
@@ -123,7 +154,56 @@ class GuardedH11Protocol(H11Protocol):
         self._arm("", 0)
         super().connection_lost(exc)
 
+    def _log_refusal(self) -> None:
+        limits = self.limits
+        if limits.refused % 100 == 1:
+            log.warning(
+                "web: connection refused (%d open, cap %d; per-address cap %d); "
+                "%d refused so far",
+                limits.open, limits.max_connections, limits.per_client, limits.refused,
+            )  # fmt: skip
+
+    def _proxy_data(self, data: bytes) -> bytes | None:
+        """Rule 4: read the PROXY header first; the bytes after it, or None (wait or closed)."""
+        first, self._first = self._first, False
+        if self._proxy_buffer is None:
+            if first and self.limits.proxy_protocol and proxy_header.looks_like_proxy(data):
+                self._refuse(UNTRUSTED_PROXY, "a PROXY header from an untrusted address")
+                return None
+            return data
+        self._proxy_buffer += data
+        try:
+            header = proxy_header.parse(self._proxy_buffer)
+        except ValueError as exc:
+            self._refuse(NO_PROXY_HEADER, str(exc))
+            return None
+        if header is None:
+            return None
+        rest, self._proxy_buffer = self._proxy_buffer[header.length :], None
+        if header.source is not None:
+            self.client = header.source
+            if not self.limits.claim(header.source[0]):
+                self._log_refusal()
+                self.transport.write(BUSY)
+                self.transport.close()
+                return None
+            self._client_ip = header.source[0]
+        return rest or None
+
+    def _refuse(self, reply: bytes, reason: str) -> None:
+        limits = self.limits
+        limits.bad_headers += 1
+        if limits.bad_headers % 100 == 1:
+            log.warning("web: connection closed: %s (%d so far)", reason, limits.bad_headers)
+        self.transport.write(reply)
+        self.transport.close()
+
     def data_received(self, data: bytes) -> None:
+        if self._first or self._proxy_buffer is not None:
+            found = self._proxy_data(data)
+            if found is None:
+                return
+            data = found
         if self.conn.their_state is h11.IDLE and not self._phase:
             self._arm("headers", self.limits.header_timeout)  # the next request begins
         super().data_received(data)
@@ -170,6 +250,7 @@ def web_config(app: Any, settings: Settings) -> uvicorn.Config:
         log_level="warning",
         lifespan="off",
         access_log=False,
+        proxy_headers=False,  # who the client is: relay.web.real_client, [web] trusted_proxies
         log_config=None,  # uvicorn's lines go through the relay's handler (masking, secrets)
         h11_max_incomplete_event_size=MAX_HEADER_BYTES,
         server_header=False,

@@ -10,7 +10,8 @@ Rule 1: GET shows, HEAD shows nothing new and writes nothing at all, POST change
 Rule 2: the nonce is single-use: the first POST claims it atomically and records; a second
         POST with it (a double click, a reload) records nothing and shows the same
         confirmation; a missing, unknown or foreign nonce is a 403 page.
-Rule 3: every recorded event carries its proof: evidence (IP, user agent, token id), source
+Rule 3: every recorded event carries its proof: evidence (IP, the visitor's behind a trusted
+        proxy as ``relay.web.real_client`` resolves it; user agent, token id), source
         (page, form id and version, message reference), the notice shown (id, version,
         language, hash of the whole notice text, ``relay.web.notice``), the controller, actor
         "recipient" and the method. A POST whose form was shown under another wording (its

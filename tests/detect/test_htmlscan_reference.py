@@ -26,6 +26,21 @@ SRC_KINDS = {
     "v:fill": "vml",
     "v:imagedata": "vml",
 }
+# What else Chromium fetches from an element's own attributes (relay/detect/fetchattrs.py).
+OTHER_FETCHES = {
+    "link": ("href",),
+    "video": ("poster", "src"),
+    "audio": ("src",),
+    "source": ("src",),
+    "track": ("src",),
+    "object": ("data",),
+    "embed": ("src",),
+    "iframe": ("src",),
+    "frame": ("src",),
+    "image": ("href", "xlink:href"),
+    "feimage": ("href", "xlink:href"),
+}
+LINK_NAVIGATIONAL = {"alternate", "canonical", "next", "prev", "author", "nofollow"}
 SRCSET = {
     "img": "img_srcset",
     "image": "img_srcset",
@@ -33,6 +48,21 @@ SRCSET = {
     "amp-anim": "img_srcset",
     "source": "source_srcset",
 }
+
+
+def _other_fetches(text: str, token: Tag) -> list[tuple[str, int, int]]:
+    attrs = token.attrs
+    if token.name == "link":
+        rel = text[slice(*attrs["rel"])].lower().split() if "rel" in attrs else []
+        if not set(rel) - LINK_NAVIGATIONAL:
+            return []
+    out = []
+    for name in OTHER_FETCHES.get(token.name, ()):
+        if name in attrs:
+            start, end = trimmed(text, *attrs[name])
+            if start < end:
+                out.append(("other", start, end))
+    return out
 
 
 def expected(text: str) -> list[tuple[str, int, int]]:
@@ -60,6 +90,7 @@ def expected(text: str) -> list[tuple[str, int, int]]:
             out += [
                 (SRCSET[token.name], s, e) for s, e, _, _ in srcset_items(text, *attrs["srcset"])
             ]
+        out += _other_fetches(text, token)
         if token.name == "style":
             continue
         if "background" in attrs:
@@ -96,6 +127,11 @@ NAMES = (
     "v:fill",
     "p",
     "imgx",
+    "link",
+    "video",
+    "iframe",
+    "object",
+    "svg><image",
 )
 ATTR_NAMES = (
     "src",
@@ -113,6 +149,11 @@ ATTR_NAMES = (
     'a"b',
     "x'",
     "<img",
+    "href",
+    "rel",
+    "poster",
+    "data",
+    "xlink:href",
 )
 VALUES = (
     "//t.example/p.gif",
@@ -127,6 +168,11 @@ VALUES = (
     "<style>",
     "</title>",
     "url(",
+    "stylesheet",
+    "canonical",
+    "preload icon",
+    "u\\72l(//t.example/e.gif)",
+    "background:image-set('//t.example/s.gif' 1x)",
     " ",
     "",
     "'",

@@ -52,12 +52,14 @@ def make_settings(
     redis_url: str,
     controllers: Mapping[str, ControllerSettings] | None = None,
     audit_users: Mapping[str, str] | None = None,
+    web: Mapping[str, object] | None = None,
 ) -> Settings:
     settings = Settings(
         web=WebSettings(
             listen=f"127.0.0.1:{port}",
             public_url=f"http://127.0.0.1:{port}",
             api_tokens=(API_TOKEN,),
+            **dict(web or {}),  # type: ignore[arg-type]
         ),
         secrets=SecretsSettings(
             link_key="current-link-key", link_key_id="k2", retired_link_keys={"k1": "old-key"}
@@ -77,10 +79,11 @@ class WebServer:
         redis_url: str,
         controllers: Mapping[str, ControllerSettings] | None = None,
         audit_users: Mapping[str, str] | None = None,
+        web: Mapping[str, object] | None = None,
     ) -> None:
         self.port = free_port()
         self.redis_url = redis_url
-        self.settings = make_settings(self.port, redis_url, controllers, audit_users)
+        self.settings = make_settings(self.port, redis_url, controllers, audit_users, web)
         self.controllers = build_controllers(self.settings.controllers)
         self.keys = Keys(self.settings.redis.prefix)
         self.signer = LinkSigner.from_settings(self.settings.secrets)

@@ -9,7 +9,8 @@ Rule 1: a password is checked against its scrypt hash (``relay.passwords``) in a
         a keyed hash of (user, password) whose key exists only in this process's memory, so a
         page and its stylesheet do not cost two scrypt runs. An unknown user costs the same
         work as a known one.
-Rule 2: more than ``MAX_FAILURES`` failed logins from one address within ``FAILURE_WINDOW``
+Rule 2: more than ``MAX_FAILURES`` failed logins from one address (the visitor's behind a
+        trusted proxy, ``relay.web.real_client``) within ``FAILURE_WINDOW``
         seconds get ``429`` until the window passes; the failures are logged without the
         password, and with the user name only when it is a configured auditor.
 Rule 3: every answer to a signed-in auditor is logged (user, method, path and query, status):
