@@ -46,7 +46,8 @@ from relay.model import (
     RenderedGroup,
 )
 from relay.ops import metrics
-from relay.outbound.dsn import NOTICE_INTRO, failure_notice, first_refusal, withheld_replies
+from relay.outbound.dsn import NOTICE_INTRO, first_refusal, withheld_replies
+from relay.outbound.dsn_failure import send_failure_notice
 from relay.outbound.dsn_relayed import notify_relayed
 from relay.outbound.forward import GroupOutcome, Upstream, UpstreamReply
 from relay.replies import Reply
@@ -57,7 +58,7 @@ from relay.store.ledger import IN_FLIGHT, Ledger, message_key, rcpt_key
 from relay.store.link_store import LINK_TTL_DAYS, LinkStore
 from relay.store.redis_conn import AsyncRedis
 from relay.store.redis_keys import Keys
-from relay.summary import count_decisions, requested_events, summarise
+from relay.summary import count_decisions, requested_events, summarise, with_notice
 
 log = logging.getLogger("relay.pipeline")
 
@@ -229,7 +230,8 @@ class Pipeline:
             answer = first_refusal(result.withheld)  # nobody gets it: the client is told why
         refused_now = [r for o in outcomes for r in o.refused()]
         if refused_now and answer.code == 250:
-            await self._bounce(raw, envelope, result, refused_now, upstream, relay_id)
+            notice = await self._bounce(raw, envelope, result, refused_now, upstream, relay_id)
+            answer = with_notice(answer, notice)
         log.info(
             "[%s] %d recipient(s), %d group(s), category=%s, upstream %.1f ms -> %s",
             relay_id,
@@ -360,9 +362,10 @@ class Pipeline:
         refused: Sequence[str],
         upstream: Mapping[str, str],
         relay_id: str,
-    ) -> None:
-        # NOTIFY, ORCPT, ENVID and RET as the sender asked (dsn.py); None: no notice wanted.
-        dsn = failure_notice(
+    ) -> str:
+        """The failure notice the refused recipients asked for; says what became of it."""
+        return await send_failure_notice(
+            self.upstream,
             envelope,
             {r: upstream[r] for r in refused},
             reporting_mta=self.settings.smtp.hostname or "consent-relay",
@@ -371,9 +374,3 @@ class Pipeline:
             original=raw,
             intro=NOTICE_INTRO if result.withheld else None,
         )
-        if dsn is None:
-            return
-        options = ["BODY=8BITMIME"] if not dsn.isascii() else []
-        outcome = await self.upstream.send("", [envelope.mail_from], dsn, options)
-        if not outcome.accepted():
-            log.error("[%s] could not send the failure notice: %s", relay_id, outcome.replies)

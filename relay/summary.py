@@ -3,8 +3,9 @@ metrics of the decisions, and the ``requested`` consent events a consent request
 
 Rule 1: 250 only when every recipient was accepted upstream, now or by an earlier attempt
         (``done``, keyed by ``key``); any deferral, or a recipient left unanswered, is a 4xx.
-Rule 2: some refused for good and others accepted: 250 saying how many were refused (the
-        conductor sends the failure notice); all refused: 554 with the upstream's reply.
+Rule 2: some refused for good and others accepted: 250 saying how many were refused and, once
+        the conductor sent the failure notice, whether it was sent or why not
+        (``with_notice``); all refused: 554 with the upstream's reply.
 """
 
 from __future__ import annotations
@@ -54,8 +55,13 @@ def summarise(
     if refused and not delivered:
         return replies.UPSTREAM_REJECTED.with_detail(last_refusal)
     if refused:
-        return replies.OK_QUEUED.with_detail(f"{refused} recipient(s) refused, notice sent")
+        return replies.OK_QUEUED.with_detail(f"{refused} recipient(s) refused")
     return replies.OK_QUEUED
+
+
+def with_notice(answer: Reply, notice: str) -> Reply:
+    """The 250 of Rule 2 with what became of the failure notice (``dsn_failure`` Rule 1)."""
+    return Reply(answer.code, answer.enhanced, f"{answer.message}, {notice}", answer.id)
 
 
 def count_decisions(result: FilterResult, outcomes: Sequence[GroupOutcome]) -> None:

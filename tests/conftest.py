@@ -17,7 +17,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -26,6 +26,7 @@ from hypothesis import settings as hypothesis_settings
 
 from relay.store.embedded import EmbeddedRedis
 from tests.support.cluster import ValkeyCluster
+from tests.support.smtp_sink import Sink
 
 # CI explores the same examples on every run (a red CI must mean a regression, not a new random
 # draw); locally hypothesis keeps drawing new examples, which is where it finds bugs.
@@ -79,6 +80,15 @@ def corpus_dir() -> Path:
 CLUSTER_MODE = os.environ.get("RELAY_TEST_REDIS", "server")
 if CLUSTER_MODE not in ("server", "cluster"):
     raise pytest.UsageError(f"RELAY_TEST_REDIS must be server or cluster, not {CLUSTER_MODE!r}")
+
+
+@pytest.fixture
+async def sink() -> AsyncIterator[Sink]:
+    """An aiosmtpd upstream on loopback that keeps what it receives (``smtp_sink``); the
+    outbound tests that need the wire bytes override it with a ``RawSink``."""
+    s = await Sink().start()
+    yield s
+    await s.stop()
 
 
 @pytest.fixture(scope="session")

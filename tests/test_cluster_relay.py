@@ -39,13 +39,6 @@ StartRelay = Callable[[str], Awaitable[Running]]
 
 
 @pytest.fixture
-async def sink() -> AsyncIterator[Sink]:
-    s = await Sink().start()
-    yield s
-    await s.stop()
-
-
-@pytest.fixture
 async def relays(tmp_path: Path, sink: Sink) -> AsyncIterator[StartRelay]:
     started: list[Running] = []
 

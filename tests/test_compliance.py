@@ -42,13 +42,6 @@ LIVEINTENT = "https://sli.komando.com/imp?s=810140&e=55bf2cbd2b0a&p=164743719098
 SENDGRID = "https://u32411132.ct.sendgrid.net/wf/open?upn=GVnML5ShO6DRrz_yQHubxcd_n7ulhQKU4rt"
 
 
-@pytest.fixture
-async def sink() -> AsyncIterator[Sink]:
-    s = await Sink().start()
-    yield s
-    await s.stop()
-
-
 class Relay:
     def __init__(self, running: Running, settings: Settings, redis_url: str) -> None:
         self.running = running

@@ -71,13 +71,6 @@ def _loopback_config(example: str, listen: int, relays: list[int], stats: Path) 
 
 
 @pytest.fixture
-async def sink() -> AsyncIterator[Sink]:
-    s = await Sink().start()
-    yield s
-    await s.stop()
-
-
-@pytest.fixture
 def haproxy_binary() -> str:
     return require_tool("haproxy")
 

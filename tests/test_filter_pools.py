@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -18,13 +17,6 @@ from tests.support.harness import asend, make_settings, message, start_relay
 from tests.support.smtp_sink import Sink
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
-
-
-@pytest.fixture
-async def sink() -> AsyncIterator[Sink]:
-    s = await Sink().start()
-    yield s
-    await s.stop()
 
 
 async def _relay(tmp_path: Path, redis_url: str, sink: Sink, **smtp: object) -> Running:

@@ -7,7 +7,6 @@ or at depth 25 was forwarded raw. Now such a message is refused with a 554 that 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -18,13 +17,6 @@ from tests.support.smtp_sink import Sink
 pytestmark = pytest.mark.timeout(60)
 PIXEL = b'<img src="https://u1.ct.sendgrid.net/wf/open?upn=Zk4cH8bq2FnWx3T5o1mA9z7kPq">'
 HEAD = b"From: news@shop.example\r\nTo: alice@example.org\r\nSubject: x\r\nMIME-Version: 1.0\r\n"
-
-
-@pytest.fixture
-async def sink() -> AsyncIterator[Sink]:
-    s = await Sink().start()
-    yield s
-    await s.stop()
 
 
 def _wide(parts: int) -> bytes:

@@ -1,4 +1,5 @@
-"""``relay audit show|search|export|report``: the auditors' view of the decision log (SPEC 3).
+"""``relay audit show|search|export|report``: the auditors' view of the decision log (SPEC 3);
+``recount`` is ``audit_recount``.
 
 Stage: command line (edge). Input: arguments and the configured Redis. Output: decision records
 printed for people (with the basis of every tracker decision), as JSON, or exported as JSON
@@ -15,30 +16,22 @@ Rule 3: with ``[redis] url = "embedded"`` the command uses the relay's running s
 from __future__ import annotations
 
 import argparse
-import asyncio
-import io
 import json
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import IO
 
-from redis.exceptions import RedisError
-
-from relay.errors import RelayError
-from relay.settings import Settings, load_settings
+from relay.cli import audit_recount
+from relay.cli.audit_session import PROG, run_with_log
+from relay.cli.export_file import output_file
 from relay.store.audit import AuditLog
 from relay.store.audit_record import DecisionRecord, canonical_json, iso
-from relay.store.redis_conn import async_client, resolve
-from relay.store.redis_keys import Keys
-
-PROG = "relay audit"
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    audit = subparsers.add_parser("audit", help="decision records: show, search, export")
+    audit = subparsers.add_parser(
+        "audit", help="decision records: show, search, export, report, recount"
+    )
     audit.add_argument("--config", metavar="FILE", help="TOML settings")
     verbs = audit.add_subparsers(dest="audit_command", required=True, metavar="VERB")
     # --config is accepted before or after the verb; SUPPRESS keeps the earlier value.
@@ -75,6 +68,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     report.add_argument("--no-progress", action="store_true", help="no progress bar")
     report.set_defaults(func=cmd_report)
 
+    audit_recount.register(verbs, common)
+
 
 def parse_time(text: str, flag: str) -> datetime:
     """Rule 1; a ValueError names the flag."""
@@ -87,38 +82,18 @@ def parse_time(text: str, flag: str) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
-@asynccontextmanager
-async def open_log(settings: Settings) -> AsyncIterator[AuditLog]:
-    url, server = resolve(settings.redis)
-    client = async_client(url, settings.redis)
+def required_range(args: argparse.Namespace) -> tuple[datetime, datetime] | None:
+    """``[--since, --until)`` of a command that needs both, or None once the reason is printed."""
     try:
-        yield AuditLog(
-            client,
-            Keys(settings.redis.prefix),
-            settings.audit.journal,
-            timeout=settings.redis.timeout,
-            retention_days=settings.audit.retention_days,
-            address_key=settings.address_key,
-        )
-    finally:
-        await client.aclose()
-        if server is not None:
-            server.stop()
-
-
-def _run(args: argparse.Namespace, body: Callable[[AuditLog], Awaitable[int]]) -> int:
-    """Settings, log, body; user and store errors become one line on stderr and exit 2."""
-    try:
-        settings = load_settings(args.config)
-
-        async def main() -> int:
-            async with open_log(settings) as audit:
-                return await body(audit)
-
-        return asyncio.run(main())
-    except (RelayError, RedisError, ValueError, OSError) as exc:
+        since = parse_time(args.since, "--since")
+        until = parse_time(args.until, "--until")
+    except ValueError as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
-        return 2
+        return None
+    if until <= since:
+        print(f"{PROG}: --until must be later than --since", file=sys.stderr)
+        return None
+    return since, until
 
 
 # ---------------------------------------------------------------------------------------------
@@ -168,7 +143,7 @@ def cmd_show(args: argparse.Namespace) -> int:
             print_record(record, sys.stdout)
         return 0
 
-    return _run(args, body)
+    return run_with_log(args, body)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -206,7 +181,7 @@ def cmd_search(args: argparse.Namespace) -> int:
             print(f"{PROG}: stopped at --limit {args.limit}; narrow the range", file=sys.stderr)
         return 0
 
-    return _run(args, body)
+    return run_with_log(args, body)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -214,56 +189,32 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    try:
-        since = parse_time(args.since, "--since")
-        until = parse_time(args.until, "--until")
-    except ValueError as exc:
-        print(f"{PROG}: {exc}", file=sys.stderr)
+    times = required_range(args)
+    if times is None:
         return 2
-    if until <= since:
-        print(f"{PROG}: --until must be later than --since", file=sys.stderr)
-        return 2
+    since, until = times
 
     async def body(audit: AuditLog) -> int:
-        progress = not args.no_progress
-        if args.out:
-            path = Path(args.out)
-            # Written beside and renamed: a reader never sees half an export.
-            partial = path.with_name(path.name + ".partial")
-            with partial.open("w", encoding="utf-8", newline="") as out:
-                count = await audit.export(since, until, args.format, out, progress)
-            partial.replace(path)
-        else:
-            # Exact bytes whatever the locale: UTF-8, no newline translation.
-            out = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8", newline="")
-            try:
-                count = await audit.export(since, until, args.format, out, progress)
-            finally:
-                out.flush()
-                out.detach()
+        # Written beside and renamed, or to standard output as UTF-8 (``export_file``).
+        with output_file(args.out) as out:
+            count = await audit.export(since, until, args.format, out, not args.no_progress)
         print(f"{PROG}: exported {count} record(s)", file=sys.stderr)
         return 0
 
-    return _run(args, body)
+    return run_with_log(args, body)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     """The report covers whole UTC days: ``--since`` rounded down, ``--until`` up (said on
     stderr when that widens the range), so that its per-day counts are exact."""
-    from relay.cli.export_file import output_file
     from relay.store.audit_query import AuditReader
     from relay.web.audit.params import DayRange
     from relay.web.audit.report import default_templates, write_report
 
-    try:
-        since = parse_time(args.since, "--since")
-        until = parse_time(args.until, "--until")
-    except ValueError as exc:
-        print(f"{PROG}: {exc}", file=sys.stderr)
+    times = required_range(args)
+    if times is None:
         return 2
-    if until <= since:
-        print(f"{PROG}: --until must be later than --since", file=sys.stderr)
-        return 2
+    since, until = times
     last = (until - timedelta(microseconds=1)).date()
     span = DayRange(since.date(), last)
     if span.since != since or span.until != until:
@@ -287,7 +238,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         )
         return 0
 
-    return _run(args, body)
+    return run_with_log(args, body)
 
 
 __all__ = ["parse_time", "print_record", "register"]

@@ -17,24 +17,25 @@ Rule 3: counts are per listener and per relay process (``--workers N`` gives eac
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from dataclasses import dataclass, field
+
+from relay.ops.connections import OpenConnections
 
 log = logging.getLogger("relay.inbound.limits")
 
 
 @dataclass
-class ConnectionLimits:
+class ConnectionLimits(OpenConnections):
     max_connections: int  # 0 = no cap
     per_client: int  # 0 = no cap
     per_client_applies: bool = True  # False behind a PROXY-protocol balancer (Rule 2)
     open: int = 0
     refused: int = 0
-    by_client: Counter[str] = field(default_factory=Counter)
+    by_client: dict[str, int] = field(default_factory=dict)
 
     def admit(self, client: str) -> bool:
         over_total = bool(self.max_connections) and self.open >= self.max_connections
-        mine = self.by_client[client]
+        mine = self.held_by(client)
         over_client = self.per_client_applies and bool(self.per_client) and mine >= self.per_client
         if over_total or over_client:
             self.refused += 1
@@ -48,14 +49,5 @@ class ConnectionLimits:
                     self.refused,
                 )
             return False
-        self.open += 1
-        self.by_client[client] = mine + 1
+        self.take(client)
         return True
-
-    def release(self, client: str) -> None:
-        self.open -= 1
-        left = self.by_client[client] - 1
-        if left > 0:
-            self.by_client[client] = left
-        else:
-            del self.by_client[client]

@@ -32,8 +32,9 @@ import asyncio
 import ipaddress
 import logging
 import ssl
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import Any, Protocol, TypeVar, cast
 
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, LoginPassword, Session
 from aiosmtpd.smtp import Envelope as SmtpEnvelope
@@ -44,6 +45,8 @@ from relay.inbound.data import read_data
 from relay.inbound.limits import ConnectionLimits
 from relay.settings import Settings
 from relay.smtp import address, param_syntax, xforward
+
+P = TypeVar("P")
 
 log = logging.getLogger("relay.inbound.receive")
 
@@ -181,6 +184,27 @@ class RelaySMTP(SMTP):
     def _create_envelope(self) -> SmtpEnvelope:
         return RelayEnvelope()
 
+    async def _argument(
+        self,
+        text: str,
+        null_allowed: bool,
+        bad: replies.Reply,
+        read: Callable[[tuple[str, ...]], P],
+    ) -> tuple[address.Argument, P] | None:
+        """A MAIL or RCPT path and its parameters (read by ``read``), or None once the
+        refusal is pushed: ``bad`` for the path, 555/501 for a parameter (Rule 6)."""
+        assert self.session is not None
+        try:
+            parsed = address.parse(text, null_allowed=null_allowed)
+            if parsed.params and not self.session.extended_smtp:
+                raise param_syntax.ParamError("parameters need EHLO")
+            return parsed, read(parsed.params)
+        except address.AddressError as exc:
+            await self.push(_refusal(exc, bad).text)
+        except param_syntax.ParamError as exc:
+            await self.push(_param_refusal(exc).text)
+        return None
+
     async def smtp_MAIL(self, arg: str | None) -> None:
         """Rule 6: ``MAIL FROM:<path> [parameters]``; the hook gets the parameters as written."""
         if await self.check_helo_needed() or await self.check_auth_needed("MAIL"):
@@ -193,17 +217,10 @@ class RelaySMTP(SMTP):
         if self.envelope.mail_from:
             await self.push(replies.NESTED_MAIL.text)
             return
-        try:
-            parsed = address.parse(text, null_allowed=True)
-            if parsed.params and not self.session.extended_smtp:
-                raise param_syntax.ParamError("parameters need EHLO")
-            mail = param_syntax.mail(parsed.params)
-        except address.AddressError as exc:
-            await self.push(_refusal(exc, replies.BAD_SENDER).text)
+        found = await self._argument(text, True, replies.BAD_SENDER, param_syntax.mail)
+        if found is None:
             return
-        except param_syntax.ParamError as exc:
-            await self.push(_param_refusal(exc).text)
-            return
+        parsed, mail = found
         if parsed.utf8 and not mail.smtputf8:
             await self.push(replies.NON_ASCII_ADDRESS.text)
             return
@@ -226,17 +243,13 @@ class RelaySMTP(SMTP):
         if not text:
             await self.push(replies.RCPT_SYNTAX.text)
             return
-        try:
-            parsed = address.parse(text, null_allowed=False)
-            if parsed.params and not self.session.extended_smtp:
-                raise param_syntax.ParamError("parameters need EHLO")
-            rcpt = param_syntax.rcpt(parsed.params, smtputf8=bool(self.envelope.smtp_utf8))
-        except address.AddressError as exc:
-            await self.push(_refusal(exc, replies.BAD_ADDRESS).text)
+        utf8 = bool(self.envelope.smtp_utf8)
+        found_rcpt = await self._argument(
+            text, False, replies.BAD_ADDRESS, lambda p: param_syntax.rcpt(p, smtputf8=utf8)
+        )
+        if found_rcpt is None:
             return
-        except param_syntax.ParamError as exc:
-            await self.push(_param_refusal(exc).text)
-            return
+        parsed, rcpt = found_rcpt
         if parsed.utf8 and not self.envelope.smtp_utf8:
             await self.push(replies.NON_ASCII_ADDRESS.text)
             return

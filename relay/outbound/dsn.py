@@ -19,16 +19,14 @@ Rule 5: a copy the relay withholds itself (``FilterResult.withheld``: a signed p
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from email.utils import format_datetime
 
 from relay import replies
 from relay.model import Envelope
+from relay.outbound.dsn_report import Report, mail_params, one_line, rcpt_params
 from relay.outbound.forward import UpstreamReply
 from relay.replies import Reply
-from relay.smtp import param_syntax
 
 # The failure notice's first lines when the relay itself withheld some copies.
 NOTICE_INTRO = (
@@ -66,7 +64,7 @@ def failure_notice(
     wanted: dict[str, str] = {}
     orcpts: dict[str, tuple[str, str]] = {}
     for rcpt, reply in refused.items():
-        rparams = _rcpt_params(per_rcpt.get(rcpt, ()))
+        rparams = rcpt_params(per_rcpt.get(rcpt, ()))
         if rparams.notify is not None and "FAILURE" not in rparams.notify:
             continue
         wanted[rcpt] = reply
@@ -74,7 +72,7 @@ def failure_notice(
             orcpts[rcpt] = rparams.orcpt
     if not wanted:
         return None
-    mail = _mail_params(envelope.mail_options)
+    mail = mail_params(envelope.mail_options)
     return build_dsn(
         reporting_mta=reporting_mta,
         original_sender=envelope.mail_from,
@@ -88,22 +86,6 @@ def failure_notice(
         full=mail.ret == "FULL",
         intro=intro,
     )
-
-
-def _rcpt_params(written: Sequence[str]) -> param_syntax.RcptParams:
-    try:
-        return param_syntax.rcpt(tuple(written), smtputf8=True)
-    except param_syntax.ParamError:
-        return param_syntax.RcptParams(
-            tuple(written)
-        )  # checked at RCPT; never refuse a notice here
-
-
-def _mail_params(written: Sequence[str]) -> param_syntax.MailParams:
-    try:
-        return param_syntax.mail(tuple(written))
-    except param_syntax.ParamError:
-        return param_syntax.MailParams(tuple(written))
 
 
 def header_block(message: bytes) -> bytes:
@@ -128,9 +110,8 @@ def build_dsn(
 ) -> bytes:
     """``intro``: the lines after "was delivered to its other", when the default (the next
     mail server refused) does not say what happened."""
-    now = now or datetime.now(UTC)
+    report = Report(reporting_mta, original_sender, relay_id, now or datetime.now(UTC), envid)
     orcpts = orcpts or {}
-    boundary = f"=_dsn_{uuid.uuid4().hex}"
     human = [
         "This is the consent-relay at " + reporting_mta + ".",
         "",
@@ -151,51 +132,20 @@ def build_dsn(
         per_rcpt.append("")
         if rcpt in orcpts:
             kind, address = orcpts[rcpt]
-            per_rcpt.append(f"Original-Recipient: {kind}; {_one_line(address)}")
+            per_rcpt.append(f"Original-Recipient: {kind}; {one_line(address)}")
         per_rcpt += [
             f"Final-Recipient: rfc822; {rcpt}",
             "Action: failed",
             f"Status: {status}",
-            f"Diagnostic-Code: smtp; {code} {_one_line(reply.split(' ', 1)[-1])}",
+            f"Diagnostic-Code: smtp; {code} {one_line(reply.split(' ', 1)[-1])}",
         ]
-    per_message = [f"Reporting-MTA: dns; {reporting_mta}"]
-    if envid:
-        per_message.append(f"Original-Envelope-Id: {_one_line(envid)}")
-    per_message += [f"X-Relay-Id: {relay_id}", f"Arrival-Date: {format_datetime(now)}"]
-    lines = [
-        f"From: Mail Delivery System <MAILER-DAEMON@{reporting_mta}>",
-        f"To: <{original_sender}>",
-        "Subject: Undelivered Mail Returned to Sender",
-        f"Date: {format_datetime(now)}",
-        f"Message-ID: <{relay_id}.dsn@{reporting_mta}>",
-        "Auto-Submitted: auto-replied",
-        "MIME-Version: 1.0",
-        f'Content-Type: multipart/report; report-type=delivery-status; boundary="{boundary}"',
-        "",
-        f"--{boundary}",
-        "Content-Type: text/plain; charset=utf-8",
-        "",
-        *human,
-        "",
-        f"--{boundary}",
-        "Content-Type: message/delivery-status",
-        "",
-        *per_message,
-        *per_rcpt,
-        "",
-    ]
-    head = "\r\n".join(lines).encode("utf-8") + b"\r\n"
-    tail = f"--{boundary}--\r\n".encode()
+    head = report.head("Undelivered Mail Returned to Sender", "dsn", human, per_rcpt)
+    tail = report.end()
     if not original:
         return head + tail
     kind = "message/rfc822" if full else "text/rfc822-headers"
     returned = original if full else header_block(original)
     if not returned.endswith(b"\r\n"):
         returned += b"\r\n"
-    third = f"--{boundary}\r\nContent-Type: {kind}\r\n\r\n".encode()
+    third = f"--{report.boundary}\r\nContent-Type: {kind}\r\n\r\n".encode()
     return head + third + returned + b"\r\n" + tail
-
-
-def _one_line(text: str) -> str:
-    """A field value never carries a line break (a reply or ORCPT could hold one)."""
-    return " ".join(text.split())

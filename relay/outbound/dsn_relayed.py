@@ -16,37 +16,16 @@ Rule 2: the notice is sent once, right after the upstream accepted the recipient
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from email.utils import format_datetime
 from urllib.parse import urlsplit
 
 from relay.model import Envelope
+from relay.outbound.dsn_report import Report, mail_params, one_line, rcpt_params
 from relay.outbound.outcome import GroupOutcome, Upstream
 from relay.settings import Settings
-from relay.smtp import param_syntax
 
 log = logging.getLogger("relay.outbound.dsn_relayed")
-
-
-def _envid(options: Sequence[str]) -> str | None:
-    try:
-        return param_syntax.mail(tuple(options)).envid
-    except param_syntax.ParamError:
-        return None  # checked at MAIL; never refuse a notice here
-
-
-def _orcpt(options: Sequence[str]) -> tuple[str, str] | None:
-    try:
-        return param_syntax.rcpt(tuple(options), smtputf8=True).orcpt
-    except param_syntax.ParamError:
-        return None
-
-
-def _one_line(text: str) -> str:
-    """A field value never carries a line break."""
-    return " ".join(text.split())
 
 
 def build_relayed_dsn(
@@ -62,8 +41,8 @@ def build_relayed_dsn(
     now: datetime | None = None,
 ) -> bytes:
     """``relayed``: recipient -> the upstream's reply that accepted it."""
-    now = now or datetime.now(UTC)
-    boundary = f"=_dsn_{uuid.uuid4().hex}"
+    envid = mail_params(mail_options).envid
+    report = Report(reporting_mta, original_sender, relay_id, now or datetime.now(UTC), envid)
     human = [
         "This is the consent-relay at " + reporting_mta + ".",
         "",
@@ -72,50 +51,22 @@ def build_relayed_dsn(
         "notifications, so no further notice of success can be sent:",
         "",
     ]
-    envid = _envid(mail_options)
-    per_message = [f"Reporting-MTA: dns; {reporting_mta}", f"X-Relay-Id: {relay_id}"]
-    if envid:
-        per_message.insert(0, f"Original-Envelope-Id: {_one_line(envid)}")
-    per_message.append(f"Arrival-Date: {format_datetime(now)}")
     per_rcpt: list[str] = []
     for rcpt, reply in relayed.items():
         human.append(f"  <{rcpt}>: {reply}")
         per_rcpt.append("")
-        orcpt = _orcpt(rcpt_options.get(rcpt, ()))
+        orcpt = rcpt_params(rcpt_options.get(rcpt, ())).orcpt
         if orcpt is not None:
-            per_rcpt.append(f"Original-Recipient: {orcpt[0]}; {_one_line(orcpt[1])}")
+            per_rcpt.append(f"Original-Recipient: {orcpt[0]}; {one_line(orcpt[1])}")
         per_rcpt += [
             f"Final-Recipient: rfc822; {rcpt}",
             "Action: relayed",
             "Status: 2.0.0",
             f"Remote-MTA: dns; {remote_mta}",
-            f"Diagnostic-Code: smtp; {_one_line(reply)}",
+            f"Diagnostic-Code: smtp; {one_line(reply)}",
         ]
-    lines = [
-        f"From: Mail Delivery System <MAILER-DAEMON@{reporting_mta}>",
-        f"To: <{original_sender}>",
-        "Subject: Successful Mail Delivery Report",
-        f"Date: {format_datetime(now)}",
-        f"Message-ID: <{relay_id}.relayed@{reporting_mta}>",
-        "Auto-Submitted: auto-replied",
-        "MIME-Version: 1.0",
-        f'Content-Type: multipart/report; report-type=delivery-status; boundary="{boundary}"',
-        "",
-        f"--{boundary}",
-        "Content-Type: text/plain; charset=utf-8",
-        "",
-        *human,
-        "",
-        f"--{boundary}",
-        "Content-Type: message/delivery-status",
-        "",
-        *per_message,
-        *per_rcpt,
-        "",
-        f"--{boundary}--",
-        "",
-    ]
-    return "\r\n".join(lines).encode("utf-8")
+    head = report.head("Successful Mail Delivery Report", "relayed", human, per_rcpt)
+    return head + report.end()
 
 
 async def notify_relayed(

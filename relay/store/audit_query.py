@@ -94,18 +94,13 @@ def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _pairs(raw: object) -> list[tuple[str, bytes]]:
-    out: list[tuple[str, bytes]] = []
-    for sid, fields in raw or []:  # type: ignore[attr-defined]
-        payload = fields.get(b"r", b"") if isinstance(fields, dict) else b""
-        out.append((_text(sid), payload if isinstance(payload, bytes) else b""))
-    return out
-
-
-def _page(budget: int, buckets: int) -> int:
-    """Entries read per bucket and request: a budget's share of each bucket, and a little
-    more (records are spread over the buckets evenly), so a page reads about ``budget``."""
-    return max(8, min(BATCH, budget // buckets + 8))
+def _index_cursor(cursor: str) -> audit_scan.IndexEntry:
+    """``<score>:<bucket>:<member>``, the last index entry a page of ``without_consent`` read."""
+    score, _, rest = cursor.partition(":")
+    bucket, _, member = rest.partition(":")
+    if not score.isdigit() or not bucket.isdigit() or not member:
+        raise ValueError(f"cursor: not a cursor of this list: {cursor!r}")
+    return (int(bucket), member, int(score))
 
 
 class AuditReader:
@@ -123,6 +118,11 @@ class AuditReader:
             controller,
             timeout=self.log.timeout,
         )
+
+    def _per_bucket(self, budget: int) -> int:
+        """Entries read per bucket and request: a budget's share of each bucket, and a little
+        more (records are spread over the buckets evenly), so a page reads about ``budget``."""
+        return max(8, min(BATCH, budget // len(self.keys.audit_buckets()) + 8))
 
     def _streams(self) -> list[str]:
         return self.keys.audit_streams()
@@ -160,18 +160,18 @@ class AuditReader:
         """Matching records of ``[since, until)`` in the log's order (Rules 1 and 4)."""
         resume = audit_scan.Resume.parse(cursor) if cursor else None
         low = resume.low() if resume else f"{to_ms(since)}-0"
-        found: list[DecisionRecord] = []
-        scanned = 0
-        position = resume
         entries = audit_scan.merged_range(
             self.client,
             self._streams(),
             low,
             f"({to_ms(until)}-0",
-            page=_page(budget, len(self.keys.audit_buckets())),
+            page=self._per_bucket(budget),
             timeout=self.log.timeout,
             skip=resume.skips if resume else None,
         )
+        found: list[DecisionRecord] = []
+        position = resume
+        scanned = 0
         async for _bucket, sid, record in entries:
             scanned += 1
             position = (position or audit_scan.Resume(0)).after(sid, record)
@@ -192,27 +192,19 @@ class AuditReader:
     ) -> Page:
         """Records holding a tracker tracked without consent, in time order, from the buckets'
         indexes (``cursor`` is ``<score>:<bucket>:<member>``, the last index entry read)."""
-        after: audit_scan.IndexEntry | None = None
-        if cursor:
-            score, _, rest = cursor.partition(":")
-            bucket, _, member = rest.partition(":")
-            if not score.isdigit() or not bucket.isdigit() or not member:
-                raise ValueError(f"cursor: not a cursor of this list: {cursor!r}")
-            after = (int(bucket), member, int(score))
-        indexes = [ck.without_consent for ck in count_keys(self.keys)]
-        found: list[DecisionRecord] = []
-        scanned = 0
-        batch: list[tuple[int, str]] = []
-        last = after
+        after = last = _index_cursor(cursor) if cursor else None
         entries = audit_scan.merged_index(
             self.client,
-            indexes,
+            [ck.without_consent for ck in count_keys(self.keys)],
             to_ms(since),
             f"({to_ms(until)}",
-            page=_page(budget, len(self.keys.audit_buckets())),
+            page=self._per_bucket(budget),
             timeout=self.log.timeout,
             after=after,
         )
+        found: list[DecisionRecord] = []
+        batch: list[tuple[int, str]] = []
+        scanned = 0
         async for entry in entries:
             batch.append((entry[0], entry[1]))
             last = entry

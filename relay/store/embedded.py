@@ -45,6 +45,32 @@ def free_port() -> int:
         return port
 
 
+def server_command(
+    port: int,
+    data_dir: Path,
+    *extra: str,
+    appendonly: bool = True,
+    logfile: str = "",
+) -> list[str]:
+    """The server's command line on a loopback port: AOF fsynced every second when
+    ``appendonly``, no RDB snapshots, in the foreground; ``extra`` options follow (a cluster
+    node's). ``logfile`` "" logs to standard output."""
+    return [
+        server_binary(),
+        "--bind", "127.0.0.1",
+        "--port", str(port),
+        "--dir", str(data_dir.resolve()),
+        *extra,
+        "--appendonly", "yes" if appendonly else "no",
+        "--appendfsync", "everysec",
+        "--save", "",
+        "--protected-mode", "yes",
+        "--daemonize", "no",
+        "--loglevel", "warning",
+        "--logfile", logfile,
+    ]  # fmt: skip
+
+
 class EmbeddedRedis:
     """A private Valkey server on a loopback port; ``url`` is ready after ``start()``."""
 
@@ -60,19 +86,7 @@ class EmbeddedRedis:
 
     def start(self, timeout: float = 10.0) -> EmbeddedRedis:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        args = [
-            server_binary(),
-            "--bind", "127.0.0.1",
-            "--port", str(self.port),
-            "--dir", str(self.data_dir.resolve()),
-            "--appendonly", "yes" if self.appendonly else "no",
-            "--appendfsync", "everysec",
-            "--save", "",
-            "--protected-mode", "yes",
-            "--daemonize", "no",
-            "--loglevel", "warning",
-            "--logfile", "",
-        ]  # fmt: skip
+        args = server_command(self.port, self.data_dir, appendonly=self.appendonly)
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -35,6 +35,7 @@ import h11
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from relay.ops.connections import OpenConnections
 from relay.settings import Settings
 from relay.web import proxy_header
 from relay.web.forwarded import IpNetwork, ip_of, networks, trusted
@@ -68,7 +69,7 @@ UNTRUSTED_PROXY = _reply(
 
 
 @dataclass
-class ConnectionLimits:
+class ConnectionLimits(OpenConnections):
     """The caps of one listener and its open connections (Rule 1)."""
 
     max_connections: int
@@ -106,22 +107,14 @@ class ConnectionLimits:
 
     def claim(self, client: str) -> bool:
         """Count an admitted connection under ``client`` (its PROXY header's source address)."""
-        mine = self.by_client.get(client, 0)
+        mine = self.held_by(client)
         if self.per_client and mine >= self.per_client:
             self.refused += 1
             return False
         self.by_client[client] = mine + 1
         return True
 
-    def release(self, client: str) -> None:
-        self.open -= 1
-        if not client:
-            return
-        left = self.by_client.get(client, 1) - 1
-        if left:
-            self.by_client[client] = left
-        else:
-            self.by_client.pop(client, None)
+    # ``release`` (``OpenConnections``): a trusted proxy's connection ("") has no entry.
 
 
 class GuardedH11Protocol(H11Protocol):

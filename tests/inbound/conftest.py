@@ -15,13 +15,6 @@ from tests.support.smtp_sink import Sink
 
 
 @pytest.fixture
-async def sink() -> AsyncIterator[Sink]:
-    s = await Sink().start()
-    yield s
-    await s.stop()
-
-
-@pytest.fixture
 async def raw_sink() -> AsyncIterator[RawSink]:
     s = await RawSink().start()
     yield s

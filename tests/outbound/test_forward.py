@@ -3,23 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
-
-import pytest
 
 from relay.outbound.forward import FileUpstream, SmtpUpstream
 from relay.settings import UpstreamSettings
 from tests.support.smtp_sink import Sink
 
 DATA = b"From: a@shop.example\r\nTo: b@example.org\r\nSubject: t\r\n\r\nhello\r\n"
-
-
-@pytest.fixture
-async def sink() -> AsyncIterator[Sink]:
-    s = await Sink().start()
-    yield s
-    await s.stop()
 
 
 def upstream(sink: Sink, **kw: object) -> SmtpUpstream:

@@ -24,7 +24,7 @@ from typing import Any
 
 import redis
 
-from relay.store.embedded import server_binary
+from relay.store.embedded import server_command
 
 SLOTS = 16384
 BUS_OFFSET = 10000
@@ -84,24 +84,17 @@ class ValkeyCluster:
 
     def _launch(self, node: Node) -> None:
         node.data_dir.mkdir(parents=True, exist_ok=True)
-        args = [
-            server_binary(),
-            "--bind", "127.0.0.1",
-            "--port", str(node.port),
-            "--dir", str(node.data_dir.resolve()),
+        args = server_command(
+            node.port,
+            node.data_dir,
             "--cluster-enabled", "yes",
             "--cluster-config-file", "nodes.conf",
             "--cluster-node-timeout", str(self.node_timeout_ms),
             "--cluster-require-full-coverage", "no",
             "--repl-diskless-sync-delay", "0",
-            "--appendonly", "yes" if self.appendonly else "no",
-            "--appendfsync", "everysec",
-            "--save", "",
-            "--protected-mode", "yes",
-            "--daemonize", "no",
-            "--loglevel", "warning",
-            "--logfile", "server.log",
-        ]  # fmt: skip
+            appendonly=self.appendonly,
+            logfile="server.log",
+        )  # fmt: skip
         node.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:

@@ -67,13 +67,6 @@ def _labels(html: str) -> tuple[set[str], set[str]]:
 
 
 @pytest.fixture
-async def sink() -> AsyncIterator[Sink]:
-    s = await Sink().start()
-    yield s
-    await s.stop()
-
-
-@pytest.fixture
 async def browser() -> AsyncIterator[Any]:
     path = _chromium()
     from playwright.async_api import async_playwright

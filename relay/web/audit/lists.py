@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -66,7 +67,7 @@ def record_rows(records: list[DecisionRecord], filters: Filters) -> list[RecordR
         rows.append(
             RecordRow(
                 r,
-                iso(r.decided_at)[:19].replace("T", " "),
+                stamp(r.decided_at),
                 sender_domain(r.header_from, r.mail_from),
                 f"m/{message_key(r.message_id)}",
                 f"r/{r.recipient_key}",
@@ -85,7 +86,22 @@ def _next_link(base: str, span: params.DayRange, f: Filters, page: Page) -> str:
 def _reached(page: Page) -> str:
     if page.cursor is None or not page.records:
         return ""
-    return iso(page.records[-1].decided_at)[:19].replace("T", " ")
+    return stamp(page.records[-1].decided_at)
+
+
+def _list_values(
+    base: str, span: params.DayRange, f: Filters, page: Page, after: str | None
+) -> dict[str, Any]:
+    """What both lists' templates show: the range, the filters, the rows, the next page."""
+    return {
+        "span": span,
+        "f": f,
+        "implicit": params.IMPLICIT_CONTROLLER,
+        "rows": record_rows(page.records, f),
+        "page": page,
+        "next_link": _next_link(base, span, f, page),
+        "continued": bool(after),
+    }
 
 
 async def records(request: Request, user: str) -> Response:
@@ -101,14 +117,8 @@ async def records(request: Request, user: str) -> Response:
         request,
         user,
         "audit/records.html",
-        span=span,
-        f=f,
-        implicit=params.IMPLICIT_CONTROLLER,
-        rows=record_rows(page.records, f),
-        page=page,
         reached=_reached(page),
-        next_link=_next_link("records", span, f, page),
-        continued=bool(after),
+        **_list_values("records", span, f, page, after),
     )
 
 
@@ -124,15 +134,9 @@ async def without_consent(request: Request, user: str) -> Response:
         request,
         user,
         "audit/without_consent.html",
-        span=span,
-        f=f,
-        implicit=params.IMPLICIT_CONTROLLER,
-        rows=record_rows(page.records, f),
-        page=page,
         trackers_total=counts.total(WITHOUT_CONSENT),
         records_total=counts.total(WITHOUT_CONSENT_RECORDS),
-        next_link=_next_link("without-consent", span, f, page),
-        continued=bool(after),
+        **_list_values("without-consent", span, f, page, after),
     )
 
 
