@@ -5,8 +5,10 @@ Run: ``.venv/bin/python bench/adversarial_bench.py [--sizes 0.1,0.3,1,3,10] [--o
 Each pattern repeats a hostile unit (a tag without ">", an unclosed quote, ``url(`` without
 ``)``, a comment that never ends, a MIME boundary storm ...) to the given size and runs the
 relay's own stages on it: ``scan`` is the trackers stage alone (``detect`` on a parsed HTML
-part), ``parse`` the MIME parser on the raw message. A stage whose cost is linear shows the same
-time per MB at every size; a quadratic one multiplies it by ten from 1 to 10 MB. The last
+part), ``closed`` (with ``--fail-closed``) the fail-closed reader of a part the scan did not
+finish (``detect.failclosed``) on the same HTML, ``parse`` the MIME parser on the raw
+message. A stage whose cost is linear shows the same time per MB at every size; a quadratic
+one multiplies it by ten from 1 to 10 MB. The last
 column, growth, is the time per MB at the largest size over the one at a tenth of it (1 MB for
 10): 1 is linear, 10 quadratic. Up to 1 MB each cell is the least of three runs. A pattern is
 stopped at the first size that takes more than ``--limit`` seconds (then marked ``STOPPED``),
@@ -22,6 +24,7 @@ from collections.abc import Callable, Sequence
 from functools import partial
 
 from relay.core.parse import parse_message
+from relay.detect.failclosed import fetchable_spans
 from relay.detect.trackers import detect, load_detection
 from relay.model import ParsedMessage, Part
 from relay.rulefiles import load_rules
@@ -64,6 +67,8 @@ HTML_PATTERNS: dict[str, tuple[str, str, str]] = {
     "image-set-open": ("image-set(", "<style>a{b:", ""),
     "image-set-parens": ("(", "<style>a{b:image-set(", ""),
     "import-comments": ("@import /**/", "<style>", ""),
+    "import-comment-open": ("@import/*", "<style>", ""),
+    "svg-image-href-no-gt": ("<image xlink:href=x ", "<svg>", ""),
     "legacy-entities": ("&amp", '<img src="//t.example/p.gif?', '">'),
     "pixels": ('<img src="//t{n}.example/p.gif" width="1" height="1">', "", ""),
 }
@@ -131,6 +136,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--sizes", default="0.1,0.3,1,3,10", help="sizes in MB, comma-separated")
     parser.add_argument("--only", action="append", default=[], help="run only these patterns")
     parser.add_argument("--limit", type=float, default=20.0, help="seconds after which to stop")
+    parser.add_argument(
+        "--fail-closed", action="store_true", help="also time the fail-closed reader (closed)"
+    )
     args = parser.parse_args(argv)
     sizes = [float(s) for s in args.sizes.split(",")]
     rules = load_detection(load_rules())
@@ -142,15 +150,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"{'pattern':<26} {'stage':<6}" + "".join(f"{s:>9g}MB" for s in sizes) + "  growth")
     tenth = min(range(len(sizes)), key=lambda i: abs(sizes[i] - sizes[-1] / 10))
     worst = 0.0
-    for name in names:
+    rows = [(n, "scan" if n in HTML_PATTERNS else "parse") for n in names]
+    if args.fail_closed:
+        rows += [(n, "closed") for n in names if n in HTML_PATTERNS]
+    for name, stage in rows:
         cells: list[float] = []
         stopped = False
         for size_mb in sizes:
             size = int(size_mb * MB)
             repeat = 3 if size_mb <= 1 else 1  # small sizes are the noisy ones
-            if name in HTML_PATTERNS:
+            if stage == "scan":
                 message = _html_message(build_html(name, size))
                 seconds = timed(partial(detect, message, rules, [RCPT]), repeat)
+            elif stage == "closed":
+                seconds = timed(partial(fetchable_spans, build_html(name, size)), repeat)
             else:
                 raw = build_mime(name, size)
                 seconds = timed(partial(parse_message, raw), repeat)
@@ -158,7 +171,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             if seconds > args.limit:
                 stopped = True
                 break
-        stage = "scan" if name in HTML_PATTERNS else "parse"
         shown = "".join(f"{c:11.1f}" for c in cells) + " " * 11 * (len(sizes) - len(cells))
         base = cells[min(tenth, len(cells) - 1)]
         ratio = cells[-1] / base if base > 0 else 0.0

@@ -112,3 +112,38 @@ def test_a_generous_budget_changes_nothing() -> None:
     without = filter_message(context, raw, envelope, states, now)
     assert with_clock.unfinished_parts == ()
     assert [g.data for g in with_clock.groups] == [g.data for g in without.groups]
+
+
+# What the scan reads since issue 12's late additions, written in a part it never finishes:
+# shapes from tests/detect/test_other_fetches.py (sources cited there).
+OTHER_FETCHES = (
+    SECOND
+    + '<link rel="stylesheet" href="https://t.hidden.example/css?u=Xk2bT9L0qR5yPz3mVv8nZw">'
+    + '<svg><image xlink:href="https://t.hidden.example/svg.png?u=1"/>'
+    + '<image href="//t.hidden.example/svg2.png"/></svg>'
+    + '<div style="background:u\\72l(https://t.hidden.example/esc.gif)">x</div>'
+    + '<style>@import"https://t.hidden.example/imp.css";'
+    + '.h{background:image-set(url("//t.hidden.example/s1.png") 1x,"//t.hidden.example/s2.png" 2x,'
+    + "'//t.hidden.example/s3.png' 3x)}</style>"
+    + '<video poster="https://t.hidden.example/poster.jpg"></video>'
+    + '<a href="https://shop.example/sale">links are not fetched</a>'
+)
+
+
+def test_every_fetch_kind_of_an_unfinished_part_is_neutralised() -> None:
+    message = parse_message(_mime(FIRST, OTHER_FETCHES))
+    found = detect(message, RULES, [], budget=Budget(ticking(), 4))
+    assert found.unfinished == (1,)
+    urls = {c.url for c in found.candidates if c.part_index == 1}
+    assert {
+        "https://t.hidden.example/css?u=Xk2bT9L0qR5yPz3mVv8nZw",
+        "https://t.hidden.example/svg.png?u=1",
+        "//t.hidden.example/svg2.png",
+        "https://t.hidden.example/esc.gif",
+        "https://t.hidden.example/imp.css",
+        "//t.hidden.example/s1.png",
+        "//t.hidden.example/s2.png",
+        "//t.hidden.example/s3.png",
+        "https://t.hidden.example/poster.jpg",
+    } <= urls
+    assert "https://shop.example/sale" not in urls
