@@ -25,6 +25,10 @@ Rule 5: ``LinkStore.store`` keeps links and addresses in Redis or, when Redis do
 Rule 6: the last-open days are kept in ``OPEN_BUCKETS`` sorted sets, a recipient in the one of
         its bucket (``Keys.last_open``), so that no single key holds every recipient and
         ``relay inactive`` reads the buckets one by one.
+Rule 7: a last open is the controller's own: the member is the recipient key for the controller
+        owning the consent stored without a controller (``Controller.scope`` ""), and
+        ``<scope>|<recipient key>`` for any other, so an open of one controller's email never
+        counts as activity for another's list (``open_member`` / ``member_owner``).
 """
 
 from __future__ import annotations
@@ -187,8 +191,21 @@ async def notice_text(client: AsyncRedis, keys: Keys, notice_hash: str) -> str |
     return _text(await client.get(keys.notice_text(notice_hash)))
 
 
-async def note_open_day(client: AsyncRedis, keys: Keys, rkey: str, now: datetime) -> None:
-    await client.zadd(keys.last_open(rkey), {rkey: day_number(now)})
+def open_member(rkey: str, scope: str = "") -> str:
+    """The member of a last-open day: whose open, for which controller (Rule 7)."""
+    return f"{scope}|{rkey}" if scope else rkey
+
+
+def member_owner(member: str) -> tuple[str, str]:
+    """(controller scope, recipient key) of a last-open member (Rule 7)."""
+    scope, _, rkey = member.rpartition("|")
+    return scope, rkey
+
+
+async def note_open_day(
+    client: AsyncRedis, keys: Keys, rkey: str, now: datetime, scope: str = ""
+) -> None:
+    await client.zadd(keys.last_open(rkey), {open_member(rkey, scope): day_number(now)})
 
 
 def _text(value: object) -> str | None:

@@ -10,7 +10,8 @@ Rule 1: ``/g/`` redirects to the original tracker only if consent for the token'
         recipient or controller, Redis down), it answers the GIF and records nothing. So a
         withdrawal also silences the emails sent before it.
 Rule 2: ``/m/`` never contacts and never reveals the original tracker; it keeps only the day
-        of the last open per recipient (overwritten), and only for GET.
+        of the last open per recipient and controller (overwritten), and only for GET; a
+        link of a controller no longer configured records nothing.
 Rule 3: both answer with ``Cache-Control: no-store`` so that every re-open asks again, and
         ``Referrer-Policy: no-referrer`` so that the tracker never sees our token.
 Rule 4: a forged or altered token gets a 4xx page; an expired one (an email older than the
@@ -126,8 +127,9 @@ async def minimise(request: Request) -> Response:
         if reason == "expired":
             return blank()
         return error_page(request, TOKEN_STATUS.get(reason, 400), reason)
-    if request.method == "GET":
+    owner = ctx.controllers.for_token(claims.controller)
+    if request.method == "GET" and owner is not None:  # each controller's own day (link_store)
         # An open not counted is harmless; the image must still load.
         with contextlib.suppress(RedisError, OSError):
-            await note_open_day(ctx.redis, ctx.keys, claims.rkey, now)
+            await note_open_day(ctx.redis, ctx.keys, claims.rkey, now, owner.scope)
     return blank()

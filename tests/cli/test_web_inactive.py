@@ -55,3 +55,31 @@ def test_unreachable_store_is_one_line(tmp_path: Path, capsys: pytest.CaptureFix
     assert run(["inactive", "--config", str(config), "--days", "1"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("relay inactive: cannot read the store") and "Traceback" not in err
+
+
+def test_each_controller_lists_its_own_inactive_recipients(
+    redis_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Opens are the controller's own (link_store Rule 7): a recipient who opened the shop's
+    email long ago but the club's yesterday is inactive for the shop only."""
+    keys = Keys()
+    today = day_number(datetime.now(UTC))
+    rkey = "d" * 32
+    client = sync_client(redis_url)
+    client.zadd(keys.last_open(rkey), {f"shop|{rkey}": today - 200, f"club|{rkey}": today - 1})
+    client.close()
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f'[redis]\nurl = "{redis_url}"\n'
+        '[controllers.shop]\nname = "Shop SAS"\ndomains = ["shop.example"]\n'
+        '[controllers.club]\nname = "Running Club"\ndomains = ["club.example"]\n'
+    )
+    assert run(["inactive", "--config", str(config), "--days", "30", "--controller", "shop"]) == 0
+    assert [line.split("\t")[0] for line in capsys.readouterr().out.splitlines()] == [rkey]
+    assert run(["inactive", "--config", str(config), "--days", "30", "--controller", "club"]) == 0
+    assert capsys.readouterr().out == ""
+    assert run(["inactive", "--config", str(config), "--days", "30"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("relay inactive: controller: 2 controllers are configured") and (
+        "Traceback" not in err
+    )

@@ -227,3 +227,25 @@ def test_done_pages_say_what_happens_next(web: WebServer) -> None:
         and "What happens next: future emails from Shop SAS to a***@example.org" in done
     )
     assert web.state(controller="shop").objected
+
+
+def test_a_minimised_open_counts_for_its_own_controller_only(web: WebServer) -> None:
+    """The last-open day is tracking data of the controller whose email was opened: an open
+    of the shop's newsletter must not make the recipient look active on the club's list."""
+    from relay.store.link_store import day_number
+    from relay.web.gateway import GIF
+
+    rkey = web.remember()
+    client = sync_client(web.redis_url)
+    bucket = web.keys.last_open(rkey)
+    assert http("GET", web.minter.minimise_url(rkey, "L1", now(), controller="shop")).body == GIF
+    assert client.zrange(bucket, 0, -1, withscores=True) == [
+        (f"shop|{rkey}".encode(), float(day_number(now())))
+    ]
+    assert http("GET", web.minter.minimise_url(rkey, "L2", now(), controller="club")).body == GIF
+    assert {m.decode() for m in client.zrange(bucket, 0, -1)} == {f"shop|{rkey}", f"club|{rkey}"}
+    # A link of a controller no longer configured still shows its image and records nothing.
+    gone = web.minter.minimise_url(rkey, "L3", now(), controller="gone")
+    assert http("GET", gone).body == GIF
+    assert client.zcard(bucket) == 2
+    client.close()
