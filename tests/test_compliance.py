@@ -434,6 +434,22 @@ async def test_a_consent_request_with_click_tracking_links_is_refused_naming_the
     assert "[R-141]" in reply and sink.handler.received == []
 
 
+async def test_a_click_link_behind_a_base_href_is_seen_as_the_client_follows_it(
+    relay_factory: RelayFactory, sink: Sink
+) -> None:
+    """``<base href>`` makes a relative link the vendor's click link (the shape of real mails
+    with a base, maildev/maildev#97): a consent request must not carry it unseen."""
+    relay = await relay_factory()
+    base = '<base href="https://u6698898.ct.sendgrid.net/">'
+    link = '<a href="ls/click?upn=38Ony1dHqceytDbKPTF_n_pGz3cW0uABBrDSx">Our shop</a>'
+    html = CONSENT_HTML.replace("<html><body>", f"<html><head>{base}</head><body>").replace(
+        "{extra}", link
+    )
+    code, reply = await asend(relay.port, message(html, category="consent_request"), [ALICE])
+    assert code == 554 and "rules: sendgrid-click" in reply and "[R-141]" in reply, reply
+    assert sink.handler.received == []
+
+
 async def test_a_consent_request_switches_off_the_esps_click_tracking_and_records_its_link(
     relay_factory: RelayFactory, sink: Sink
 ) -> None:

@@ -150,8 +150,10 @@ def _placeholders(part_index: int, text: str) -> list[Placeholder]:
     ]
 
 
-def _links(part_index: int, text: str, clicks: SignatureSet) -> list[Link]:
-    """Every http(s) link of one part with its click-tracking rule (reported, never touched)."""
+def _links(part_index: int, text: str, clicks: SignatureSet, base: str | None = None) -> list[Link]:
+    """Every http(s) link of one part with its click-tracking rule (reported, never touched);
+    relative ones resolved against the part's ``<base href>`` as a client follows them (a
+    consent request must not hide a vendor's click link behind a base, ``consent_link``)."""
     urls: list[str] = []
     pairs: list[tuple[str, str]] = []
     for href, host, path in hrefs(text):
@@ -161,11 +163,20 @@ def _links(part_index: int, text: str, clicks: SignatureSet) -> list[Link]:
             continue
         url = attribute_url(href)
         split = split_url(url)
+        if split is None and base is not None and _relative(url):
+            url = urljoin(base, url)
+            split = split_url(url)
         if split is not None:
             urls.append(url)
             pairs.append(split)
     ids = [rule.id if rule is not None else None for rule in clicks.match_all(pairs)]
     return list(map(Link, repeat(part_index), urls, ids))
+
+
+def _relative(url: str) -> bool:
+    """A reference a base URL applies to: not empty, no scheme of its own (cid:, data:,
+    mailto: ...), not a relay placeholder (``{{relay:...}}`` becomes a URL of its own)."""
+    return bool(url) and not _INLINE.match(url) and not url.startswith("{{")
 
 
 def document_base(href: str) -> str | None:
@@ -189,9 +200,10 @@ def _url_of(item: Found) -> str:
     return css_unescape(url).strip() if kind is ElementKind.STYLE_ATTR else url
 
 
-def _refs(part_index: int, text: str, budget: Budget | None = None) -> list[Ref]:
-    """The image references of one part that a client would fetch (or that the app labelled).
-    Relative ones are resolved against the part's ``<base href>`` when it has one."""
+def _refs(part_index: int, text: str, budget: Budget | None = None) -> tuple[list[Ref], str | None]:
+    """The image references of one part that a client would fetch (or that the app labelled),
+    and the part's base URL. Relative ones are resolved against the part's ``<base href>``
+    when it has one."""
     refs: list[Ref] = []
     append = refs.append
     new = tuple.__new__  # builds the NamedTuple without its Python-level __new__
@@ -208,14 +220,14 @@ def _refs(part_index: int, text: str, budget: Budget | None = None) -> list[Ref]
             continue
         url = _url_of(item)
         split = split_url(url)
-        if split is None and base is not None and url and not _INLINE.match(url):
+        if split is None and base is not None and _relative(url):
             url = urljoin(base, url)
             split = split_url(url)
         if split is not None:
             append(new(Ref, (part_index, item, url, split[0], split[1])))
         elif item.label is not None:  # cid:, data:, relative: nothing is fetched, but the
             append(new(Ref, (part_index, item, url, "", "")))  # label must still come out
-    return refs
+    return refs, base
 
 
 def detect(
@@ -249,12 +261,13 @@ def detect(
         try:
             if budget is not None:
                 budget.check()
-            refs.extend(_refs(part.index, text, budget))
+            found, base = _refs(part.index, text, budget)
         except BudgetExceeded:
             unfinished.append(part.index)
             continue
+        refs.extend(found)
         if with_links:
-            links.extend(_links(part.index, text, rules.click_trackers))
+            links.extend(_links(part.index, text, rules.click_trackers, base))
     fetched = [r for r in refs if r.host]
     # Decisions for all fetched references in one loop, consumed below in the same order.
     verdicts = iter(Classifier(rules, fetched, recipients, texts).verdicts(fetched))
