@@ -21,6 +21,9 @@ Rule 3: everything listens on 127.0.0.1, every server is stopped at the end, eve
 Rule 4: then the passthrough and the relay run again at half the relay's maximum rate, on an
         open-loop schedule (latency counted from each message's planned start), and the run
         prints the latency the relay adds: relay minus passthrough, p50 and p99.
+Rule 5: each server's CPU time per message is read from /proc (bench/proc_cpu.py: its whole
+        process tree, Postfix's short-lived smtpd/cleanup/smtp processes included, Redis with
+        the relay) over the load, the warm-up and, for Postfix, the drain; the sink's beside it.
 Usage (as root, Postfix installed): python bench/postfix_bench.py [--clients 20]
        [--messages 2000] [--workers 2] [--corpus DIR] [--pipelining] [--no-paced]
        [--servers postfix,passthrough,consent-relay]
@@ -42,6 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import smtp_bench
+from proc_cpu import tree_cpu
 from smtp_bench import (
     DEFAULT_CORPUS,
     corpus_messages,
@@ -118,7 +122,16 @@ class Bench:
     servers: set[str]
     mta: PostfixInstance
     ports: dict[str, int]
+    roots: dict[str, list[int]]  # the process trees of each server and of the sink (Rule 5)
     delivered: int = 0
+
+    def _cpu(self, name: str) -> tuple[float, float]:
+        roots = self.mta_roots() if name == "postfix" else self.roots[name]
+        return tree_cpu(roots), tree_cpu(self.roots["sink"])
+
+    def mta_roots(self) -> list[int]:
+        pid = self.mta.master_pid()
+        return [pid] if pid is not None else []
 
     def run_set(self, title: str, messages: list[bytes]) -> None:
         print(f"{title}: {len(messages)} distinct messages")
@@ -127,6 +140,7 @@ class Bench:
         for name in SERVERS:
             if name not in self.servers:
                 continue
+            cpu_before = self._cpu(name)
             figures[name] = measure(name, self.ports[name], messages, clients, total)
             if name == "postfix":
                 # The warm-up sends 5 messages per client besides the measured ones. Postfix
@@ -139,6 +153,12 @@ class Bench:
                     f"  {'':<14} queue drained {drain:.1f} s after the load ended: "
                     f"{figures[name]['msgs'] / (accepted + drain):.1f} msg/s accepted and delivered"
                 )
+            cpu_after = self._cpu(name)
+            # The warm-up's messages are inside the measured window too (Rule 5).
+            sent = figures[name]["msgs"] + 5 * clients
+            server_ms = 1000 * (cpu_after[0] - cpu_before[0]) / sent
+            sink_ms = 1000 * (cpu_after[1] - cpu_before[1]) / sent
+            print(f"  {'':<14} CPU per message: {server_ms:.2f} ms server, {sink_ms:.2f} ms sink")
         print_ratios(figures)
         if not self.args.no_paced and {"passthrough", "consent-relay"} <= figures.keys():
             self.paced(messages, figures["consent-relay"]["rate"] / 2)
@@ -228,7 +248,12 @@ def main() -> None:
         )
         clients = "pipelining clients" if args.pipelining else "aiosmtplib clients"
         print(f"{args.clients} {clients}, {args.messages} msgs per server, workers {args.workers}")
-        bench = Bench(args, servers, mta, ports)
+        roots = {
+            "sink": [procs[0].pid or 0],
+            "passthrough": [p.pid or 0 for p in procs[1:]],
+            "consent-relay": [relay.pid] if relay is not None else [],
+        }
+        bench = Bench(args, servers, mta, ports, roots)
         small = [m for m in corpus_messages(args.corpus, None) if len(m) < 60_000]
         bench.run_set("corpus (newsletters < 60 KB)", small)
         bench.run_set("reference-67k.eml", corpus_messages(args.corpus, "reference-67k.eml"))
