@@ -10,24 +10,18 @@ goes through a whole relay (``start_relay``) to a real upstream sink.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
-import ipaddress
 import logging
 import smtplib
 import socket
-import ssl
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from relay import replies
 from relay.errors import SettingsError
@@ -41,6 +35,7 @@ from relay.settings import Settings, UpstreamSettings
 from relay.store.embedded import free_port
 from tests.support.harness import HTML_WITH_PIXEL, asend, make_settings, message, start_relay
 from tests.support.smtp_sink import Sink, SinkHandler
+from tests.support.tls import Cert, self_signed
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -54,51 +49,9 @@ ELSEWHERE = ["192.0.2.0/24"]  # allowed_clients that do not include the test's l
 # --- certificates --------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Cert:
-    cert: Path
-    key: Path
-
-    def client_context(self) -> ssl.SSLContext:
-        """A client context that trusts only this certificate, hostname checked."""
-        context = ssl.create_default_context(cafile=str(self.cert))
-        return context
-
-
 @pytest.fixture(scope="module")
 def cert(tmp_path_factory: pytest.TempPathFactory) -> Cert:
-    folder = tmp_path_factory.mktemp("tls")
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "relay.test")])
-    now = dt.datetime.now(dt.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path = folder / "relay.crt"
-    key_path = folder / "relay.key"
-    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return Cert(cert_path, key_path)
+    return self_signed(tmp_path_factory.mktemp("tls"))
 
 
 def tls_section(cert: Cert, implicit: bool = False) -> dict[str, str]:

@@ -6,6 +6,11 @@ built with plain commands (CLUSTER ADDSLOTSRANGE, MEET, REPLICATE), so no ``valk
 interactive step: master i owns an equal contiguous third of the 16384 slots and replica i
 follows master i.
 
+With ``tls`` (a certificate, ``tests.support.tls``) and a server binary built with TLS
+(``binary``: Debian's ``redis-server``; the embedded one has none), every node listens for
+TLS only (``--port 0``), its cluster bus and replication over TLS too, and ``url`` is a
+``rediss+cluster://`` seed list trusting that certificate: nothing reaches a node in clear.
+
 The node timeout is short (``node_timeout_ms``, 1 s by default) so that a killed master is
 replaced by its replica within a few seconds; ``cluster-require-full-coverage no`` keeps the
 other masters' slots serving meanwhile, as the deployment example recommends.
@@ -25,6 +30,7 @@ from typing import Any
 import redis
 
 from relay.store.embedded import server_command
+from tests.support.tls import Cert
 
 SLOTS = 16384
 BUS_OFFSET = 10000
@@ -57,9 +63,15 @@ class Node:
     data_dir: Path
     process: subprocess.Popen[bytes] | None = None
     node_id: str = ""
+    tls: Cert | None = None
 
     def client(self, timeout: float = 5.0) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=timeout)
+        if self.tls is None:
+            return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=timeout)
+        return redis.Redis(
+            host="127.0.0.1", port=self.port, socket_timeout=timeout,
+            ssl=True, ssl_ca_certs=str(self.tls.cert),
+        )  # fmt: skip
 
     @property
     def alive(self) -> bool:
@@ -76,11 +88,24 @@ class ValkeyCluster:
     node_timeout_ms: int = 1000
     appendonly: bool = False
     nodes: list[Node] = field(default_factory=list)
+    binary: str = ""  # the server program; "" = the embedded one
+    tls: Cert | None = None
 
     @property
     def url(self) -> str:
         seeds = ",".join(f"127.0.0.1:{n.port}" for n in self.nodes[: self.masters])
+        if self.tls is not None:
+            return f"rediss+cluster://{seeds}?ssl_ca_certs={self.tls.cert}"
         return f"redis+cluster://{seeds}"
+
+    def _tls_args(self) -> list[str]:
+        if self.tls is None:
+            return []
+        files = ["--tls-cert-file", str(self.tls.cert), "--tls-key-file", str(self.tls.key)]
+        return [
+            *files, "--tls-ca-cert-file", str(self.tls.cert), "--tls-auth-clients", "no",
+            "--tls-cluster", "yes", "--tls-replication", "yes",
+        ]  # fmt: skip
 
     def _launch(self, node: Node) -> None:
         node.data_dir.mkdir(parents=True, exist_ok=True)
@@ -92,9 +117,15 @@ class ValkeyCluster:
             "--cluster-node-timeout", str(self.node_timeout_ms),
             "--cluster-require-full-coverage", "no",
             "--repl-diskless-sync-delay", "0",
+            *self._tls_args(),
             appendonly=self.appendonly,
             logfile="server.log",
         )  # fmt: skip
+        if self.binary:
+            args[0] = self.binary
+        if self.tls is not None:  # TLS only: the plain port closed, the TLS one on node.port
+            at = args.index("--port")
+            args[at : at + 2] = ["--port", "0", "--tls-port", str(node.port)]
         node.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -114,7 +145,7 @@ class ValkeyCluster:
     def start(self, timeout: float = 30.0) -> ValkeyCluster:
         count = self.masters * (1 + self.replicas_per_master)
         ports = free_cluster_ports(count)
-        self.nodes = [Node(port, self.base_dir / f"node{port}") for port in ports]
+        self.nodes = [Node(port, self.base_dir / f"node{port}", tls=self.tls) for port in ports]
         try:
             for node in self.nodes:
                 self._launch(node)
