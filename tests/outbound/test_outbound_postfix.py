@@ -28,9 +28,10 @@ import pytest
 from relay.outbound.forward import SmtpUpstream
 from relay.settings import UpstreamSettings
 from relay.store.embedded import free_port
-from tests.inbound.test_transport import Cert, cert  # noqa: F401 - the fixture is used by name
+from tests.inbound.test_transport import cert  # noqa: F401 - the fixture is used by name
 from tests.support.postfix import PostfixInstance
 from tests.support.raw_sink import RawSink, RawTransaction
+from tests.support.tls import Cert
 from tests.test_postfix import Postfixes, postfix  # noqa: F401 - the fixture is used by name
 
 pytestmark = pytest.mark.timeout(90)

@@ -18,9 +18,10 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from relay.outbound.forward import SmtpUpstream
 from relay.settings import UpstreamSettings
-from tests.inbound.test_transport import Cert, cert  # noqa: F401 - the fixture is used by name
+from tests.inbound.test_transport import cert  # noqa: F401 - the fixture is used by name
 from tests.support.raw_sink import RawSink
 from tests.support.smtp_sink import Sink, SinkHandler
+from tests.support.tls import Cert
 
 pytestmark = pytest.mark.timeout(30)
 
