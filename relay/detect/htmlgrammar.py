@@ -60,15 +60,16 @@ STYLE = (
 # name may start with "=" here, and an unquoted value never starts with a quote: whenever the
 # hook-free reading cannot go on, the quiet tag fails as a whole (it never re-reads a quoted
 # value another way), and the tag is read with ``ATTRS`` instead.
-_NO_URL = r"u(?!rl\()"
 _NO_HOOK = r"u(?!rl\()|-(?!set\()"
 _VALUE_QUIET = (
     rf"""(?:"(?:[^"u\\-]++|{_NO_HOOK})*+(?:"|\Z)|'(?:[^'u\\-]++|{_NO_HOOK})*+(?:'|\Z)"""
     rf"|(?:[^{_NOT_WS}>\"'u\\-]|{_NO_HOOK})(?:[^{_NOT_WS}>u\\-]++|{_NO_HOOK})*+|(?=>|\Z))"
 )
+# A name never takes up where a value stopped at a hook: it holds no "url(", "-set(" nor
+# backslash either (``<td style=u\72l(...)>`` must not read as a value "u" and a name).
 _NAME_QUIET = (
-    rf"(?!background(?:{WS}|[/>=]|\Z))(?:[^{_NOT_WS}/>=u]|{_NO_URL})"
-    rf"(?:[^{_NOT_WS}/>=u]++|{_NO_URL})*+"
+    rf"(?!background(?:{WS}|[/>=]|\Z))(?:[^{_NOT_WS}/>=u\\-]|{_NO_HOOK})"
+    rf"(?:[^{_NOT_WS}/>=u\\-]++|{_NO_HOOK})*+"
 )
 _ATTRS_QUIET = rf"(?:[{_NOT_WS}/]++|{_NAME_QUIET}(?:{WS}*+={WS}*+{_VALUE_QUIET})?)*+"
 

@@ -8,7 +8,7 @@ differently from a browser.
 
 from __future__ import annotations
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from relay.detect.cssurls import css_urls
@@ -242,6 +242,10 @@ def html(draw: st.DrawFn) -> str:
 
 @SETTINGS
 @given(html())
+# Found by this test in CI: an unquoted value stopped at its CSS escape and the quiet grammar
+# read the rest as an attribute name, so the tag was skipped; the same with "-set(".
+@example("<td src style=u\\72l(//t.example/e.gif)>")
+@example("<td style=background:-webkit-image-set('//t.example/a.png'1x)>")
 def test_scan_reads_html_as_the_standard_tokenizer(text: str) -> None:
     assert scanned(text) == expected(text)
 
