@@ -58,14 +58,19 @@ _URL_GROUPS = tuple(_TOKEN.groupindex[g] for g in ("dq", "sq", "uq", "idq", "isq
 _G_SET = _TOKEN.groupindex["iset"]
 # Inside image-set(): its strings at the first level are URLs (a string in a nested function,
 # such as type("image/avif"), is not), url() tokens too; parentheses are counted to its end.
+# In a style attribute the quotes may be written as character references (the attribute is
+# decoded before CSS reads it): &quot;...&quot; is a string too (read as one in <style> blocks
+# as well, where it is not: over-reading a URL there costs nothing).
+_ENTITY_QUOTE = r"&(?:quot|apos|#0*3[49]|#[xX]0*2[27]);"
 _SET_TOKEN = re.compile(
     rf"{_COMMENT}"
     rf"|\"(?P<dq>{_DQ})(?:\"|\Z)|'(?P<sq>{_SQ})(?:'|\Z)"
+    rf"|{_ENTITY_QUOTE}(?P<eq>(?:[^&)]++|&(?!{_ENTITY_QUOTE[1:]}))*+)(?:{_ENTITY_QUOTE})?"
     rf"|{_URL_TOKEN.replace('?P<dq>', '?P<udq>').replace('?P<sq>', '?P<usq>')}"
     r"|(?P<open>\()|(?P<close>\))",
     re.IGNORECASE,
 )
-_SET_STRINGS = tuple(_SET_TOKEN.groupindex[g] for g in ("dq", "sq"))
+_SET_STRINGS = tuple(_SET_TOKEN.groupindex[g] for g in ("dq", "sq", "eq"))
 _SET_URLS = tuple(_SET_TOKEN.groupindex[g] for g in ("udq", "usq", "uq"))
 _G_OPEN, _G_CLOSE = _SET_TOKEN.groupindex["open"], _SET_TOKEN.groupindex["close"]
 

@@ -63,7 +63,13 @@ _GROUPS = tuple(
 )
 # image-set(): every string up to its ")" is a candidate URL (url() ones are found above).
 _IMAGE_SET = re.compile(rf"(?:-webkit-)?{name_pattern('image-set')}\(", re.IGNORECASE)
-_SET_ITEM = re.compile(r"\"(?P<dq>[^\"]*+)(?:\"|\Z)|'(?P<sq>[^']*+)(?:'|\Z)|(?P<open>\()|\)")
+_ENTITY_QUOTE = r"&(?:quot|apos|#0*3[49]|#[xX]0*2[27]);"  # a quote written in an attribute
+_SET_ITEM = re.compile(
+    r"\"(?P<dq>[^\"]*+)(?:\"|\Z)|'(?P<sq>[^']*+)(?:'|\Z)"
+    rf"|{_ENTITY_QUOTE}(?P<eq>(?:[^&)]++|&(?!{_ENTITY_QUOTE[1:]}))*+)(?:{_ENTITY_QUOTE})?"
+    r"|(?P<open>\()|\)",
+    re.IGNORECASE,
+)
 _INLINE = ("cid:", "data:")
 
 
@@ -93,7 +99,7 @@ def fetchable_spans(text: str) -> list[tuple[int, int]]:
             elif item.group() == ")":
                 depth -= 1
             else:
-                quoted = "dq" if item.start("dq") >= 0 else "sq"
+                quoted = next(g for g in ("dq", "sq", "eq") if item.start(g) >= 0)
                 _trimmed(text, *item.span(quoted), spans)
         done = pos if depth == 0 else len(text)
     return sorted(set(spans))

@@ -125,6 +125,7 @@ OTHER_FETCHES = (
     + '<style>@import"https://t.hidden.example/imp.css";'
     + '.h{background:image-set(url("//t.hidden.example/s1.png") 1x,"//t.hidden.example/s2.png" 2x,'
     + "'//t.hidden.example/s3.png' 3x)}</style>"
+    + '<div style="background:image-set(&quot;//t.hidden.example/s4.png&quot; 1x)">x</div>'
     + '<video poster="https://t.hidden.example/poster.jpg"></video>'
     + '<a href="https://shop.example/sale">links are not fetched</a>'
 )
@@ -144,6 +145,7 @@ def test_every_fetch_kind_of_an_unfinished_part_is_neutralised() -> None:
         "//t.hidden.example/s1.png",
         "//t.hidden.example/s2.png",
         "//t.hidden.example/s3.png",
+        "//t.hidden.example/s4.png",
         "https://t.hidden.example/poster.jpg",
     } <= urls
     assert "https://shop.example/sale" not in urls

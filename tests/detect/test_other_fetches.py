@@ -197,6 +197,19 @@ def test_each_image_set_candidate_is_found(rules: DetectionRules, function: str)
     )
 
 
+def test_image_set_strings_quoted_with_character_references_are_found(
+    rules: DetectionRules,
+) -> None:
+    """A style attribute is decoded before CSS reads it (Tutanota's sanitizer tests quote with
+    &#39;): image-set(&quot;...&quot; 1x) is a string, so a candidate a client fetches."""
+    css = (
+        f"background-image:-webkit-image-set(&quot;{LITMUS}&amp;x=1&quot; 1x,"
+        f" &#39;{LITMUS}&amp;x=2&#39; 2x)"
+    )
+    detection = run(rules, f'<div style="{css}">x</div>')
+    assert [c.url for c in detection.candidates] == [f"{LITMUS}&x={n}" for n in (1, 2)]
+
+
 @pytest.mark.parametrize(
     "rule",
     ['@import"{u}";', "@import/**/'{u}';", '@import /* a */ /* b */ "{u}" screen;',
