@@ -13,7 +13,7 @@ import base64
 import binascii
 from dataclasses import dataclass
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from relay.core.parse import parse_message
@@ -151,8 +151,17 @@ def applied(text: str, edits: list[Edit]) -> str:
     return text
 
 
+# Found in a CI run: an edit that makes an 8bit line longer than SMTP allows re-encodes the
+# part (longlines Rule 3), so its header changes by design.
+LONG_EDIT = (
+    Sample(build("", "8bit", "utf-8", "\r\n"), "", "8bit", "\r\n"),
+    [Edit(1, Span(0, 0), "<p>" + "x" * 1200)],
+)
+
+
 @SETTINGS
 @given(edited())
+@example(LONG_EDIT)
 def test_edits_decode_back_and_leave_other_bytes_alone(case: tuple[Sample, list[Edit]]) -> None:
     sample, edits = case
     message = parse_message(sample.raw)
@@ -166,8 +175,18 @@ def test_edits_decode_back_and_leave_other_bytes_alone(case: tuple[Sample, list[
     assert again.defects == ()
     assert again.parts[1].text == applied(sample.text, charset_edits)
     tail = len(sample.raw) - part.body_end
-    assert out[: part.body_start] == sample.raw[: part.body_start]
     assert out[len(out) - tail :] == sample.raw[part.body_end :]
+    edited = applied(sample.text, charset_edits).encode(part.codec)
+    if sample.cte in ("7bit", "8bit") and max(map(len, edited.splitlines()), default=0) > 998:
+        # longlines Rule 3: a line the edits made too long for SMTP re-encodes the part
+        # quoted-printable; its header says so, every other byte before it is as received.
+        head = sample.raw[: part.body_start].replace(
+            b"Content-Transfer-Encoding: " + sample.cte.encode(),
+            b"Content-Transfer-Encoding: quoted-printable",
+        )
+        assert out[: len(out) - tail].startswith(head[: head.rindex(b"\n") + 1])
+        return
+    assert out[: part.body_start] == sample.raw[: part.body_start]
     body = out[part.body_start : len(out) - tail]
     if sample.cte == "quoted-printable":
         old = set(sample.raw[part.body_start : part.body_end].splitlines())
