@@ -4,9 +4,7 @@ a screenshot of each step in ``test-artifacts/``; an axe-core check of each page
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -20,13 +18,12 @@ from typing import Any
 import pytest
 
 from relay.store.embedded import free_port
-from tests.conftest import ARTIFACTS, CHROMIUM_ARGS, SCREENSHOT_TRIES
+from tests.conftest import ARTIFACTS
 from tests.support.auditui import AUDITOR, PASSWORD, Journey, audit_users, journey
 from tests.support.axe import axe_source, violations
+from tests.support.browser import screenshot, sync_chromium
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(120)]
-
-CHROMIUM = "/usr/bin/chromium"
 
 
 @dataclass
@@ -96,31 +93,12 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    path = CHROMIUM if os.path.exists(CHROMIUM) else shutil.which("chromium")
-    if path is None:
-        if os.environ.get("RELAY_REQUIRE_TOOLS") == "1":
-            pytest.fail("chromium is required (RELAY_REQUIRE_TOOLS=1)")
-        pytest.skip("chromium not installed")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        instance = pw.chromium.launch(executable_path=path, args=CHROMIUM_ARGS, headless=True)
+    with sync_chromium() as instance:
         yield instance
-        instance.close()
 
 
 def shot(page: Any, name: str) -> None:
-    from playwright.sync_api import Error
-
-    ARTIFACTS.mkdir(exist_ok=True)
-    for attempt in range(SCREENSHOT_TRIES):
-        try:
-            page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
-            return
-        except Error:
-            if attempt == SCREENSHOT_TRIES - 1:
-                raise
-            page.wait_for_timeout(500)
+    screenshot(page, ARTIFACTS / f"{name}.png")
 
 
 def test_an_inspector_answers_from_the_browser(browser: Any, served: Served) -> None:

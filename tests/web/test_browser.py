@@ -7,8 +7,6 @@ failure.
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -19,28 +17,19 @@ from relay.core.links import gateway_link_id
 from relay.model import Action, EventType, GatewayLink, Purpose
 from relay.store.link_store import store_gateway_links
 from relay.web.gateway import GIF
-from tests.conftest import ARTIFACTS, CHROMIUM_ARGS, SCREENSHOT_TRIES
+from tests.conftest import ARTIFACTS
+from tests.support.browser import screenshot, sync_chromium
 from tests.support.web import WebServer, http, snapshot
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
 TRACKER = "https://tracker.example/open.gif?u=42"
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    path = CHROMIUM if os.path.exists(CHROMIUM) else shutil.which("chromium")
-    if path is None:
-        if os.environ.get("RELAY_REQUIRE_TOOLS") == "1":
-            pytest.fail("chromium is required (RELAY_REQUIRE_TOOLS=1)")
-        pytest.skip("chromium not installed")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        instance = pw.chromium.launch(executable_path=path, args=CHROMIUM_ARGS, headless=True)
+    with sync_chromium() as instance:
         yield instance
-        instance.close()
 
 
 @pytest.fixture
@@ -51,17 +40,7 @@ def web(redis_url: str) -> Iterator[WebServer]:
 
 
 def shot(page: Any, name: str) -> None:
-    from playwright.sync_api import Error
-
-    ARTIFACTS.mkdir(exist_ok=True)
-    for attempt in range(SCREENSHOT_TRIES):
-        try:
-            page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
-            return
-        except Error:
-            if attempt == SCREENSHOT_TRIES - 1:
-                raise
-            page.wait_for_timeout(500)
+    screenshot(page, ARTIFACTS / f"{name}.png")
 
 
 def test_withdraw_in_chromium(browser: Any, web: WebServer) -> None:

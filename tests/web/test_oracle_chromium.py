@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import email
 import email.policy
-import os
 import re
-import shutil
 from collections.abc import AsyncIterator
 from email.message import EmailMessage
 from pathlib import Path
@@ -34,12 +32,12 @@ import pytest
 
 from relay.web.gateway import GIF
 from tests.conftest import CHROMIUM_ARGS
+from tests.support.browser import chromium_path
 from tests.support.harness import asend, make_settings, message, start_relay
 from tests.support.smtp_sink import Sink
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(180)]
 
-CHROMIUM = "/usr/bin/chromium"
 NEWSLETTERS = Path(__file__).resolve().parents[1] / "fixtures" / "newsletters"
 PAGE = "https://webmail.example/message"
 LABEL = re.compile(r"^(content|trackers): (\S+)$", re.MULTILINE)
@@ -48,15 +46,6 @@ SCREENS = [
     {"viewport": {"width": 1024, "height": 4000}, "device_scale_factor": 1},
     {"viewport": {"width": 375, "height": 4000}, "device_scale_factor": 2, "is_mobile": True},
 ]
-
-
-def _chromium() -> str:
-    path = CHROMIUM if os.path.exists(CHROMIUM) else shutil.which("chromium")
-    if path is None:
-        if os.environ.get("RELAY_REQUIRE_TOOLS") == "1":
-            pytest.fail("chromium is required (RELAY_REQUIRE_TOOLS=1)")
-        pytest.skip("chromium not installed")
-    return path
 
 
 def _labels(html: str) -> tuple[set[str], set[str]]:
@@ -68,7 +57,7 @@ def _labels(html: str) -> tuple[set[str], set[str]]:
 
 @pytest.fixture
 async def browser() -> AsyncIterator[Any]:
-    path = _chromium()
+    path = chromium_path()
     from playwright.async_api import async_playwright
 
     async with async_playwright() as pw:

@@ -11,7 +11,6 @@ also written to ``docs/recipient/`` (the README shows them).
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,7 +20,8 @@ import pytest
 
 from relay.model import ConsentEvent, EventType, Purpose
 from relay.settings import ControllerSettings
-from tests.conftest import ARTIFACTS, CHROMIUM_ARGS, SCREENSHOT_TRIES
+from tests.conftest import ARTIFACTS
+from tests.support.browser import screenshot, sync_chromium
 from tests.support.web import WebServer
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(240)]
@@ -67,15 +67,6 @@ BUTTONS = {
 }  # fmt: skip
 
 
-def chromium_path() -> str:
-    path = "/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else shutil.which("chromium")
-    if path is None:
-        if os.environ.get("RELAY_REQUIRE_TOOLS") == "1":
-            pytest.fail("chromium is required (RELAY_REQUIRE_TOOLS=1)")
-        pytest.skip("chromium not installed")
-    return path
-
-
 def axe_source() -> str:
     if not AXE.exists():
         if os.environ.get("RELAY_REQUIRE_TOOLS") == "1":
@@ -86,13 +77,8 @@ def axe_source() -> str:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    path = chromium_path()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        instance = pw.chromium.launch(executable_path=path, args=CHROMIUM_ARGS, headless=True)
+    with sync_chromium() as instance:
         yield instance
-        instance.close()
 
 
 @pytest.fixture
@@ -103,21 +89,9 @@ def web(redis_url: str) -> Iterator[WebServer]:
 
 
 def shot(page: Any, name: str, docs: bool) -> None:
-    from playwright.sync_api import Error
-
-    folder = ARTIFACTS / "pages"
-    folder.mkdir(parents=True, exist_ok=True)
-    for attempt in range(SCREENSHOT_TRIES):
-        try:
-            page.screenshot(path=str(folder / f"{name}.png"), full_page=True)
-            if docs and os.environ.get("RELAY_DOCS_SCREENSHOTS") == "1":
-                DOCS.mkdir(parents=True, exist_ok=True)
-                page.screenshot(path=str(DOCS / f"{name.rsplit('-', 2)[0]}.png"))
-            return
-        except Error:
-            if attempt == SCREENSHOT_TRIES - 1:
-                raise
-            page.wait_for_timeout(500)
+    screenshot(page, ARTIFACTS / "pages" / f"{name}.png")
+    if docs and os.environ.get("RELAY_DOCS_SCREENSHOTS") == "1":
+        screenshot(page, DOCS / f"{name.rsplit('-', 2)[0]}.png", full_page=False)
 
 
 def no_axe_violation(page: Any, source: str, name: str) -> None:

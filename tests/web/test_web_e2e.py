@@ -11,9 +11,7 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
-import os
 import re
-import shutil
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +25,7 @@ from relay.store.consent import RedisConsentStore
 from relay.store.redis_keys import Keys
 from relay.web.gateway import GIF
 from tests.conftest import ARTIFACTS, CHROMIUM_ARGS, SCREENSHOT_TRIES
+from tests.support.browser import chromium_path
 from tests.support.harness import HTML_WITH_PIXEL, PIXEL, asend, make_settings, message, start_relay
 from tests.support.redis import async_client
 from tests.support.web import http, snapshot
@@ -51,11 +50,7 @@ async def shot(page: Any, name: str) -> None:
 
 @pytest.fixture
 async def chromium() -> AsyncIterator[Any]:
-    path = "/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else shutil.which("chromium")
-    if path is None:
-        if os.environ.get("RELAY_REQUIRE_TOOLS") == "1":
-            pytest.fail("chromium is required (RELAY_REQUIRE_TOOLS=1)")
-        pytest.skip("chromium not installed")
+    path = chromium_path()
     from playwright.async_api import async_playwright
 
     async with async_playwright() as pw:
