@@ -4,8 +4,6 @@ of its From domain, and mail no controller covers gets no consent-based tracker.
 from __future__ import annotations
 
 import asyncio
-import email
-import email.policy
 import logging
 import re
 from collections.abc import AsyncIterator
@@ -15,16 +13,12 @@ from typing import Any
 
 import pytest
 
-from relay.core.controllers import build_controllers
 from relay.model import ConsentEvent, EventType, Purpose
-from relay.service import Running
-from relay.settings import Settings
 from relay.store.audit import AuditLog
-from relay.store.consent import RedisConsentStore
-from relay.store.redis_conn import AsyncRedis
 from relay.store.redis_keys import Keys
 from tests.support.harness import HTML_WITH_PIXEL, PIXEL, asend, make_settings, message, start_relay
 from tests.support.redis import async_client
+from tests.support.relay import OutboxRelay
 from tests.support.web import http
 
 ALICE = "alice@example.org"
@@ -35,25 +29,13 @@ CONTROLLERS: dict[str, object] = {
 }  # fmt: skip
 
 
-class World:
-    def __init__(self, running: Running, settings: Settings, outbox: Path, redis_url: str) -> None:
-        self.running, self.settings, self.outbox = running, settings, outbox
-        self.client: AsyncRedis = async_client(redis_url)
-        self.store = RedisConsentStore(
-            self.client, Keys(settings.redis.prefix), settings.address_key, settings.consent,
-            controllers=build_controllers(settings.controllers),
-        )  # fmt: skip
-        self.seen: set[Path] = set()
-
+class World(OutboxRelay):
     async def send(self, raw: bytes, sender: str = "app@shop.example") -> tuple[int, str]:
         return await asend(self.running.smtp_port, raw, [ALICE], sender)
 
     def delivered(self) -> str:
         """The HTML and text of the one message delivered since the last call."""
-        new = [p for p in sorted(self.outbox.glob("*.eml")) if p not in self.seen]
-        assert len(new) == 1, new
-        self.seen.add(new[0])
-        parsed = email.message_from_bytes(new[0].read_bytes(), policy=email.policy.default)
+        parsed = self.next_delivered()
         return "\n".join(
             str(p.get_content()) for p in parsed.walk() if p.get_content_maintype() == "text"
         )

@@ -13,8 +13,6 @@ real Chromium driven with the keyboard only.
 from __future__ import annotations
 
 import asyncio
-import email
-import email.policy
 import os
 import re
 import shutil
@@ -25,17 +23,11 @@ from typing import Any
 
 import pytest
 
-from relay.core.controllers import build_controllers
 from relay.model import ConsentEvent, EventType, Purpose
-from relay.service import Running
-from relay.settings import Settings
-from relay.store.consent import RedisConsentStore
-from relay.store.redis_conn import AsyncRedis
-from relay.store.redis_keys import Keys
 from relay.web.gateway import GIF
 from tests.conftest import ARTIFACTS, CHROMIUM_ARGS
 from tests.support.harness import PIXEL, asend, make_settings, message, start_relay
-from tests.support.redis import async_client
+from tests.support.relay import OutboxRelay
 from tests.support.web import http
 from tests.web.test_pages_browser import axe_source
 
@@ -76,25 +68,13 @@ async def chromium() -> AsyncIterator[Any]:
         await browser.close()
 
 
-class Relay:
-    def __init__(self, running: Running, settings: Settings, outbox: Path, redis_url: str) -> None:
-        self.running, self.settings, self.outbox = running, settings, outbox
-        self.client: AsyncRedis = async_client(redis_url)
-        self.store = RedisConsentStore(
-            self.client, Keys(settings.redis.prefix), settings.address_key, settings.consent,
-            controllers=build_controllers(settings.controllers),
-        )  # fmt: skip
-        self.seen: set[Path] = set()
-
+class Relay(OutboxRelay):
     async def send(self, html: str, category: str, sender: str = "shop.example") -> str:
         raw = message(html, to=JEANNE, category=category, message_id=f"<{len(self.seen)}@{sender}>")
         raw = raw.replace(b"news@shop.example", f"news@{sender}".encode())
         code, reply = await asend(self.running.smtp_port, raw, [JEANNE], f"app@{sender}")
         assert code == 250, reply
-        new = [p for p in sorted(self.outbox.glob("*.eml")) if p not in self.seen]
-        assert len(new) == 1
-        self.seen.add(new[0])
-        parsed = email.message_from_bytes(new[0].read_bytes(), policy=email.policy.default)
+        parsed = self.next_delivered()
         html_part = next(p for p in parsed.walk() if p.get_content_type() == "text/html")
         return str(html_part.get_content())
 
