@@ -56,22 +56,31 @@ journal = "{tmp / "journal"}"
 
 
 def _serve(tmp: Path, config: Path, port: int) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "relay", "serve"],
-        cwd=tmp,
-        env={**os.environ, "RELAY_CONFIG": str(config)},
-        stderr=subprocess.PIPE,
-    )
-    deadline = time.monotonic() + 40
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
-        try:
-            with smtplib.SMTP("127.0.0.1", port, timeout=2) as client:
-                client.noop()
-                return proc
-        except OSError:
-            time.sleep(0.2)
-    raise AssertionError("relay did not start")
+    """``relay serve`` on the config's ports, once it answers. The restart reuses the ports the
+    killed relay held (its ledger identity is its address); another test worker probing for a
+    free port may hold one of them for an instant, so "already in use" is tried again."""
+    for _attempt in range(5):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "relay", "serve"],
+            cwd=tmp,
+            env={**os.environ, "RELAY_CONFIG": str(config)},
+            stderr=subprocess.PIPE,
+        )
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                with smtplib.SMTP("127.0.0.1", port, timeout=2) as client:
+                    client.noop()
+                    return proc
+            except OSError:
+                time.sleep(0.2)
+        if proc.poll() is None:  # never answered
+            proc.kill()
+        _out, err = proc.communicate(timeout=60)  # pipes closed either way
+        if b"already in use" not in err:
+            raise AssertionError(err.decode() or "relay did not start")
+        time.sleep(0.5)
+    raise AssertionError("the relay's ports stayed in use")
 
 
 def _send(port: int, data: bytes) -> int:
