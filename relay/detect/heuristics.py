@@ -16,20 +16,26 @@ Rule 5: an image declared visible is content for every test but recipient-in-url
 Rule 6: identifiers are told from words by ``tokens`` (thresholds in ``[detection]``): a static
         file name (``spacer.gif``, a hidden mobile logo) is layout or content only while its URL
         holds no identifier.
+Rule 7: ``kit-path`` shapes are RE2 regular expressions (linear time whatever the input),
+        compiled into one and searched in the lower-case host followed by the path.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from relay.detect.cssurls import BoxSize
-from relay.detect.signatures import enum_value
-from relay.detect.tokens import TokenRules, digit_count, has_identifier, tracking_word
+from relay.detect.signatures import compile_entry, compile_re2, enum_value
+from relay.detect.tokens import (
+    TokenRules,
+    digit_count,
+    has_identifier,
+    host_identifier,
+    tracking_word,
+)
 from relay.errors import RulesError
 from relay.model import Action, ElementKind, Purpose
 from relay.rulefiles import RuleEntry, RuleSet
@@ -66,6 +72,8 @@ class ImageFacts(NamedTuple):
     identifier: bool = False  # the path or query holds an identifier (tokens.has_identifier)
     hidden: bool = False  # the element is styled display:none
     alt: str = ""  # the element's alt text, as written
+    lone_dynamic: bool = False  # the only non-file URL of a host whose others are image files
+    host: str = ""  # lower-case host, as split by signatures.split_url
 
 
 _HIDDEN = re.compile(r"display\s*:\s*none", re.IGNORECASE)
@@ -100,6 +108,13 @@ _KNOWN: dict[str, dict[str, tuple[type, Any]]] = {
         "content_min_side": (int, 20),
     },
     "opaque-token": {"max_declared_area": (int, 100), "content_min_side": (int, 20)},
+    "lone-dynamic-image": {"max_declared_area": (int, 100), "content_min_side": (int, 20)},
+    "kit-path": {
+        "patterns": (list, []),
+        "sources": (list, []),
+        "max_declared_area": (int, 100),
+        "content_min_side": (int, 20),
+    },
     "outlook-only-image": {},
 }
 # [detection] keys: (type, default); the token thresholds go to tokens.TokenRules.
@@ -112,6 +127,15 @@ _DETECTION_KEYS: dict[str, tuple[type, Any]] = {
     "word_min_vowel_share": (float, 0.2),
 }
 _COMMON = ("purpose", "no_consent")
+# List keys kept as written (regular expressions, citations); other lists are lower-cased.
+_VERBATIM = frozenset({"patterns", "sources"})
+
+
+def _kit_patterns(entry: RuleEntry, patterns: list[str]) -> Any:
+    """The ``kit-path`` shapes as one RE2 regex searched in host + path (linear time, Rule 7)."""
+    for source in patterns:
+        compile_entry(entry, "patterns", source)
+    return compile_re2("|".join(f"(?:{p})" for p in patterns)) if patterns else None
 
 
 def _load_one(entry: RuleEntry) -> Heuristic:
@@ -128,7 +152,10 @@ def _load_one(entry: RuleEntry) -> Heuristic:
             isinstance(value, list) and all(isinstance(v, str) and v for v in value)
         ):
             raise entry.error(key, "must be a list of non-empty strings")
-        params[key] = [v.lower() for v in value] if kind is list else value
+        lower = kind is list and key not in _VERBATIM
+        params[key] = [v.lower() for v in value] if lower else value
+    if entry.id == "kit-path":
+        params["_pattern"] = _kit_patterns(entry, params["patterns"])
     return Heuristic(
         id=entry.id,
         purpose=enum_value(entry, "purpose", Purpose) or Purpose.CAMPAIGN_PERFORMANCE,
@@ -156,6 +183,8 @@ def _detection_table(rules: RuleSet, table: Any) -> dict[str, Any]:
 
 
 _DEFAULT_TOKENS = TokenRules()
+# Heuristics that read the URL of an image without a declared size on a shared host.
+_BY_PATH = frozenset({"tracking-path", "lone-dynamic-image", "kit-path"})
 
 
 @dataclass(frozen=True)
@@ -167,7 +196,8 @@ class HeuristicRules:
     tiny_max_area: int  # -1 when tiny-size is off
     tokens: TokenRules = _DEFAULT_TOKENS
     content_min_side: int = 0  # a single declared side this large is content (Rule 5)
-    by_path: bool = False  # tracking-path is on: undeclared sizes may fire on shared hosts
+    by_path: bool = False  # tracking-path or lone-dynamic-image is on: undeclared sizes may
+    # fire on shared hosts
 
     def cannot_fire(self, size: BoxSize, host_alone: bool, has_needles: bool) -> bool:
         """True when no heuristic can fire: the common content image (shared host, declared
@@ -220,40 +250,15 @@ class HeuristicRules:
             tiny,
             tokens,
             min(sides) if sides else 0,
-            any(h.id == "tracking-path" for h in heuristics),
+            any(h.id in _BY_PATH for h in heuristics),
         )
 
     @property
     def wants_recipients(self) -> bool:
         return any(h.id == "recipient-in-url" for h in self.heuristics)
 
-    def identifier(self, path: str) -> bool:
-        return has_identifier(path, self.tokens)
-
-
-def recipient_needles(recipients: Sequence[str], min_length: int) -> tuple[str, ...]:
-    """Forms in which an address can appear in a URL: plain, percent-encoded, base64 (at any
-    alignment inside a longer base64 string, standard and URL-safe alphabets) and hashed."""
-    needles: list[str] = []
-    for address in recipients:
-        plain = address.strip().lower()
-        if len(plain) < min_length or "@" not in plain:
-            continue
-        needles += [plain, plain.replace("@", "%40")]
-        raw = plain.encode("utf-8")
-        for pad in range(3):
-            encoded = base64.b64encode(b"\0" * pad + raw).decode("ascii")
-            start = 4 if pad else 0
-            end = ((pad + len(raw)) // 3) * 4
-            piece = encoded[start:end]
-            if len(piece) >= 8:
-                needles += [piece, piece.replace("+", "-").replace("/", "_")]
-        needles += [
-            hashlib.md5(raw, usedforsecurity=False).hexdigest(),
-            hashlib.sha1(raw, usedforsecurity=False).hexdigest(),
-            hashlib.sha256(raw).hexdigest(),
-        ]
-    return tuple(dict.fromkeys(needles))
+    def identifier(self, host: str, path: str) -> bool:
+        return has_identifier(path, self.tokens) or host_identifier(host, self.tokens)
 
 
 def _declared_area(size: BoxSize) -> int | None:
@@ -334,8 +339,7 @@ def _max_size(p: dict[str, Any], facts: ImageFacts) -> tuple[bool, tuple[str, ..
 def _tracking_path(p: dict[str, Any], facts: ImageFacts) -> tuple[bool, tuple[str, ...]]:
     """A path segment that is a tracking word (``/track/``, ``/open/``, ``/op/``, ``pixel``)
     with an identifier or a long number in the URL, on an image not declared visible."""
-    host = facts.url.split("//", 1)[-1].split("/", 1)[0].lower()
-    if _shown(facts.size, p) or tracking_word(host, facts.path, p["words"]) is None:
+    if _shown(facts.size, p) or tracking_word(facts.host, facts.path, p["words"]) is None:
         return False, ()
     return (facts.identifier or digit_count(facts.path) >= p["min_digits"]), ()
 
@@ -344,6 +348,24 @@ def _opaque_token(p: dict[str, Any], facts: ImageFacts) -> tuple[bool, tuple[str
     if not facts.host_alone or _shown(facts.size, p) or _described(facts.alt):
         return False, ()
     return facts.identifier, ()
+
+
+def _lone_dynamic(p: dict[str, Any], facts: ImageFacts) -> tuple[bool, tuple[str, ...]]:
+    """The one address of its host that is not an image file (a script or an extensionless
+    path), with an identifier, among the host's image files: a kit's open pixel beside the
+    logos it serves (``/e895fe29e06bca1.png`` and ``/dzEzT2lCMVNEQTdYYk12...``)."""
+    if not facts.lone_dynamic or _shown(facts.size, p) or _described(facts.alt):
+        return False, ()
+    return facts.identifier, ()
+
+
+def _kit_path(p: dict[str, Any], facts: ImageFacts) -> tuple[bool, tuple[str, ...]]:
+    """A URL of a mail kit's open-pixel shape (``kit-path`` patterns), searched in host and
+    path; not on an image declared visible (Rule 5)."""
+    pattern = p["_pattern"]
+    if pattern is None or _shown(facts.size, p):
+        return False, ()
+    return pattern.search(facts.host + facts.path) is not None, ()
 
 
 def _outlook_only(p: dict[str, Any], facts: ImageFacts) -> tuple[bool, tuple[str, ...]]:
@@ -357,6 +379,8 @@ _TESTS: dict[str, Test] = {
     "max-size": _max_size,
     "tracking-path": _tracking_path,
     "opaque-token": _opaque_token,
+    "lone-dynamic-image": _lone_dynamic,
+    "kit-path": _kit_path,
     "outlook-only-image": _outlook_only,
 }
 

@@ -114,12 +114,12 @@ def enum_value(entry: RuleEntry, key: str, kind: type[E]) -> E | None:
         raise entry.error(key, f"{value!r} is not one of: {allowed}") from None
 
 
-_SPLIT = re.compile(r"(?:[hH][tT][tT][pP][sS]?:)?//([^/?#\\]*)([^#]*)")
-# The usual URL in one step (callers in a hot loop may use it directly, then split_url on a
-# miss): a lower-case host of dotted labels (no user info, port or trailing
-# dot) followed by a path that starts with "/" and holds no backslash up to the fragment. For
-# such a URL the general code below would change nothing, so both give the same pair; any
-# other URL does not match here and takes the general code.
+# Any run of slashes or backslashes opens the host, as in a browser (WHATWG URL: "http:///h/x").
+_SPLIT = re.compile(r"(?:[hH][tT][tT][pP][sS]?:)?[/\\]{2,}([^/?#\\]*)([^#]*)")
+# The usual URL in one step (callers in a hot loop may use it, then split_url on a miss): a
+# lower-case host of dotted labels (no user info, port or trailing dot), a path that starts
+# with "/" and holds no backslash up to the fragment. For it the general code below changes
+# nothing; any other URL does not match here and takes the general code.
 PLAIN_URL = re.compile(
     r"(?:[hH][tT][tT][pP][sS]?:)?//([a-z0-9_-]++(?:\.[a-z0-9_-]++)*+)(/[^#\\]*+)(?!\\)"
 )
@@ -151,7 +151,8 @@ def compile_re2(source: str) -> Any:
     return re2.compile(source, options=_RE2)
 
 
-def _compile(entry: RuleEntry, key: str, source: str) -> Any:
+def compile_entry(entry: RuleEntry, key: str, source: str) -> Any:
+    """``source`` compiled by RE2, or a ``RulesError`` naming the entry's file, line and key."""
     try:
         return compile_re2(source)
     except re2.error as exc:
@@ -179,8 +180,8 @@ def load_signature(entry: RuleEntry, *, with_purpose: bool) -> Signature:
     host_source = ""
     if globs:
         host_source = "(?:" + "|".join(host_pattern(g) for g in globs) + ")"
-        hosts = _compile(entry, "hosts", host_source + "$")
-    path = _compile(entry, "path", path_source) if path_source else None
+        hosts = compile_entry(entry, "hosts", host_source + "$")
+    path = compile_entry(entry, "path", path_source) if path_source else None
     return Signature(
         id=entry.id,
         vendor=_string(entry, "vendor"),

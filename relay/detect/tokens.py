@@ -6,8 +6,9 @@ which tracking words it uses.
 
 Rule 1: a run of letters, digits, "-" and "_" is split at "-", "_" and "."; if every piece
         reads as a word (letters only, a vowel share and consonant runs that words have) or as
-        a small number (a year, a date part, a size such as 600x300), the run is readable: a
-        file name such as ``sidebar-gradient`` or ``photo-2023-03-22`` is not an identifier.
+        a small number (a year, a date part, a size such as 600x300 or 1280px), the run is
+        readable: a file name such as ``sidebar-gradient`` or ``photo-2023-03-22`` is not an
+        identifier.
 Rule 2: a run that is not readable and at least ``identifier_min_length`` long is an
         identifier when its characters are varied enough (Shannon entropy at least
         ``identifier_min_entropy`` bits per character): hex ids, base64 tokens, UUIDs, and
@@ -17,6 +18,15 @@ Rule 3: a path segment, or a file name without its extension, that is one of the
         a digit is a tracking word; so is a query value that is one (``action=track``), and
         the first label of the host (``tracking.example.net``). The words are a rule-file list.
 Rule 4: an email address in the path or query (plain or percent-encoded) is an identifier.
+Rule 5: so is a slot for one: a merge tag the sending template left unfilled (``[open]``,
+        ``{{subscriber_id}}``, ``%%emailaddr%%``, ``*|UNIQID|*``, ``${uid}``, also
+        percent-encoded) or a query parameter named for the address (``email=``, even empty).
+        The template meant a per-recipient value there; a kit that failed to fill it this time
+        fills it the next (``sklj.info/[open]``, ``/t?email=&...``, github.com/rf-peixoto/
+        phishing_pot).
+Rule 6: a host label is an identifier by Rule 2 as a path run is (a per-recipient subdomain,
+        ``T0V8kweX1aIxviB-p.adktrack34.xyz``, or a token glued to the host by a broken
+        template, ``theowensfamily.infoVEhjdkxo...``): ``host_identifier``.
 """
 
 from __future__ import annotations
@@ -30,9 +40,21 @@ _RUN = re.compile(r"[A-Za-z0-9_-]+")
 _PIECES = re.compile(r"[-_.]+")
 _VOWELS = frozenset("aeiouyAEIOUY")
 _CONSONANT_RUN = re.compile(r"[^aeiouyAEIOUY0-9]+")
-_SMALL_NUMBER = re.compile(r"[0-9]{1,4}(?:x[0-9]{1,4})?\Z")
+_SMALL_NUMBER = re.compile(r"[0-9]{1,4}(?:x[0-9]{1,4})?(?:px)?\Z")
 _SEGMENT = re.compile(r"[^/?&=;#]+")
 _ADDRESS = re.compile(r"[A-Za-z0-9._%+-]+(?:@|%40)[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*")
+# Rule 5: merge-tag syntaxes of mailing tools (brackets, braces, %%..%%, Mailchimp's *|..|*,
+# ${..}), as written or percent-encoded, and query parameters named for the address.
+_MERGE_TAG = re.compile(
+    r"(?:\[|%5[bB])[A-Za-z_][A-Za-z0-9_.:-]{0,40}(?:\]|%5[dD])"
+    r"|(?:\{|%7[bB]){1,2} ?[A-Za-z_$][A-Za-z0-9_.: -]{0,40}(?:\}|%7[dD])"
+    r"|%%[A-Za-z_][A-Za-z0-9_]{0,40}%%"
+    r"|(?:\*|%2[aA])(?:\||%7[cC])[A-Za-z_][A-Za-z0-9_:]{0,40}(?:\||%7[cC])(?:\*|%2[aA])"
+    r"|(?:\$|%24)(?:\{|%7[bB])[A-Za-z_][A-Za-z0-9_.]{0,40}(?:\}|%7[dD])"
+)
+_ADDRESS_PARAM = re.compile(
+    r"[?&;](?:e-?mail|email_?address|mail|recipient|subscriber_?email)=", re.IGNORECASE
+)
 
 
 @dataclass(frozen=True)
@@ -85,7 +107,16 @@ def has_identifier(path: str, rules: TokenRules) -> bool:
     """Whether ``path`` (path and query) holds an identifier (Rules 2 and 4)."""
     if ("@" in path or "%40" in path) and _ADDRESS.search(path):
         return True
+    if _MERGE_TAG.search(path) is not None or _ADDRESS_PARAM.search(path) is not None:
+        return True  # Rule 5
     return any(is_identifier(m.group(), rules) for m in _RUN.finditer(path))
+
+
+def host_identifier(host: str, rules: TokenRules) -> bool:
+    """Rule 6: a label of ``host`` is an identifier."""
+    return len(host) > rules.min_length and any(
+        is_identifier(label, rules) for label in host.split(".")
+    )
 
 
 def _word_of(segment: str, words: frozenset[str]) -> str | None:

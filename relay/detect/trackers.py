@@ -52,6 +52,7 @@ from relay.detect.heuristics import HeuristicRules
 from relay.detect.hrefs import hrefs
 from relay.detect.htmlattrs import Found
 from relay.detect.htmlscan import AmpIndex, scan_document
+from relay.detect.proxies import PROXY_SUFFIXES, unwrapped
 from relay.detect.signatures import (
     HostList,
     SignatureSet,
@@ -268,7 +269,12 @@ def detect(
         refs.extend(found)
         if with_links:
             links.extend(_links(part.index, text, rules.click_trackers, base))
-    fetched = [r for r in refs if r.host]
+    # What a client fetches: behind a webmail's image proxy, the proxied URL (``proxies``).
+    fetched = [
+        r if not r[3].endswith(PROXY_SUFFIXES) else unwrapped(r)  # r.host; most are not proxies
+        for r in refs
+        if r[3]
+    ]
     # Decisions for all fetched references in one loop, consumed below in the same order.
     verdicts = iter(Classifier(rules, fetched, recipients, texts).verdicts(fetched))
     candidates: list[Candidate] = []

@@ -8,12 +8,17 @@ Rule 1: a vendor signature wins over any heuristic; a reference on a content CDN
         at least ``repeated_image_count`` times in the message, is never a tracker by heuristic.
 Rule 2: what depends only on the host (content CDN, whether it serves one URL only) is worked
         out once per distinct host; recipient needles are searched in all URLs in one pass.
+Rule 3: a host whose images are all static image files (``.png``, ``.jpg`` ...) but one, a
+        script or an extensionless path, marks that one (``lone-dynamic-image``): the shape of
+        the kits that serve their open pixel from the host of their logos. Paths, not URLs,
+        are compared: ``//host/x`` and ``https://host/x`` are one address.
 """
 
 from __future__ import annotations
 
 import operator
-from collections import Counter
+import re
+from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -24,10 +29,10 @@ from relay.detect.heuristics import (
     ImageFacts,
     element_facts,
     evaluate,
-    recipient_needles,
     visible_size,
 )
 from relay.detect.htmlattrs import Found
+from relay.detect.needles import recipient_needles
 from relay.detect.signatures import HostList, Signature, SignatureSet
 from relay.model import Action, Purpose
 
@@ -72,6 +77,20 @@ class _HostFacts(NamedTuple):
     alone: bool  # serves no other image URL in the message
 
 
+# The last path segment names a static image file (Rule 3).
+_IMAGE_FILE = re.compile(
+    r"[^?]*\.(?:png|jpe?g|gif|webp|svg|bmp|ico|avif|tiff?)(?:\?|\Z)", re.IGNORECASE
+)
+
+
+def _lone_dynamic(paths: set[str]) -> str | None:
+    """Rule 3: the only path of a host that is not an image file, if the host has others."""
+    if len(paths) < 2:
+        return None
+    dynamic = [p for p in paths if _IMAGE_FILE.match(p) is None]
+    return dynamic[0] if len(dynamic) == 1 else None
+
+
 _URL_OF = operator.itemgetter(2)  # Ref.url
 _HOST_PATH = operator.itemgetter(3, 4)  # (Ref.host, Ref.path)
 _HOST_URL = operator.itemgetter(3, 2)  # (Ref.host, Ref.url)
@@ -102,6 +121,8 @@ class Classifier:
         self.hosts = {
             host: _HostFacts(host in content, count == 1) for host, count in host_urls.items()
         }
+        self.refs = refs
+        self.lone: dict[str, str | None] = {}  # host -> its lone dynamic path (Rule 3), lazily
         self.needles: tuple[str, ...] = ()
         heuristics = rules.heuristics
         self.heuristics = heuristics
@@ -117,6 +138,15 @@ class Classifier:
                 self.needles = tuple(n for n in every if n in joined or n in lowered)
         # cannot_fire for an image on a shared host, by declared size (sizes repeat).
         self.silent: dict[BoxSize, bool] = {}
+
+    def lone_dynamic(self, host: str) -> str | None:
+        """Rule 3, worked out for a host the first time a heuristic asks (most never do)."""
+        if not self.lone:
+            paths: defaultdict[str, set[str]] = defaultdict(set)
+            for ref in self.refs:
+                paths[ref[3]].add(ref[4])
+            self.lone = {h: _lone_dynamic(seen) for h, seen in paths.items()}
+        return self.lone.get(host)
 
     def signature(self, sig: Signature, size: BoxSize) -> Verdict:
         invisible = not visible_size(size)
@@ -159,7 +189,7 @@ class Classifier:
         return found_verdicts
 
     def heuristic(self, ref: Ref, alone: bool) -> Verdict | None:
-        _, found, url, _, path = ref
+        _, found, url, host, path = ref
         size = found.size
         heuristics = self.heuristics
         if heuristics.cannot_fire(size, alone, bool(self.needles)):
@@ -167,9 +197,12 @@ class Classifier:
         text = self.texts.get(ref.part_index, "")
         tag = text[found.elem_start : found.elem_end]
         hidden, alt = element_facts(tag) if tag else (False, "")
-        identifier = heuristics.identifier(path)
+        identifier = heuristics.identifier(host, path)
         needles = self.needles
-        image = ImageFacts(url, path, found.kind, size, alone, needles, identifier, hidden, alt)
+        lone = not alone and self.lone_dynamic(host) == path
+        image = ImageFacts(
+            url, path, found.kind, size, alone, needles, identifier, hidden, alt, lone, host
+        )
         hit = evaluate(heuristics, image)
         if hit is None:
             return None

@@ -11,10 +11,13 @@ size; the share found is printed and held to its floor.
 written (display:none mobile logos, width-only MJML images, 1x100 gradients ...), next to the
 other images of its email: none may be taken for a tracker.
 
-Floors: 99% everywhere for the pixels blockers name; for the images declared 1x1 in real mail,
-99% with their size and 94% without it (what stays out is the spam kits' redirect pixels, whose
-every image, content included, has the same opaque path on the same host: telling them apart
-without a size would mean taking content for trackers).
+Floors: 99% everywhere, with and without a declared size. Without a size, what the images
+declared 1x1 in real mail need beyond the vendor signatures is the kits' own shapes: pixels on
+the host of the kit's logos (``lone-dynamic-image``), paths of kits whose host changes with
+each campaign (``kit-path``), link shorteners as image sources, merge tags left unfilled,
+per-recipient subdomains and "http:///host" (rules/heuristics.toml says which sample each
+shape was read from). Those rules were written from this set; ``test_recall_holdout`` measures
+them on emails they were not written from.
 """
 
 from __future__ import annotations
@@ -95,7 +98,7 @@ def _recall(labelled_by: str, placement: str, sized: bool) -> tuple[float, list[
 
 
 FLOORS = {("blocker", True): 0.99, ("blocker", False): 0.99,
-          ("markup", True): 0.99, ("markup", False): 0.94}  # fmt: skip
+          ("markup", True): 0.99, ("markup", False): 0.99}  # fmt: skip
 
 
 @pytest.mark.parametrize("sized", [True, False], ids=["sized", "unsized"])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -156,7 +157,9 @@ def html(draw: st.DrawFn) -> str:
 
 # --- URL splitting -------------------------------------------------------------------------
 
-_SPLIT_REFERENCE = re.compile(r"(?:[hH][tT][tT][pP][sS]?:)?//([^/?#\\]*)([^#]*)")
+# Any run of slashes or backslashes opens the host, as in a browser (WHATWG URL, "special
+# authority ignore slashes state").
+_SPLIT_REFERENCE = re.compile(r"(?:[hH][tT][tT][pP][sS]?:)?[/\\]{2,}([^/?#\\]*)([^#]*)")
 
 
 def split_reference(url: str) -> tuple[str, str] | None:
@@ -175,6 +178,21 @@ def split_reference(url: str) -> tuple[str, str] | None:
     if not path.startswith("/"):
         path = "/" + path
     return (host, path) if host else None
+
+
+@pytest.mark.parametrize(
+    ("url", "split"),
+    [
+        # A phishing kit's pixel as written (github.com/rf-peixoto/phishing_pot): Chromium
+        # fetches it from 159.198.37.51.
+        ("http:///159.198.37.51/track/3WcfQu542f", ("159.198.37.51", "/track/3WcfQu542f")),
+        ("///cdn.example/p.gif", ("cdn.example", "/p.gif")),
+        ("https:\\\\cdn.example\\p.gif", ("cdn.example", "/p.gif")),
+        ("https:/cdn.example/p.gif", None),
+    ],
+)
+def test_split_url_reads_extra_slashes_as_a_browser(url: str, split: object) -> None:
+    assert split_url(url) == split
 
 
 @SETTINGS
