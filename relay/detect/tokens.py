@@ -24,9 +24,11 @@ Rule 5: so is a slot for one: a merge tag the sending template left unfilled (``
         The template meant a per-recipient value there; a kit that failed to fill it this time
         fills it the next (``sklj.info/[open]``, ``/t?email=&...``, github.com/rf-peixoto/
         phishing_pot).
-Rule 6: a host label is an identifier by Rule 2 as a path run is (a per-recipient subdomain,
-        ``T0V8kweX1aIxviB-p.adktrack34.xyz``, or a token glued to the host by a broken
-        template, ``theowensfamily.infoVEhjdkxo...``): ``host_identifier``.
+Rule 6: a host label is an identifier when it is longer than a DNS label can be (a token
+        glued to the host by a broken template, ``theowensfamily.infoVEhjdkxo...``), or when
+        it is one by Rule 2 and its letters and digits alternate at least four times (a
+        per-recipient subdomain, ``T0V8kweX1aIxviB-p.adktrack34.xyz``; not a storage
+        account's name such as ``acmeassets2024prod``): ``host_identifier``.
 """
 
 from __future__ import annotations
@@ -52,6 +54,9 @@ _MERGE_TAG = re.compile(
     r"|(?:\*|%2[aA])(?:\||%7[cC])[A-Za-z_][A-Za-z0-9_:]{0,40}(?:\||%7[cC])(?:\*|%2[aA])"
     r"|(?:\$|%24)(?:\{|%7[bB])[A-Za-z_][A-Za-z0-9_.]{0,40}(?:\}|%7[dD])"
 )
+_DNS_LABEL_MAX = 63  # RFC 1035, section 2.3.4
+_ALTERNATION = re.compile(r"[a-z](?=[0-9])|[0-9](?=[a-z])", re.IGNORECASE)
+_MIN_ALTERNATIONS = 4
 _ADDRESS_PARAM = re.compile(
     r"[?&;](?:e-?mail|email_?address|mail|recipient|subscriber_?email)=", re.IGNORECASE
 )
@@ -113,10 +118,17 @@ def has_identifier(path: str, rules: TokenRules) -> bool:
 
 
 def host_identifier(host: str, rules: TokenRules) -> bool:
-    """Rule 6: a label of ``host`` is an identifier."""
-    return len(host) > rules.min_length and any(
-        is_identifier(label, rules) for label in host.split(".")
-    )
+    """Rule 6: a label of ``host`` is an identifier: longer than a DNS label can be (a token
+    glued to the host), or an identifier by Rule 2 whose letters and digits alternate as a
+    random token's do (a storage account such as ``acmeassets2024prod`` does not)."""
+    if len(host) <= rules.min_length:
+        return False
+    for label in host.split("."):
+        if len(label) > _DNS_LABEL_MAX:
+            return True
+        if len(_ALTERNATION.findall(label)) >= _MIN_ALTERNATIONS and is_identifier(label, rules):
+            return True
+    return False
 
 
 def _word_of(segment: str, words: frozenset[str]) -> str | None:

@@ -142,3 +142,15 @@ def test_extra_slashes_after_the_scheme_still_name_the_host() -> None:
     """``http:///198.51.100.7/track/...``: Chromium fetches it from 198.51.100.7."""
     url = "http:///198.51.100.7/track/3WcfQu542fPya136wgljdtwotl37ZHYYBCUFZPYZXBT1115047IWDQ19336F4"
     assert _rules(_img(url)) == {url: "tracking-path"}
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://acmeassets2024prod.blob.core.windows.net/news/header",  # a storage account
+        "https://d15k2d11r6t6rl.cloudfront.net/public/banner",  # a CloudFront distribution
+    ],
+)
+def test_a_storage_host_name_is_not_a_per_recipient_host(url: str) -> None:
+    content = _img("https://cdn.example/banner.png", ' width="600"')
+    assert _rules(content + _img(url)) == {}
