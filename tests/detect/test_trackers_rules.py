@@ -82,6 +82,9 @@ def test_heuristic_errors(tmp_path: Path) -> None:
     bad_table = "[detection]\nrepeated_image_count = 1\n"
     with pytest.raises(RulesError, match=r"heuristics\.toml:2: .*repeated_image_count"):
         _load(tmp_path / "c", GOOD, bad_table)
+    bad_kit = '[[heuristic]]\nid = "kit-path"\ndescription = "x"\npatterns = [\'/(?=x)\']\n'
+    with pytest.raises(RulesError, match=r"heuristics\.toml:4: .*key 'patterns'.*RE2"):
+        _load(tmp_path / "d", GOOD, bad_kit)
 
 
 def test_bad_content_cdn_list(tmp_path: Path) -> None:
