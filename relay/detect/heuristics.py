@@ -196,8 +196,7 @@ class HeuristicRules:
     tiny_max_area: int  # -1 when tiny-size is off
     tokens: TokenRules = _DEFAULT_TOKENS
     content_min_side: int = 0  # a single declared side this large is content (Rule 5)
-    by_path: bool = False  # tracking-path or lone-dynamic-image is on: undeclared sizes may
-    # fire on shared hosts
+    by_path: bool = False  # a heuristic of _BY_PATH is on: undeclared sizes fire on shared hosts
 
     def cannot_fire(self, size: BoxSize, host_alone: bool, has_needles: bool) -> bool:
         """True when no heuristic can fire: the common content image (shared host, declared
