@@ -178,3 +178,28 @@ def test_the_rules_survive_pickling_as_filter_workers_receive_them() -> None:
     found = detect(message, rules, [])
     assert [c.rule for c in found.candidates] == ["sendgrid-open", "mailjet-open"]
     assert detect(message, copy, []) == found
+
+
+@pytest.mark.parametrize(
+    ("url", "rule"),
+    [
+        # Real shapes the first rules missed (found while looking for real examples):
+        # MailWizz under /index.php/ (phishing_pot sample-4412), Zeta's /open? (sample-5079),
+        # GrowthDot's reply-after-this pixel (sample-924), Squarespace's per-site subdomain
+        # (sample-3250), YAMM's App Engine "-dot-" host (leavemealone-app/email-trackers#3).
+        ("http://track.news.example/index.php/campaigns/dt573mwqvg7a3/track-opening/hf4551c2az69d",
+         "mailwizz-open"),
+        ("https://e.newsletters.cnn.com/open?EbHVjZXhhbXBsZQ/CeyJtaWQiOiIxIn0/V/x", "zeta-open"),
+        ("https://backend.growthdot.com/reply-after-this/798933_12547958014226.gif",
+         "growthdot-open"),
+        ("https://f69e.engage.squarespace-mail.com/v2/a.gif?m=66474fd5de203b4019842820",
+         "squarespace-open"),
+        ("https://acme-dot-yamm-track.appspot.com/FireBase?ukey=1&key=YAMMID-53446365",
+         "yamm-open"),
+        # TinyLetter's pictures are content, its mail hosts are not.
+        ("https://gallery.tinyletterapp.com/3b1e/images/5c7d2f7e-0c1a-4a5b-9e2f.png", None),
+    ],
+)  # fmt: skip
+def test_vendor_shapes_seen_in_real_mail(url: str, rule: str | None) -> None:
+    found = detect(_message(f'<img src="{url}" width="600" height="300">'), DETECTION, [])
+    assert [c.rule for c in found.candidates] == ([rule] if rule else [])
