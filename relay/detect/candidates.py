@@ -18,9 +18,9 @@ import html.entities
 import re
 
 from relay.detect.failclosed import fetchable_spans
-from relay.detect.heuristics import visible_size
 from relay.detect.htmlattrs import Found
 from relay.detect.htmlscan import AmpIndex, removal_end
+from relay.detect.image_facts import visible_size
 from relay.detect.verdicts import BY_FAIL_CLOSED, BY_LABEL, Ref, Verdict
 from relay.model import Action, Candidate, ElementKind, Purpose, Span
 

@@ -28,6 +28,15 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from relay.detect.cssurls import BoxSize
+from relay.detect.image_facts import (
+    ImageFacts,
+    declared_area,
+    described,
+    shown,
+    spacer,
+    tiny,
+    visible_size,
+)
 from relay.detect.signatures import compile_entry, compile_re2, enum_value
 from relay.detect.tokens import (
     TokenRules,
@@ -59,46 +68,10 @@ class HeuristicHit(NamedTuple):
     invisible: bool
 
 
-class ImageFacts(NamedTuple):
-    """What the detector knows about one image reference when heuristics run (a tuple: one is
-    built per image, and tuples are several times cheaper to build than frozen dataclasses)."""
-
-    url: str
-    path: str  # path and query, as split by signatures.split_url
-    kind: ElementKind
-    size: BoxSize
-    host_alone: bool  # the host serves no other image URL in the message
-    needles: tuple[str, ...]  # recipient needles present somewhere in the message's image URLs
-    identifier: bool = False  # the path or query holds an identifier (tokens.has_identifier)
-    hidden: bool = False  # the element is styled display:none
-    alt: str = ""  # the element's alt text, as written
-    lone_dynamic: bool = False  # the only non-file URL of a host whose others are image files
-    host: str = ""  # lower-case host, as split by signatures.split_url
-
-
-_HIDDEN = re.compile(r"display\s*:\s*none", re.IGNORECASE)
-_ALT = re.compile(r"""[\s"']alt\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s>]*))""", re.IGNORECASE)
-# Alt texts that say nothing to a reader: a tracker's, or a placeholder's.
-_EMPTY_ALTS = frozenset({"", "pixel", "tracker", "tracking", "spacer", "image", "img", "open",
-                         "beacon", "x", "-", "."})  # fmt: skip
-
-
-def element_facts(tag: str) -> tuple[bool, str]:
-    """(styled display:none, alt text) of an element's tag text."""
-    alt = _ALT.search(tag)
-    text = next((g for g in alt.groups() if g is not None), "") if alt else ""
-    return _HIDDEN.search(tag) is not None, text
-
-
-def _described(alt: str) -> bool:
-    """An alt text a person reads (a name, a caption): the image is shown to humans."""
-    words = alt.strip().lower()
-    return words not in _EMPTY_ALTS and sum(c.isalpha() for c in words) >= 3
-
-
 # id -> {key: (type, default)}; the test of each id is in _TESTS below.
 _KNOWN: dict[str, dict[str, tuple[type, Any]]] = {
     "recipient-in-url": {"min_address_length": (int, 6)},
+    "address-in-url": {"max_declared_area": (int, 100), "content_min_side": (int, 20)},
     "tiny-size": {"max_area": (int, 25), "max_single": (int, 0), "spacer_names": (list, [])},
     "max-size": {"max_px": (int, 1)},
     "tracking-path": {
@@ -184,7 +157,7 @@ def _detection_table(rules: RuleSet, table: Any) -> dict[str, Any]:
 
 _DEFAULT_TOKENS = TokenRules()
 # Heuristics that read the URL of an image without a declared size on a shared host.
-_BY_PATH = frozenset({"tracking-path", "lone-dynamic-image", "kit-path"})
+_BY_PATH = frozenset({"tracking-path", "lone-dynamic-image", "kit-path", "address-in-url"})
 
 
 @dataclass(frozen=True)
@@ -208,7 +181,7 @@ class HeuristicRules:
             return False
         if size.width is None and size.height is None:  # tiny-size needs a declared side
             return not self.by_path  # tracking-path reads the path of an undeclared image
-        area = _declared_area(size)
+        area = declared_area(size)
         if area is None:  # one side declared: content from content_min_side on (Rule 5)
             side = size.width if size.width is not None else size.height
             return side is not None and side >= self.content_min_side > 0
@@ -260,44 +233,6 @@ class HeuristicRules:
         return has_identifier(path, self.tokens) or host_identifier(host, self.tokens)
 
 
-def _declared_area(size: BoxSize) -> int | None:
-    if size.width is None or size.height is None:
-        return None
-    return size.width * size.height
-
-
-def visible_size(size: BoxSize, max_area: int = 25) -> bool:
-    """Declared large enough to be seen: both sides declared, over ``max_area`` and no side
-    squeezed to a pixel or less."""
-    area = _declared_area(size)
-    return area is not None and area > max_area and size.width != 0 and size.height != 0
-
-
-def _tiny(size: BoxSize, params: dict[str, Any]) -> bool:
-    area = _declared_area(size)
-    if area is not None:
-        return bool(area <= params["max_area"])
-    side = size.width if size.width is not None else size.height
-    return side is not None and side <= params["max_single"]
-
-
-def _spacer(facts: ImageFacts, names: list[str]) -> bool:
-    """A static spacer: a known file name, no query, no identifier (Rule 6)."""
-    if "?" in facts.path or facts.identifier:
-        return False
-    stem = facts.path.rsplit("/", 1)[-1].split(".", 1)[0].lower()
-    return any(stem == name or (len(name) >= 5 and name in stem) for name in names)
-
-
-def _shown(size: BoxSize, p: dict[str, Any]) -> bool:
-    """Declared visible (Rule 5)."""
-    area = _declared_area(size)
-    if area is not None:
-        return bool(area > p["max_declared_area"]) and size.width != 0 and size.height != 0
-    side = size.width if size.width is not None else size.height
-    return side is not None and side >= p["content_min_side"]
-
-
 def _recipient_param(url: str, needle: str) -> tuple[str, ...]:
     query = url.split("?", 1)[1] if "?" in url else ""
     for pair in query.split("&"):
@@ -317,11 +252,32 @@ def _recipient(p: dict[str, Any], facts: ImageFacts) -> tuple[bool, tuple[str, .
     return False, ()
 
 
+# An email address in a URL: a dotted domain whose last label is letters, not a file name's
+# extension ("logo@2x.png" is a retina image, not an address).
+_ADDRESS = re.compile(
+    r"[A-Za-z0-9._%+-]+(?:@|%40)[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.([A-Za-z]{2,24})(?![A-Za-z0-9-])"
+)
+_FILE_EXTENSIONS = frozenset({"png", "jpg", "jpeg", "gif", "webp", "svg", "bmp", "ico", "avif"})
+
+
+def _address(p: dict[str, Any], facts: ImageFacts) -> tuple[bool, tuple[str, ...]]:
+    """Someone's address in the URL, whoever's: the request names a person to the server
+    (the subscriber's address as the sender knows it may not be the envelope recipient's: an
+    alias, a forward, a +tag). Not on an image declared visible (Rule 5)."""
+    path = facts.path
+    if ("@" not in path and "%40" not in path) or shown(facts.size, p):
+        return False, ()
+    for m in _ADDRESS.finditer(path):
+        if m.group(1).lower() not in _FILE_EXTENSIONS:
+            return True, ()
+    return False, ()
+
+
 def _tiny_size(p: dict[str, Any], facts: ImageFacts) -> tuple[bool, tuple[str, ...]]:
     size = facts.size
     if size.width is None and size.height is None:
         return False, ()
-    if not _tiny(size, p) or _spacer(facts, p["spacer_names"]):
+    if not tiny(size, p) or spacer(facts, p["spacer_names"]):
         return False, ()
     # A hidden mobile logo: display:none with a size, a static URL on a host that serves the
     # message's other images (Rule 6); a hidden pixel with an id, or alone on its host, fires.
@@ -338,13 +294,13 @@ def _max_size(p: dict[str, Any], facts: ImageFacts) -> tuple[bool, tuple[str, ..
 def _tracking_path(p: dict[str, Any], facts: ImageFacts) -> tuple[bool, tuple[str, ...]]:
     """A path segment that is a tracking word (``/track/``, ``/open/``, ``/op/``, ``pixel``)
     with an identifier or a long number in the URL, on an image not declared visible."""
-    if _shown(facts.size, p) or tracking_word(facts.host, facts.path, p["words"]) is None:
+    if shown(facts.size, p) or tracking_word(facts.host, facts.path, p["words"]) is None:
         return False, ()
     return (facts.identifier or digit_count(facts.path) >= p["min_digits"]), ()
 
 
 def _opaque_token(p: dict[str, Any], facts: ImageFacts) -> tuple[bool, tuple[str, ...]]:
-    if not facts.host_alone or _shown(facts.size, p) or _described(facts.alt):
+    if not facts.host_alone or shown(facts.size, p) or described(facts.alt):
         return False, ()
     return facts.identifier, ()
 
@@ -353,7 +309,7 @@ def _lone_dynamic(p: dict[str, Any], facts: ImageFacts) -> tuple[bool, tuple[str
     """The one address of its host that is not an image file (a script or an extensionless
     path), with an identifier, among the host's image files: a kit's open pixel beside the
     logos it serves (``/e895fe29e06bca1.png`` and ``/dzEzT2lCMVNEQTdYYk12...``)."""
-    if not facts.lone_dynamic or _shown(facts.size, p) or _described(facts.alt):
+    if not facts.lone_dynamic or shown(facts.size, p) or described(facts.alt):
         return False, ()
     return facts.identifier, ()
 
@@ -362,18 +318,19 @@ def _kit_path(p: dict[str, Any], facts: ImageFacts) -> tuple[bool, tuple[str, ..
     """A URL of a mail kit's open-pixel shape (``kit-path`` patterns), searched in host and
     path; not on an image declared visible (Rule 5)."""
     pattern = p["_pattern"]
-    if pattern is None or _shown(facts.size, p):
+    if pattern is None or shown(facts.size, p):
         return False, ()
     return pattern.search(facts.host + facts.path) is not None, ()
 
 
 def _outlook_only(p: dict[str, Any], facts: ImageFacts) -> tuple[bool, tuple[str, ...]]:
-    return (facts.kind is _VML and facts.host_alone and not _described(facts.alt)), ()
+    return (facts.kind is _VML and facts.host_alone and not described(facts.alt)), ()
 
 
 Test = Callable[[dict[str, Any], ImageFacts], tuple[bool, tuple[str, ...]]]
 _TESTS: dict[str, Test] = {
     "recipient-in-url": _recipient,
+    "address-in-url": _address,
     "tiny-size": _tiny_size,
     "max-size": _max_size,
     "tracking-path": _tracking_path,

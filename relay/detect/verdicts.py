@@ -24,14 +24,9 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from relay.detect.cssurls import BoxSize
-from relay.detect.heuristics import (
-    HeuristicRules,
-    ImageFacts,
-    element_facts,
-    evaluate,
-    visible_size,
-)
+from relay.detect.heuristics import HeuristicRules, evaluate
 from relay.detect.htmlattrs import Found
+from relay.detect.image_facts import ImageFacts, element_facts, visible_size
 from relay.detect.needles import recipient_needles
 from relay.detect.signatures import HostList, Signature, SignatureSet
 from relay.model import Action, Purpose

@@ -154,3 +154,18 @@ def test_extra_slashes_after_the_scheme_still_name_the_host() -> None:
 def test_a_storage_host_name_is_not_a_per_recipient_host(url: str) -> None:
     content = _img("https://cdn.example/banner.png", ' width="600"')
     assert _rules(content + _img(url)) == {}
+
+
+def test_anyones_address_in_an_image_url_names_a_person() -> None:
+    """The sender's idea of the subscriber's address need not be the envelope recipient's."""
+    logo = _img("https://shop.example/logo.png", ' width="200"')
+    for url in (
+        "http://shop.example/jane.doe@example.org",
+        "http://shop.example/v?u=ana%40mail.example",
+    ):
+        assert _rules(logo + _img(url)) == {url: "address-in-url"}
+
+
+def test_a_retina_file_name_is_not_an_address() -> None:
+    logo = _img("https://shop.example/logo.png", ' width="200"')
+    assert _rules(logo + _img("https://shop.example/img/badge@2x.png")) == {}
