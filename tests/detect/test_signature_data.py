@@ -196,6 +196,8 @@ def test_the_rules_survive_pickling_as_filter_workers_receive_them() -> None:
          "squarespace-open"),
         ("https://acme-dot-yamm-track.appspot.com/FireBase?ukey=1&key=YAMMID-53446365",
          "yamm-open"),
+        ("https://gog-email-tracker.acct.workers.dev/o/8d7f1c", "gogcli-open"),  # default name
+        ("https://sp.trk.homeaway.com/q/Ab3dE5", "homeaway-open"),  # as MailTrackerBlocker lists
         # TinyLetter's pictures are content, its mail hosts are not.
         ("https://gallery.tinyletterapp.com/3b1e/images/5c7d2f7e-0c1a-4a5b-9e2f.png", None),
     ],
