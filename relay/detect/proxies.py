@@ -14,6 +14,10 @@ github.com/rf-peixoto/phishing_pot (commit 8e207b5f465bf72c2326551b1a9b2ba67f3b4
 
 Rule 1: only these two proxies' documented shapes are unwrapped, once (a proxy of a proxy is
         classified by its first inner URL); anything else is returned unchanged.
+Rule 2: the identifying parameters of the original cannot be dropped from the proxy's URL
+        (they are inside its signature or its ``u=``): a proxied tracker's are what carries the
+        original (``carrier``), so ``strip_params`` leaves the proxy nothing to fetch rather
+        than letting the identifier through.
 """
 
 from __future__ import annotations
@@ -41,6 +45,12 @@ def _inner(ref: Ref) -> str | None:
         found = _OUTLOOK_U.search(path)
         return unquote(found.group(1)) if found else None
     return None
+
+
+def carrier(ref: Ref) -> tuple[str, ...]:
+    """Rule 2: the part of a proxy URL (``rewrite.strip_url`` notation) holding the original:
+    Gmail's signed second path segment, Outlook's ``u`` parameter."""
+    return ("path:2",) if _GMAIL_HOST.match(ref.host) else ("u",)
 
 
 def unwrapped(ref: Ref) -> Ref:

@@ -52,7 +52,7 @@ from relay.detect.heuristics import HeuristicRules
 from relay.detect.hrefs import hrefs
 from relay.detect.htmlattrs import Found
 from relay.detect.htmlscan import AmpIndex, scan_document
-from relay.detect.proxies import PROXY_SUFFIXES, unwrapped
+from relay.detect.proxies import PROXY_SUFFIXES, carrier, unwrapped
 from relay.detect.signatures import (
     HostList,
     SignatureSet,
@@ -68,6 +68,7 @@ from relay.detect.verdicts import (
     Classifier,
     DetectionRules,
     Ref,
+    Verdict,
 )
 from relay.model import (
     Candidate,
@@ -231,6 +232,29 @@ def _refs(part_index: int, text: str, budget: Budget | None = None) -> tuple[lis
     return refs, base
 
 
+def _verdicts(
+    rules: DetectionRules, refs: list[Ref], recipients: Sequence[str], texts: dict[int, str]
+) -> list[Verdict | None]:
+    """One verdict per fetched reference (those with a host), in order. Behind a webmail's
+    image proxy the proxied URL is what a client fetches (``proxies``), and what carries it
+    stands for the original's identifying parameters (proxies Rule 2)."""
+    fetched: list[Ref] = []
+    carriers: dict[int, tuple[str, ...]] = {}  # index in fetched -> what carries the original
+    for ref in refs:
+        if not ref[3]:  # ref.host: nothing fetched
+            continue
+        inner = unwrapped(ref) if ref[3].endswith(PROXY_SUFFIXES) else ref  # one string test
+        if inner is not ref:
+            carriers[len(fetched)] = carrier(ref)
+        fetched.append(inner)
+    found = Classifier(rules, fetched, recipients, texts).verdicts(fetched)
+    for index, params in carriers.items():
+        proxied = found[index]
+        if proxied is not None and proxied.params:  # the proxy URL holds none of them
+            found[index] = proxied._replace(params=params)
+    return found
+
+
 def detect(
     message: ParsedMessage,
     rules: DetectionRules,
@@ -269,14 +293,8 @@ def detect(
         refs.extend(found)
         if with_links:
             links.extend(_links(part.index, text, rules.click_trackers, base))
-    # What a client fetches: behind a webmail's image proxy, the proxied URL (``proxies``).
-    fetched = [
-        r if not r[3].endswith(PROXY_SUFFIXES) else unwrapped(r)  # r.host; most are not proxies
-        for r in refs
-        if r[3]
-    ]
     # Decisions for all fetched references in one loop, consumed below in the same order.
-    verdicts = iter(Classifier(rules, fetched, recipients, texts).verdicts(fetched))
+    verdicts = iter(_verdicts(rules, refs, recipients, texts))
     candidates: list[Candidate] = []
     amp: dict[int, AmpIndex] = {}
     for ref in refs:

@@ -11,6 +11,7 @@ from urllib.parse import unquote
 
 import pytest
 
+from relay.core.rewrite import strip_url
 from relay.detect.trackers import detect, load_detection
 from relay.model import ParsedMessage, Part
 from relay.rulefiles import load_rules
@@ -169,3 +170,31 @@ def test_anyones_address_in_an_image_url_names_a_person() -> None:
 def test_a_retina_file_name_is_not_an_address() -> None:
     logo = _img("https://shop.example/logo.png", ' width="200"')
     assert _rules(logo + _img("https://shop.example/img/badge@2x.png")) == {}
+
+
+@pytest.mark.parametrize(
+    ("proxied", "carrier"),
+    [
+        (
+            "https://ci3.googleusercontent.com/proxy/qn2YWy8Jg-7xMNqfnniqUuj=s0-d-e1-ft"
+            "#https://acme.us5.list-manage.com/track/open.php?u=1a2b&id=3c4d&e=5e6f",
+            ("path:2",),
+        ),
+        (
+            "https://imgproxy-prod.services.web.outlook.com/proxy/?u=https%3A%2F%2Facme.us5."
+            "list-manage.com%2Ftrack%2Fopen.php%3Fu%3D1a2b%26id%3D3c4d%26e%3D5e6f&t=eyJhbGci",
+            ("u",),
+        ),
+    ],
+)
+def test_a_proxied_trackers_identifier_cannot_slip_through_a_strip(
+    proxied: str, carrier: tuple[str, ...]
+) -> None:
+    """Mailchimp's e= is inside the proxy's signature or u=: stripping it from the proxy URL
+    would change nothing, so what carries the original is what a strip drops, and the proxy
+    is left nothing to fetch."""
+    part = Part(0, "text/html", "utf-8", "8bit", 0, 0, 0, _img(proxied))
+    (found,) = detect(ParsedMessage(b"", (), 0, (part,)), RULES, []).candidates
+    assert (found.rule, found.identifying_params) == ("mailchimp-open", carrier)
+    stripped = strip_url(found.url, found.identifying_params)
+    assert "qn2YWy8Jg" not in stripped.partition("#")[0] and "u=https" not in stripped
