@@ -109,7 +109,7 @@ def is_identifier(run: str, rules: TokenRules) -> bool:
 
 
 def has_identifier(path: str, rules: TokenRules) -> bool:
-    """Whether ``path`` (path and query) holds an identifier (Rules 2 and 4)."""
+    """Whether ``path`` (path and query) holds an identifier (Rules 2, 4 and 5)."""
     if ("@" in path or "%40" in path) and _ADDRESS.search(path):
         return True
     if _MERGE_TAG.search(path) is not None or _ADDRESS_PARAM.search(path) is not None:
