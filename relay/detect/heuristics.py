@@ -69,25 +69,20 @@ class HeuristicHit(NamedTuple):
 
 
 # id -> {key: (type, default)}; the test of each id is in _TESTS below.
+# The thresholds of "declared visible" (Rule 5), shared by the tests that read a URL.
+_VISIBLE: dict[str, tuple[type, Any]] = {
+    "max_declared_area": (int, 100),
+    "content_min_side": (int, 20),
+}
 _KNOWN: dict[str, dict[str, tuple[type, Any]]] = {
     "recipient-in-url": {"min_address_length": (int, 6)},
-    "address-in-url": {"max_declared_area": (int, 100), "content_min_side": (int, 20)},
+    "address-in-url": _VISIBLE,
     "tiny-size": {"max_area": (int, 25), "max_single": (int, 0), "spacer_names": (list, [])},
     "max-size": {"max_px": (int, 1)},
-    "tracking-path": {
-        "words": (list, []),
-        "min_digits": (int, 6),
-        "max_declared_area": (int, 100),
-        "content_min_side": (int, 20),
-    },
-    "opaque-token": {"max_declared_area": (int, 100), "content_min_side": (int, 20)},
-    "lone-dynamic-image": {"max_declared_area": (int, 100), "content_min_side": (int, 20)},
-    "kit-path": {
-        "patterns": (list, []),
-        "sources": (list, []),
-        "max_declared_area": (int, 100),
-        "content_min_side": (int, 20),
-    },
+    "tracking-path": {"words": (list, []), "min_digits": (int, 6), **_VISIBLE},
+    "opaque-token": _VISIBLE,
+    "lone-dynamic-image": _VISIBLE,
+    "kit-path": {"patterns": (list, []), "sources": (list, []), **_VISIBLE},
     "outlook-only-image": {},
 }
 # [detection] keys: (type, default); the token thresholds go to tokens.TokenRules.

@@ -54,9 +54,8 @@ def carrier(ref: Ref) -> tuple[str, ...]:
 
 
 def unwrapped(ref: Ref) -> Ref:
-    """``ref`` with the host, path and URL its proxy fetches, or ``ref`` itself (Rule 1)."""
-    if not ref.host.endswith(PROXY_SUFFIXES):
-        return ref
+    """``ref`` with the host, path and URL its proxy fetches, or ``ref`` itself (Rule 1).
+    Callers test the host against ``PROXY_SUFFIXES`` first; ``_inner`` checks it in full."""
     inner = _inner(ref)
     split = split_url(inner) if inner else None
     if split is None or inner is None:
