@@ -3,10 +3,11 @@ at once (``asyncio.gather``, as the pipeline reads the ledger and the consent to
 in one pipeline (the issue-15 lever "one round trip before filtering, one after"), beside the
 same command written by hand on an asyncio stream (the floor: one write, one read).
 
-Run: ``.venv/bin/python bench/redis_client_bench.py [--ops 5000]``. The client is the relay's
-own (``relay.store.redis_conn.async_client``: redis-py with hiredis) on uvloop, against the
-embedded server; the figure is this process's CPU time (the server's is not counted), per
-operation, the least of three runs.
+Run: ``.venv/bin/python bench/redis_client_bench.py [--ops 5000]``. Two clients, on uvloop,
+against the embedded server: the relay's own (``relay.store.redis_conn.async_client``, the
+shared connection of ``relay.store.multiplexed``) and redis-py's pooled client (with hiredis),
+which the relay used before issue 15. The figure is this process's CPU time (the server's is not
+counted), per operation, the least of three runs.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import redis.asyncio as aioredis
 import uvloop
 
 from relay.settings import RedisSettings
@@ -71,24 +73,30 @@ def main() -> None:
     parser.add_argument("--ops", type=int, default=5000)
     args = parser.parse_args()
     server = EmbeddedRedis(Path(tempfile.mkdtemp(prefix="redis-bench-"))).start()
+    clients = {
+        "relay (shared)": lambda: async_client(server.url, RedisSettings(url=server.url)),
+        "redis-py pooled": lambda: aioredis.Redis.from_url(server.url),
+    }
     try:
-        client = async_client(server.url, RedisSettings(url=server.url))
+        for label, make in clients.items():
+            client = make()
 
-        async def body() -> dict[str, float]:
-            try:
-                return await _run(client, server.port, args.ops)
-            finally:
-                await client.aclose()
+            async def body(client: AsyncRedis = client) -> dict[str, float]:
+                try:
+                    return await _run(client, server.port, args.ops)
+                finally:
+                    await client.aclose()
 
-        figures = uvloop.run(body())
+            figures = uvloop.run(body())
+            print(label)
+            for name, micros in figures.items():
+                print(f"  {name:<20} {micros:6.1f} us of client CPU")
+            saved = figures["two, gathered"] - figures["two, one pipeline"]
+            print(f"  one pipeline instead of two commands saves {saved:.1f} us per message")
+            overhead = figures["one command"] - figures["one, by hand (RESP)"]
+            print(f"  the client's own work per command: {overhead:.1f} us")
     finally:
         server.stop()
-    for name, micros in figures.items():
-        print(f"{name:<20} {micros:6.1f} us of client CPU")
-    saved = figures["two, gathered"] - figures["two, one pipeline"]
-    print(f"one pipeline instead of two commands saves {saved:.1f} us per message")
-    overhead = figures["one command"] - figures["one, by hand (RESP)"]
-    print(f"the client's own work per command: {overhead:.1f} us")
 
 
 if __name__ == "__main__":

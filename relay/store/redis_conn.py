@@ -9,6 +9,8 @@ Rule 3: ``redis+cluster://host:port[,host:port...]`` (``rediss+cluster://`` with
         nodes of a Redis Cluster (or a Valkey one); the client learns the other nodes and the
         slot map from them and follows failovers and slot migrations by itself. Any one
         reachable seed is enough; listing several lets the relay start while one is down.
+Rule 4: a plain ``redis://`` server is reached through ``multiplexed.MultiplexedRedis``: one
+        connection per process that writes the commands of all sessions together.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from redis.sentinel import Sentinel as SyncSentinel
 from relay.settings import RedisSettings
 from relay.settings_redis import ClusterURL, is_cluster_url, parse_cluster_url
 from relay.store.embedded import EmbeddedRedis
+from relay.store.multiplexed import MultiplexedRedis
 
 PORT_FILE = "server.port"
 T = TypeVar("T")
@@ -215,8 +218,16 @@ def async_client(url: str, settings: RedisSettings) -> AsyncRedis:
         return master
     timed: dict[str, Any] = {}
     if url.startswith("redis://"):
-        timed["connection_class"] = _TimedConnection
-    elif url.startswith("rediss://"):
+        # Rule 4: the commands of every session share one connection and one write per
+        # loop iteration; redis-py's pool stays for what needs a connection of its own.
+        return MultiplexedRedis.from_url(
+            url,
+            socket_timeout=settings.timeout,
+            socket_connect_timeout=settings.timeout,
+            health_check_interval=30,
+            connection_class=_TimedConnection,
+        )
+    if url.startswith("rediss://"):
         timed["connection_class"] = _TimedSSLConnection
     return aioredis.Redis.from_url(
         url,
