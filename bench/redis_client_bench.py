@@ -73,7 +73,7 @@ def main() -> None:
     parser.add_argument("--ops", type=int, default=5000)
     args = parser.parse_args()
     server = EmbeddedRedis(Path(tempfile.mkdtemp(prefix="redis-bench-"))).start()
-    clients = {
+    clients: dict[str, Callable[[], AsyncRedis]] = {
         "relay (shared)": lambda: async_client(server.url, RedisSettings(url=server.url)),
         "redis-py pooled": lambda: aioredis.Redis.from_url(server.url),
     }

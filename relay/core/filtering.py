@@ -29,6 +29,7 @@ Rule 7: detection has a CPU budget (``FilterContext.cpu_budget``, on the caller'
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -120,8 +121,15 @@ class FilterResult:
     unfinished_parts: tuple[int, ...] = ()  # parts detection did not finish (Rule 7)
 
 
+_PLAIN_ADDRESS = re.compile(r"[^\s<>()\[\]\",;:\\@]+@[^\s<>()\[\]\",;:\\@]+")
+
+
 def _domain(address: str) -> str:
-    """Domain of ``a@b``, ``<a@b>`` or ``Name <a@b>`` (a From header), lower-cased."""
+    """Domain of ``a@b``, ``<a@b>`` or ``Name <a@b>`` (a From header), lower-cased. An envelope
+    address (``local@domain`` without quotes, brackets or comments) is read as it is, which is
+    what ``parseaddr`` makes of it at a tenth of the cost."""
+    if _PLAIN_ADDRESS.fullmatch(address):
+        return address.rpartition("@")[2].lower()
     return parseaddr(address)[1].rpartition("@")[2].lower()
 
 

@@ -84,7 +84,14 @@ def pack(args: Sequence[Any], encoding: str = "utf-8") -> bytes:
         args = (*args[0].split(), *args[1:])
     parts = [b"*%d\r\n" % len(args)]
     for arg in args:
-        data = _encode(arg, encoding)
+        kind = type(arg)  # the common kinds first, without a call
+        data = (
+            arg
+            if kind is bytes
+            else arg.encode(encoding)
+            if kind is str
+            else _encode(arg, encoding)
+        )
         parts += (b"$%d\r\n" % len(data), data, b"\r\n")
     return b"".join(parts)
 
