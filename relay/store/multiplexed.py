@@ -35,6 +35,7 @@ Rule 5: the connection speaks the RESP version redis-py would (``HELLO 3``, with
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -45,9 +46,11 @@ import redis.asyncio as aioredis
 from redis._parsers.base import BaseParser  # redis-py's mapping of error replies to classes
 from redis.asyncio.client import Pipeline
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import DataError, InvalidResponse, ResponseError
+from redis.exceptions import InvalidResponse, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.utils import DEFAULT_RESP_VERSION
+
+from relay.store.resp import pack
 
 # Commands that hold the connection or read no reply of their own: never multiplexed (Rule 1).
 _OWN_CONNECTION = frozenset(
@@ -61,39 +64,6 @@ _OWN_CONNECTION = frozenset(
 _SKIPPED_OPTIONS = ("keys", "_never_decode", "empty_response")
 _MISSING = object()
 _PUSH = getattr(hiredis, "PushNotification", None)
-
-
-def _encode(value: Any, encoding: str) -> bytes:
-    if isinstance(value, bytes):
-        return value
-    if isinstance(value, str):
-        return value.encode(encoding)
-    if isinstance(value, bool):  # as redis-py: a bool is ambiguous
-        raise DataError("Invalid input of type: 'bool'. Convert to a bytes, string, int or float")
-    if isinstance(value, int | float):
-        return repr(value).encode()
-    if isinstance(value, memoryview):
-        return value.tobytes()
-    raise DataError(f"Invalid input of type: '{type(value).__name__}'")
-
-
-def pack(args: Sequence[Any], encoding: str = "utf-8") -> bytes:
-    """One command in RESP. A first argument with spaces (``"SCRIPT LOAD"``) is several words,
-    as redis-py sends it."""
-    if isinstance(args[0], str) and " " in args[0]:
-        args = (*args[0].split(), *args[1:])
-    parts = [b"*%d\r\n" % len(args)]
-    for arg in args:
-        kind = type(arg)  # the common kinds first, without a call
-        data = (
-            arg
-            if kind is bytes
-            else arg.encode(encoding)
-            if kind is str
-            else _encode(arg, encoding)
-        )
-        parts += (b"$%d\r\n" % len(data), data, b"\r\n")
-    return b"".join(parts)
 
 
 class _Waiting:
@@ -286,7 +256,10 @@ class Multiplexer:
     def _forget_connection(self, error: Exception) -> None:
         transport, self._transport, self._protocol = self._transport, None, None
         if transport is not None:
-            transport.abort()
+            # A transport of an event loop already closed (a client used again under a new
+            # asyncio.run) cannot schedule its close: its socket goes with it.
+            with contextlib.suppress(RuntimeError):
+                transport.abort()
         self._fail(error)
 
     def _fail(self, error: Exception) -> None:
@@ -295,8 +268,9 @@ class Multiplexer:
         self._outgoing.clear()
         for item in waiting:
             if not item.future.done():
-                item.future.set_exception(error)
-                item.future.exception()  # a caller that gave up must not log "never retrieved"
+                with contextlib.suppress(RuntimeError):  # its loop is closed: nobody waits
+                    item.future.set_exception(error)
+                    item.future.exception()  # a caller that gave up must not log it
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import socket
 import subprocess
 import threading
@@ -21,8 +22,9 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from relay.settings import RedisSettings
 from relay.store.embedded import EmbeddedRedis, free_port, server_command
-from relay.store.multiplexed import MultiplexedRedis, pack
+from relay.store.multiplexed import MultiplexedRedis
 from relay.store.redis_conn import async_client
+from relay.store.resp import pack
 
 # The commands the stores send (ledger, consent, audit, links, retention), and a few more shapes
 # of reply: maps, sets, scores, nested arrays, status replies, nil, errors.
@@ -308,3 +310,21 @@ def test_values_are_encoded_as_redis_py_encodes_them() -> None:
 
     with pytest.raises(DataError):
         pack(("SET", "k", True))
+
+
+# The socket of a loop already closed goes with the garbage collector, as redis-py's do.
+@pytest.mark.filterwarnings("ignore::ResourceWarning")
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_client_used_again_under_a_new_event_loop_connects_again(redis_url: str) -> None:
+    """A client kept across two ``asyncio.run`` calls: the connection of the loop already
+    closed is left behind, neither used nor closed through that loop (which would raise)."""
+    kept = [_shared(redis_url)]
+
+    async def increment() -> int:
+        return await kept[0].incr("runs")
+
+    assert asyncio.run(increment()) == 1
+    assert asyncio.run(increment()) == 2
+    assert asyncio.run(increment()) == 3
+    kept.clear()
+    gc.collect()  # the sockets left behind are closed here, inside this test's warning filters
