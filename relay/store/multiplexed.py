@@ -66,6 +66,10 @@ _MISSING = object()
 _PUSH = getattr(hiredis, "PushNotification", None)
 
 
+class _Abandoned(RedisConnectionError):
+    """The caller that was connecting was cancelled: the others try again themselves."""
+
+
 class _Waiting:
     """One caller's place in the reply order: ``count`` replies, gathered in ``replies``."""
 
@@ -164,8 +168,11 @@ class Multiplexer:
 
     async def _connect(self, loop: asyncio.AbstractEventLoop) -> None:
         if self._connecting is not None and self._loop is loop and not self._connecting.done():
-            await asyncio.shield(self._connecting)
-            return
+            try:
+                await asyncio.shield(self._connecting)
+                return
+            except _Abandoned:
+                pass  # the caller who was connecting gave up: connect for ourselves
         if self._transport is not None and self._loop is not loop:
             self._forget_connection(RedisConnectionError("the event loop changed"))
         self._loop = loop
@@ -174,7 +181,12 @@ class Multiplexer:
             await self._open(loop)
             self._connecting.set_result(None)
         except BaseException as exc:
-            self._connecting.set_exception(exc)
+            # Half a handshake is no connection (an AUTH whose reply nobody reads); the callers
+            # waiting for this attempt get a connection error, never this caller's cancellation.
+            if self._transport is not None:
+                self._forget_connection(RedisConnectionError("the connection was not completed"))
+            failure = exc if isinstance(exc, Exception) else _Abandoned("connecting abandoned")
+            self._connecting.set_exception(failure)
             self._connecting.exception()  # retrieved: waiters re-raise it
             raise
 

@@ -328,3 +328,27 @@ def test_a_client_used_again_under_a_new_event_loop_connects_again(redis_url: st
     assert asyncio.run(increment()) == 3
     kept.clear()
     gc.collect()  # the sockets left behind are closed here, inside this test's warning filters
+
+
+async def test_a_caller_cancelled_while_connecting_leaves_the_others_connected(
+    password_server: int,
+) -> None:
+    """A caller cancelled at any stage of connecting (TCP, HELLO with AUTH): the callers that
+    waited for its connection connect for themselves, and the client goes on working."""
+    client = _shared(f"redis://:s3cret@127.0.0.1:{password_server}/0")
+    try:
+        for steps in range(40):
+            await client.aclose()  # the next call connects again
+            first = asyncio.ensure_future(client.set("k", str(steps)))
+            await asyncio.sleep(0)
+            second = asyncio.ensure_future(client.get("absent"))
+            for _ in range(steps % 8):
+                await asyncio.sleep(0)
+            first.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await first
+            assert await second is None  # neither cancelled nor failed by the other's fate
+            kept = await client.get("k")  # the last SET that was not cancelled before it went
+            assert kept is None or int(kept) <= steps
+    finally:
+        await client.aclose()
