@@ -6,7 +6,8 @@ Run: ``.venv/bin/python bench/smtp_server_floor.py [--messages 3000] [--rounds 2
 
 Both servers run in a process of their own on uvloop, answer 250 to everything and keep nothing;
 the load is ``smtp_bench.load`` (20 aiosmtplib clients, the corpus and reference-67k.eml), and
-the figure is the server process's CPU time per message from /proc (warm-up excluded), beside
+the figure is the server process's CPU time per message from /proc (``proc_cpu``, warm-up
+excluded), beside
 its rate. The bare protocol is no SMTP server (no TLS, AUTH, PROXY, limits, timeouts or syntax
 checks): it is the floor, the cost of the system calls and of reading the bytes once.
 """
@@ -16,18 +17,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing
-import os
 from collections.abc import Callable
 from typing import Any, cast
 
 import smtp_bench
 import uvloop
 from aiosmtpd.smtp import SMTP, Envelope, Session
+from proc_cpu import tree_cpu
 from smtp_bench import DEFAULT_CORPUS, corpus_messages, free_port, wait_port
 
 from relay.inbound.data import read_data
-
-TICKS = os.sysconf("SC_CLK_TCK")
 
 
 class BulkDataSMTP(SMTP):
@@ -107,12 +106,6 @@ def serve_bare(port: int) -> None:
     _serve(BareProtocol, port)
 
 
-def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--messages", type=int, default=3000)
@@ -133,11 +126,11 @@ def main() -> None:
                         messages = [m for m in messages if len(m) < 60_000]
                     asyncio.run(smtp_bench.load(port, messages, 20, 400))  # warm-up
                     assert process.pid is not None
-                    before = cpu_seconds(process.pid)
+                    before = tree_cpu([process.pid])
                     figures = asyncio.run(smtp_bench.load(port, messages, 20, args.messages))
                     # load() sends 5 warm-up messages per client before it measures.
                     count = figures["msgs"] + 5 * 20
-                    per = (cpu_seconds(process.pid) - before) / count * 1000
+                    per = (tree_cpu([process.pid]) - before) / count * 1000
                     print(
                         f"{name:<22} {only or 'corpus':<18} {figures['rate']:7.0f} msg/s   "
                         f"server CPU {per:.3f} ms per message"
