@@ -45,6 +45,7 @@ import hiredis
 import redis.asyncio as aioredis
 from redis._parsers.base import BaseParser  # redis-py's mapping of error replies to classes
 from redis.asyncio.client import Pipeline
+from redis.client import EMPTY_RESPONSE, NEVER_DECODE
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import InvalidResponse, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -61,7 +62,7 @@ _OWN_CONNECTION = frozenset(
         "HELLO", "RESET", "QUIT", "CLIENT",
     }
 )  # fmt: skip
-_SKIPPED_OPTIONS = ("keys", "_never_decode", "empty_response")
+_SKIPPED_OPTIONS = ("keys", NEVER_DECODE, EMPTY_RESPONSE)  # as redis-py parse_response
 _MISSING = object()
 _PUSH = getattr(hiredis, "PushNotification", None)
 
@@ -295,7 +296,7 @@ class Multiplexer:
 def _multiplexable(args: Sequence[Any], options: Mapping[str, Any]) -> bool:
     name = args[0]
     word = (name.split(" ", 1)[0] if isinstance(name, str) else str(name)).upper()
-    return word not in _OWN_CONNECTION and "_never_decode" not in options
+    return word not in _OWN_CONNECTION and NEVER_DECODE not in options
 
 
 async def _parsed(
@@ -304,8 +305,8 @@ async def _parsed(
     """What redis-py's ``parse_response`` makes of a raw reply (its callbacks, its options)."""
     name = args[0]
     if isinstance(reply, ResponseError):
-        if "empty_response" in options:
-            return options["empty_response"]
+        if EMPTY_RESPONSE in options:
+            return options[EMPTY_RESPONSE]
         return reply
     callback = callbacks.get(name)
     if callback is None:

@@ -352,3 +352,25 @@ async def test_a_caller_cancelled_while_connecting_leaves_the_others_connected(
             assert kept is None or int(kept) <= steps
     finally:
         await client.aclose()
+
+
+async def test_redis_py_options_of_a_command_mean_what_they_mean_there(redis_url: str) -> None:
+    """EMPTY_RESPONSE (the value of an error reply) and NEVER_DECODE (bytes from a decoding
+    client) as redis-py's own commands pass them."""
+    from redis.client import EMPTY_RESPONSE, NEVER_DECODE
+
+    for decoding in (False, True):
+        plain = aioredis.Redis.from_url(redis_url, decode_responses=decoding)
+        shared = _shared(redis_url, decode_responses=decoding)
+        try:
+            await plain.set("text", "x")
+            for client in (plain, shared):
+                name = type(client).__name__
+                wrong = {EMPTY_RESPONSE: "fallback"}
+                assert await client.execute_command("INCR", "text", **wrong) == "fallback", name  # type: ignore[no-untyped-call]
+                raw = await client.execute_command("GET", "text", **{NEVER_DECODE: []})  # type: ignore[no-untyped-call]
+                assert raw == b"x", name
+                assert await client.get("text") == ("x" if decoding else b"x"), name
+        finally:
+            await plain.aclose()
+            await shared.aclose()
