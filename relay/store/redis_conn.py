@@ -217,19 +217,14 @@ def async_client(url: str, settings: RedisSettings) -> AsyncRedis:
         )
         return master
     timed: dict[str, Any] = {}
+    # Rule 4: on a plain server the commands of every session share one connection and one
+    # write per loop iteration; redis-py's pool stays for what needs a connection of its own.
+    client_class = MultiplexedRedis if url.startswith("redis://") else aioredis.Redis
     if url.startswith("redis://"):
-        # Rule 4: the commands of every session share one connection and one write per
-        # loop iteration; redis-py's pool stays for what needs a connection of its own.
-        return MultiplexedRedis.from_url(
-            url,
-            socket_timeout=settings.timeout,
-            socket_connect_timeout=settings.timeout,
-            health_check_interval=30,
-            connection_class=_TimedConnection,
-        )
-    if url.startswith("rediss://"):
+        timed["connection_class"] = _TimedConnection
+    elif url.startswith("rediss://"):
         timed["connection_class"] = _TimedSSLConnection
-    return aioredis.Redis.from_url(
+    return client_class.from_url(
         url,
         socket_timeout=settings.timeout,
         socket_connect_timeout=settings.timeout,
