@@ -19,8 +19,8 @@ import re
 
 from relay.detect.failclosed import fetchable_spans
 from relay.detect.htmlattrs import Found
-from relay.detect.htmlscan import AmpIndex, removal_end
 from relay.detect.image_facts import visible_size
+from relay.detect.removal import AmpIndex, removal_end
 from relay.detect.verdicts import BY_FAIL_CLOSED, BY_LABEL, Ref, Verdict
 from relay.model import Action, Candidate, ElementKind, Purpose, Span
 

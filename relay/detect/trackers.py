@@ -51,8 +51,9 @@ from relay.detect.cssescape import unescape as css_unescape
 from relay.detect.heuristics import HeuristicRules
 from relay.detect.hrefs import hrefs
 from relay.detect.htmlattrs import Found
-from relay.detect.htmlscan import AmpIndex, scan_document
+from relay.detect.htmlscan import scan_document
 from relay.detect.proxies import PROXY_SUFFIXES, carrier, unwrapped
+from relay.detect.removal import AmpIndex
 from relay.detect.signatures import (
     HostList,
     SignatureSet,

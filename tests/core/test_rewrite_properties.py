@@ -241,6 +241,8 @@ def test_neutralising_detected_trackers_is_idempotent(sample: Sample) -> None:
         for t in tokens(sample.text)
     )
     if fetched:
-        assert b"sendgrid" not in once or sample.cte == "base64"
-        assert "sendgrid" not in (parse_message(once).parts[1].text or "")
+        # The tracker's host, not the word: the generated text may say "sendgrid" (a draw
+        # found '<img src="https://u1.ct.sendgrid.net/...">sendgrid').
+        assert b"u1.ct.sendgrid.net" not in once or sample.cte == "base64"
+        assert "u1.ct.sendgrid.net" not in (parse_message(once).parts[1].text or "")
     assert neutralised(once) == once

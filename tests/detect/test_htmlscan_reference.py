@@ -1,5 +1,6 @@
-"""The regex scanner reads HTML as the standard's tokenizer does (html_reference.py), on
-generated, broken and hostile HTML: same image references, at the same offsets.
+"""The scanner reads HTML as the standard's tokenizer does (html_reference.py), on generated,
+broken and hostile HTML: same image references, at the same offsets. Both readers of htmlscan
+are checked: the one-pass regex and, when it is built, the C tokenizer (htmlscan Rule 6).
 
 Where the two disagree, a mail client would fetch something the relay did not see (or the other
 way round): each example below is a way to hide a pixel from a scanner that reads tags
@@ -8,12 +9,13 @@ differently from a browser.
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from relay.detect.cssurls import css_urls
 from relay.detect.htmlattrs import srcset_items, trimmed
-from relay.detect.htmlscan import scan_html
+from relay.detect.htmlscan import Matches, native_matches, native_scan, regex_matches, scan_document
 from tests.detect.html_reference import Style, Tag, tokens
 
 SETTINGS = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -102,8 +104,12 @@ def expected(text: str) -> list[tuple[str, int, int]]:
     return sorted(out, key=lambda item: (item[1], item[0]))
 
 
-def scanned(text: str) -> list[tuple[str, int, int]]:
-    found = [(f.kind.value, f.url_start, f.url_end) for f in scan_html(text)]
+READERS = [regex_matches] + ([native_matches] if native_scan is not None else [])
+readers = pytest.mark.parametrize("reader", READERS, ids=lambda r: r.__name__)
+
+
+def scanned(text: str, reader: Matches) -> list[tuple[str, int, int]]:
+    found = [(f.kind.value, f.url_start, f.url_end) for f in scan_document(text, None, reader)[0]]
     return sorted(found, key=lambda item: (item[1], item[0]))
 
 
@@ -246,8 +252,9 @@ def html(draw: st.DrawFn) -> str:
 # read the rest as an attribute name, so the tag was skipped; the same with "-set(".
 @example("<td src style=u\\72l(//t.example/e.gif)>")
 @example("<td style=background:-webkit-image-set('//t.example/a.png'1x)>")
-def test_scan_reads_html_as_the_standard_tokenizer(text: str) -> None:
-    assert scanned(text) == expected(text)
+@readers
+def test_scan_reads_html_as_the_standard_tokenizer(reader: Matches, text: str) -> None:
+    assert scanned(text, reader) == expected(text)
 
 
 HIDING_PLACES = (
@@ -272,13 +279,16 @@ HIDING_PLACES = (
 )
 
 
-def test_each_hiding_place_is_seen() -> None:
+@readers
+def test_each_hiding_place_is_seen(reader: Matches) -> None:
     for text in HIDING_PLACES:
-        urls = [f.raw for f in scan_html(text)]
+        urls = [f.raw for f in scan_document(text, None, reader)[0]]
         assert "//t.example/p.gif" in urls, text
-        assert scanned(text) == expected(text), text
+        assert scanned(text, reader) == expected(text), text
 
 
-def test_first_of_duplicate_sizes_counts() -> None:
-    (found,) = scan_html('<img width=1 height=1 width=600 height=300 src="//t.example/p.gif">')
+@readers
+def test_first_of_duplicate_sizes_counts(reader: Matches) -> None:
+    text = '<img width=1 height=1 width=600 height=300 src="//t.example/p.gif">'
+    (found,) = scan_document(text, None, reader)[0]
     assert (found.size.width, found.size.height) == (1, 1)

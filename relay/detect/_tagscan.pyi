@@ -1,0 +1,3 @@
+from typing import Any
+
+def scan(text: str, layout: tuple[int, ...], /) -> list[Any]: ...
