@@ -16,6 +16,10 @@ Rule 3: CSV columns are fixed and appended to only: one row per (record, tracker
         with empty tracker columns for a record without tracker.
 Rule 4: format "3" is format "2" (same dictionary) with the controller as its last scalar;
         records stored as "2" read back with no controller.
+Rule 5: the compressor's memory level is 4, not zlib's 9: level 9 makes each compressor
+        allocate and clear about 300 KB of hash tables, 69 us per record against 5.5 us, for a
+        record of a few hundred bytes that compresses to the same size either way. The memory
+        level is the compressor's alone: the stream and its reading do not change.
 """
 
 from __future__ import annotations
@@ -104,6 +108,7 @@ CSV_COLUMNS: tuple[str, ...] = (
 )
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MEMORY_LEVEL = 4  # Rule 5
 
 
 def _micros(moment: datetime) -> int:
@@ -134,7 +139,7 @@ def encode(record: DecisionRecord) -> bytes:
     ]
     text = json.dumps(row, separators=(",", ":"), ensure_ascii=False).encode()
     packer = zlib.compressobj(
-        6, zlib.DEFLATED, -15, 9, zlib.Z_DEFAULT_STRATEGY, _DICTIONARIES[FORMAT]
+        6, zlib.DEFLATED, -15, _MEMORY_LEVEL, zlib.Z_DEFAULT_STRATEGY, _DICTIONARIES[FORMAT]
     )
     return record.record_id.encode("ascii") + b":" + FORMAT + packer.compress(text) + packer.flush()
 
