@@ -9,8 +9,8 @@ JOBS   ?= 2
 
 .PHONY: install lint format typecheck test test-fast run bench clean
 
-# setup.py and the C source too: `make install` compiles relay/detect/_tagscan.c in place.
-$(BIN)/.installed: pyproject.toml setup.py relay/detect/_tagscan.c
+# setup.py and the C sources too: `make install` compiles them in place (setup.py).
+$(BIN)/.installed: pyproject.toml setup.py relay/detect/_tagscan.c relay/smtp/_octets.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'

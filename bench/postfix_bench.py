@@ -23,7 +23,9 @@ Rule 4: then the passthrough and the relay run again at half the relay's maximum
         prints the latency the relay adds: relay minus passthrough, p50 and p99.
 Rule 5: each server's CPU time per message is read from /proc (bench/proc_cpu.py: its whole
         process tree, Postfix's short-lived smtpd/cleanup/smtp processes included, Redis with
-        the relay) over the load, the warm-up and, for Postfix, the drain; the sink's beside it.
+        the relay) over the load, the warm-up and, for Postfix, the drain; the sink's beside it;
+        and how many cores the whole machine kept busy during the load (below the core count:
+        the run waited on something other than CPU).
 Usage (as root, Postfix installed): python bench/postfix_bench.py [--clients 20]
        [--messages 2000] [--workers 2] [--corpus DIR] [--pipelining] [--no-paced]
        [--servers postfix,passthrough,consent-relay]
@@ -45,7 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import smtp_bench
-from proc_cpu import tree_cpu
+from proc_cpu import machine_busy, tree_cpu
 from smtp_bench import (
     DEFAULT_CORPUS,
     corpus_messages,
@@ -141,7 +143,9 @@ class Bench:
             if name not in self.servers:
                 continue
             cpu_before = self._cpu(name)
+            busy_before, wall_before = machine_busy(), time.monotonic()
             figures[name] = measure(name, self.ports[name], messages, clients, total)
+            busy = (machine_busy() - busy_before) / (time.monotonic() - wall_before)
             if name == "postfix":
                 # The warm-up sends 5 messages per client besides the measured ones. Postfix
                 # must drain before the next server runs, or its deliveries would load the sink.
@@ -158,7 +162,10 @@ class Bench:
             sent = figures[name]["msgs"] + 5 * clients
             server_ms = 1000 * (cpu_after[0] - cpu_before[0]) / sent
             sink_ms = 1000 * (cpu_after[1] - cpu_before[1]) / sent
-            print(f"  {'':<14} CPU per message: {server_ms:.2f} ms server, {sink_ms:.2f} ms sink")
+            print(
+                f"  {'':<14} CPU per message: {server_ms:.2f} ms server, {sink_ms:.2f} ms sink;"
+                f" machine {busy:.2f} of {os.cpu_count()} cores busy under load"
+            )
         print_ratios(figures)
         if not self.args.no_paced and {"passthrough", "consent-relay"} <= figures.keys():
             self.paced(messages, figures["consent-relay"]["rate"] / 2)

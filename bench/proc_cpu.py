@@ -5,6 +5,9 @@ Rule 1: a tree's figure is every live member's user+system time plus the time of
         processes come and go during a run and their time lands in their master's account.
 Rule 2: read before and after the same run and subtract; a child that exited but was not yet
         reaped is missed (its time is a few milliseconds at most).
+Rule 3: ``machine_busy`` is the whole machine's non-idle CPU time (every process, the kernel's
+        interrupt work included), from the first line of /proc/stat: whether a run was bound by
+        the cores or by waiting.
 """
 
 from __future__ import annotations
@@ -42,3 +45,10 @@ def tree_cpu(roots: list[int]) -> float:
         total += utime + stime + cutime + cstime
         todo.extend(children.get(pid, ()))
     return total / TICK
+
+
+def machine_busy() -> float:
+    """CPU seconds the machine spent not idle (nor waiting for I/O) since boot (Rule 3)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return (sum(fields[:8]) - idle) / TICK  # user to steal; guest time is inside user

@@ -20,6 +20,8 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
+from relay.smtp.octets import facts
+
 END = b".\r\n"
 LINE_LIMIT = 1000  # octets, CRLF included (RFC 5321 4.5.3.1.6)
 
@@ -38,11 +40,11 @@ def unstuff(data: bytes) -> bytes:
 
 
 def has_long_line(data: bytes) -> bool:
-    """A line over 1,000 octets with its CRLF. Splitting is C-speed (50 us for 67 KB); a
-    regular expression looking for 999 non-newline bytes restarts at every byte (7 ms)."""
+    """A line over 1,000 octets with its CRLF, from ``octets.facts`` (memchr passes; a
+    regular expression looking for 999 non-newline bytes restarts at every byte, 7 ms)."""
     if len(data) < LINE_LIMIT:
         return False
-    return max(map(len, data.split(b"\n"))) > LINE_LIMIT - 1  # the CR stays on each line
+    return facts(data)[3] > LINE_LIMIT - 1  # the CR stays on each line
 
 
 async def read_data(reader: asyncio.StreamReader, limit: int | None) -> DataResult:

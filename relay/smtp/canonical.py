@@ -20,12 +20,14 @@ Rule 3: a NUL octet is refused. RFC 5321 (4.1.1.4 via RFC 5322 2.3) and RFC 2045
         NULs, as some do, would read ``<CRLF><NUL>.<CRLF>`` as the end of the message and the
         bytes after it as commands.
 Rule 4: linear time, and nearly free for the common case: a message with only CRLF line
-        endings and no NUL is returned as it is after three C-speed counts.
+        endings and no NUL is returned as it is after one look at its line facts (``octets``).
 """
 
 from __future__ import annotations
 
 import re
+
+from relay.smtp.octets import facts
 
 # <LF>.<LF>, <LF>.<CR><LF>, <CR><LF>.<LF>, <CR>.<CR> ...: the dot line written with a lone CR
 # or LF on either side.
@@ -40,11 +42,10 @@ NUL = "a NUL octet in the message data"
 
 def canonical(data: bytes) -> bytes:
     """The message with CRLF line endings (Rule 1); ValueError for Rules 2 and 3."""
-    crlf = data.count(b"\r\n")
-    clean = data.count(b"\n") == crlf and data.count(b"\r") == crlf
-    if b"\0" in data:
+    bare_cr, bare_lf, nul, _ = facts(data)
+    if nul:
         raise ValueError(NUL)
-    if clean:
+    if not (bare_cr or bare_lf):
         return data
     if _SMUGGLING.search(data):
         raise ValueError(SMUGGLING)

@@ -25,6 +25,8 @@ import base64
 import re
 from collections.abc import Sequence
 
+from relay.smtp.octets import facts
+
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _KEYWORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*")
 _VALUE_BAD = re.compile(r"[\x00-\x20=\x7f]")
@@ -96,13 +98,13 @@ def auth_response(data: bytes) -> bytes:
 
 
 def body_defect(data: bytes) -> str | None:
-    """What makes ``data`` unfit for DATA as it is (Rule 4), or None. Three C-speed counts."""
-    if b"\x00" in data:
+    """What makes ``data`` unfit for DATA as it is (Rule 4), or None (``octets.facts``)."""
+    bare_cr, bare_lf, nul, _ = facts(data)
+    if nul:
         return "NUL byte"
-    crlf = data.count(b"\r\n")
-    if data.count(b"\r") != crlf:
+    if bare_cr:
         return "bare CR"
-    if data.count(b"\n") != crlf:
+    if bare_lf:
         return "bare LF"
     return None
 
