@@ -12,7 +12,7 @@ Rule 2: bytes after the end of the message stay in the stream: they are the clie
 Rule 3: over ``limit`` bytes the data is read to its end and discarded, then refused with 552,
         as aiosmtpd does; a line over 1,000 octets is refused with 500 (RFC 5321 4.5.3.1.6).
 Rule 4: dot-stuffing is undone the way aiosmtpd undoes it: the first dot of every line that
-        starts with one is removed.
+        starts with one is removed (``smtp.octets.unstuff``).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from relay.smtp.octets import facts
+from relay.smtp.octets import facts, unstuff
 
 END = b".\r\n"
 LINE_LIMIT = 1000  # octets, CRLF included (RFC 5321 4.5.3.1.6)
@@ -31,12 +31,6 @@ class DataResult:
     content: bytes | None  # the message, unstuffed, or None when refused
     too_big: bool = False
     line_too_long: bool = False
-
-
-def unstuff(data: bytes) -> bytes:
-    """Remove the transparency dot of every line that starts with one (RFC 5321 4.5.2)."""
-    data = data.replace(b"\r\n.", b"\r\n")
-    return data[1:] if data.startswith(b".") else data
 
 
 def has_long_line(data: bytes) -> bool:
@@ -53,7 +47,8 @@ async def read_data(reader: asyncio.StreamReader, limit: int | None) -> DataResu
     Raises ``asyncio.IncompleteReadError`` when the client goes away before the end.
     """
     cap = limit + 16 if limit else 1 << 30
-    acc = bytearray()
+    parts: list[bytes] = []  # what was read, while under the limit (usually one chunk)
+    kept = 0
     seen = 0  # bytes of the message read so far, kept or not
     recent = b""  # the last bytes read, to tell whether a dot starts a line
     too_big = False
@@ -68,16 +63,17 @@ async def read_data(reader: asyncio.StreamReader, limit: int | None) -> DataResu
             except asyncio.LimitOverrunError as exc:
                 # Over the size limit: keep reading to the end, keeping nothing (Rule 3).
                 chunk = await reader.readexactly(exc.consumed)
-                too_big, seen, recent = True, seen + len(chunk), (recent + chunk)[-5:]
-                acc.clear()
+                too_big, seen, recent = True, seen + len(chunk), (recent + chunk[-5:])[-5:]
+                parts.clear()
                 continue
             seen += len(chunk)
-            recent = (recent + chunk)[-5:]
+            recent = (recent + chunk[-5:])[-5:]
             if not too_big:
-                acc += chunk
-                if limit and len(acc) > limit + len(END):
+                parts.append(chunk)
+                kept += len(chunk)
+                if limit and kept > limit + len(END):
                     too_big = True
-                    acc.clear()
+                    parts.clear()
             # The dot starts a line when it is the first byte or follows CRLF; a "..<CRLF>"
             # line (a stuffed lone dot) has its CRLF after the second dot.
             if seen == len(END) or recent[:2] == b"\r\n":
@@ -86,7 +82,8 @@ async def read_data(reader: asyncio.StreamReader, limit: int | None) -> DataResu
         reader._limit = saved  # type: ignore[attr-defined]
     if too_big:
         return DataResult(None, too_big=True)
-    body = bytes(acc[: -len(END)])
+    # One copy: the slice (readuntil's chunk is bytes already).
+    body = (parts[0] if len(parts) == 1 else b"".join(parts))[: -len(END)]
     if limit and len(body) > limit:
         return DataResult(None, too_big=True)
     if has_long_line(body):

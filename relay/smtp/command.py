@@ -25,7 +25,8 @@ import base64
 import re
 from collections.abc import Sequence
 
-from relay.smtp.octets import facts
+from relay.smtp import octets
+from relay.smtp.octets import facts, payload
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _KEYWORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*")
@@ -36,7 +37,7 @@ RSET = b"RSET\r\n"
 QUIT = b"QUIT\r\n"
 NOOP = b"NOOP\r\n"
 STARTTLS = b"STARTTLS\r\n"
-END_OF_DATA = b".\r\n"
+END_OF_DATA = octets.END_OF_DATA
 
 
 class UnsafeCommand(ValueError):
@@ -110,10 +111,5 @@ def body_defect(data: bytes) -> str | None:
 
 
 def data_payload(data: bytes) -> bytes:
-    """The message dot-stuffed and followed by the end-of-data line (Rule 4)."""
-    stuffed = data.replace(b"\r\n.", b"\r\n..")
-    if stuffed.startswith(b"."):
-        stuffed = b"." + stuffed
-    if stuffed and not stuffed.endswith(b"\r\n"):
-        stuffed += b"\r\n"
-    return stuffed + END_OF_DATA
+    """The message dot-stuffed and followed by the end-of-data line (Rule 4; ``octets``)."""
+    return payload(data)

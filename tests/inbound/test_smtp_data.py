@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from relay.inbound.data import read_data, unstuff
+from relay.inbound.data import read_data
+from relay.smtp.octets import unstuff
 
 
 def _reader(*chunks: bytes, eof: bool = False) -> asyncio.StreamReader:
