@@ -161,9 +161,12 @@ static Py_ssize_t tag_end(const Text *t, Py_ssize_t i, Attrs *attrs, int capture
             i = value_end;
         } /* else no value: the spaces after the name separate it from the next one */
         if (attrs == NULL) continue;
-        int k = capture ? named(t, name, name_stop, CAPTURED, N_CAPTURED)
-                        : (named(t, name, name_stop, CAPTURED + BACKGROUND, 1) == 0 ? BACKGROUND
-                                                                                     : -1);
+        Py_UCS4 first = folded(t, name);
+        int k = -1;
+        if (capture && (first == 's' || first == 'w' || first == 'h' || first == 'b' || first == 'd'))
+            k = named(t, name, name_stop, CAPTURED, N_CAPTURED);
+        else if (first == 'b' && name_stop - name == 10 && spells(t, name, "background"))
+            k = BACKGROUND;
         if (k == BACKGROUND) attrs->background = 1;
         if (k >= 0 && capture && attrs->value[k].start < 0) {
             attrs->value[k].start = name_stop;
@@ -264,12 +267,13 @@ static int is_name(const Name *name, const char *word) {
 
 static int name_index(const Name *name, const char *const *names, int count) {
     for (int k = 0; k < count; k++)
-        if (is_name(name, names[k])) return k;
+        if (names[k][0] == name->s[0] && is_name(name, names[k])) return k;
     return -1;
 }
 
 static int loud(const Name *name) {
     for (int k = 0; k < COUNT(LOUD_PREFIXES); k++) {
+        if (LOUD_PREFIXES[k][0] != name->s[0]) continue;
         size_t len = strlen(LOUD_PREFIXES[k]);
         if (name->len >= len && strncmp(name->s, LOUD_PREFIXES[k], len) == 0) return 1;
     }
@@ -294,8 +298,22 @@ typedef struct {
     PyObject *out;
 } Scan;
 
+/* (start, end) as a new tuple, without Py_BuildValue's format parsing (items are many). */
+static PyObject *pair(Py_ssize_t start, Py_ssize_t end) {
+    PyObject *first = PyLong_FromSsize_t(start), *second = PyLong_FromSsize_t(end);
+    PyObject *span = first && second ? PyTuple_New(2) : NULL;
+    if (span == NULL) {
+        Py_XDECREF(first);
+        Py_XDECREF(second);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(span, 0, first);
+    PyTuple_SET_ITEM(span, 1, second);
+    return span;
+}
+
 static int put(PyObject *regs, Py_ssize_t index, Py_ssize_t start, Py_ssize_t end) {
-    PyObject *span = Py_BuildValue("(nn)", start, end);
+    PyObject *span = pair(start, end);
     if (span == NULL) return -1;
     PyTuple_SET_ITEM(regs, index, span);
     return 0;
@@ -331,8 +349,15 @@ static int report(Scan *scan, Py_ssize_t p, Py_ssize_t end, const Span *spans) {
         if (value == NULL) goto fail;
         PyTuple_SET_ITEM(head, h, value);
     }
-    item = Py_BuildValue("(NnN)", regs, end, head);
-    if (item == NULL) return -1; /* Py_BuildValue consumed regs and head */
+    PyObject *stop = PyLong_FromSsize_t(end);
+    item = stop ? PyTuple_New(3) : NULL;
+    if (item == NULL) {
+        Py_XDECREF(stop);
+        goto fail;
+    }
+    PyTuple_SET_ITEM(item, 0, regs);
+    PyTuple_SET_ITEM(item, 1, stop);
+    PyTuple_SET_ITEM(item, 2, head);
     int failed = PyList_Append(scan->out, item);
     Py_DECREF(item);
     return failed;
@@ -411,7 +436,7 @@ static PyObject *scan(PyObject *module, PyObject *args) {
         state.layout[g] = PyLong_AsSsize_t(PyTuple_GET_ITEM(layout, g));
         if (state.layout[g] == -1 && PyErr_Occurred()) return NULL;
     }
-    state.absent = Py_BuildValue("(nn)", (Py_ssize_t)-1, (Py_ssize_t)-1);
+    state.absent = pair(-1, -1);
     state.out = PyList_New(0);
     if (state.absent == NULL || state.out == NULL) goto fail;
     const Text *t = &text;
