@@ -319,9 +319,10 @@ static int put(PyObject *regs, Py_ssize_t index, Py_ssize_t start, Py_ssize_t en
     return 0;
 }
 
-/* One reported tag: (regs, end, head), as htmlscan reads a match. spans[g] holds the span of
- * group g (layout order) or start -1. */
-static int report(Scan *scan, Py_ssize_t p, Py_ssize_t end, const Span *spans) {
+/* One reported tag: (regs, end, head, plain), as htmlscan reads a match. spans[g] holds the
+ * span of group g (layout order) or start -1; plain, when not NULL, is the URL span of a plain
+ * image (Rule 5). */
+static int report(Scan *scan, Py_ssize_t p, Py_ssize_t end, const Span *spans, const Span *plain) {
     Py_ssize_t count = scan->layout[G_COUNT] + 1;
     PyObject *regs = PyTuple_New(count);
     PyObject *head = PyTuple_New(6);
@@ -350,14 +351,17 @@ static int report(Scan *scan, Py_ssize_t p, Py_ssize_t end, const Span *spans) {
         PyTuple_SET_ITEM(head, h, value);
     }
     PyObject *stop = PyLong_FromSsize_t(end);
-    item = stop ? PyTuple_New(3) : NULL;
+    PyObject *url = plain == NULL ? Py_NewRef(Py_None) : pair(plain->start, plain->end);
+    item = stop && url ? PyTuple_New(4) : NULL;
     if (item == NULL) {
         Py_XDECREF(stop);
+        Py_XDECREF(url);
         goto fail;
     }
     PyTuple_SET_ITEM(item, 0, regs);
     PyTuple_SET_ITEM(item, 1, stop);
     PyTuple_SET_ITEM(item, 2, head);
+    PyTuple_SET_ITEM(item, 3, url);
     int failed = PyList_Append(scan->out, item);
     Py_DECREF(item);
     return failed;
@@ -365,6 +369,34 @@ fail:
     Py_XDECREF(regs);
     Py_XDECREF(head);
     return -1;
+}
+
+/* Rule 5: an <img> with a src and no srcset, label, background value or style hook is read by
+ * htmlscan's fast path alone; its URL span is found here as that path finds it (htmlattrs
+ * eq_value, then one pair of quotes, then HTML whitespace trimmed): url may come out empty. */
+static int plain_image(const Text *t, const Attrs *attrs, Span *url) {
+    const Span *src = &attrs->value[SRC], *style = &attrs->value[STYLE];
+    const Span *background = &attrs->value[BACKGROUND];
+    if (src->start < 0 || attrs->value[SRCSET].start >= 0 || attrs->value[LABEL].start >= 0)
+        return 0;
+    if (background->start != background->end) return 0;
+    if (style->start >= 0 && has_hook(t, style->start, style->end)) return 0;
+    Py_ssize_t start = find_within(t, src->start, src->end, '='), end = src->end;
+    if (start >= end) {
+        url->start = url->end = end;
+        return 1;
+    }
+    start++;
+    while (start < end && is_space(at(t, start))) start++;
+    if (start < end && (at(t, start) == '"' || at(t, start) == '\'')) {
+        start++;
+        if (at(t, end - 1) == at(t, start - 1)) end--;
+    }
+    while (start < end && is_space(at(t, start))) start++;
+    while (end > start && is_space(at(t, end - 1))) end--;
+    url->start = start;
+    url->end = end;
+    return 1;
 }
 
 static void no_spans(Span *spans, Py_ssize_t p) {
@@ -388,7 +420,7 @@ static Py_ssize_t start_tag(Scan *scan, Py_ssize_t p, Py_ssize_t q) {
         Py_ssize_t end = close >= n ? n : past_gt(t, close);
         spans[G_CSS].start = css;
         spans[G_CSS].end = close;
-        return report(scan, p, end, spans) < 0 ? -1 : end;
+        return report(scan, p, end, spans, NULL) < 0 ? -1 : end;
     }
     int raw = cut ? -1 : name_index(&name, RAW_NAMES, COUNT(RAW_NAMES));
     Attrs attrs;
@@ -400,23 +432,26 @@ static Py_ssize_t start_tag(Scan *scan, Py_ssize_t p, Py_ssize_t q) {
             strcmp(RAW_NAMES[raw], "plaintext") == 0 ? n : raw_end(t, end, RAW_NAMES[raw]);
         if (iframe || attrs.background || has_hook(t, p, end)) {
             spans[G_RAW].start = spans[G_RAW].end = p + 1;
-            if (report(scan, p, content_end, spans) < 0) return -1;
+            if (report(scan, p, content_end, spans, NULL) < 0) return -1;
         }
         return content_end;
     }
-    if (name_index(&name, IMAGE_NAMES, COUNT(IMAGE_NAMES)) >= 0) {
+    int image = name_index(&name, IMAGE_NAMES, COUNT(IMAGE_NAMES));
+    if (image >= 0) {
         Py_ssize_t end = cut ? q : tag_end(t, q, &attrs, 1);
         spans[G_NAME].start = p + 1;
         spans[G_NAME].end = q;
         for (int k = 0; k < N_CAPTURED; k++) spans[CAPTURED_GROUP[k]] = attrs.value[k];
         if (attrs.label_name >= 0) spans[G_AT_LABEL].start = spans[G_AT_LABEL].end = attrs.label_name + 1;
-        return report(scan, p, end, spans) < 0 ? -1 : end;
+        Span url;
+        int is_plain = image == 0 && plain_image(t, &attrs, &url);
+        return report(scan, p, end, spans, is_plain ? &url : NULL) < 0 ? -1 : end;
     }
     Py_ssize_t end = cut ? q : tag_end(t, q, &attrs, 0);
     if (loud(&name) || attrs.background || has_hook(t, p, end)) {
         spans[G_TAG].start = p + 1;
         spans[G_TAG].end = q;
-        if (report(scan, p, end, spans) < 0) return -1;
+        if (report(scan, p, end, spans, NULL) < 0) return -1;
     }
     return end;
 }
