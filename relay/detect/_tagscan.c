@@ -1,25 +1,35 @@
-/* Where the HTML scanner of relay/detect/htmlscan.py must look: the "<" of every tag that can
- * fetch something, found by reading the text once with the tokenizer rules of
- * relay/detect/htmlgrammar.py (WHATWG HTML 13.2.5, with that module's Rule 6).
+/* The HTML scanner's tokenizer in C: relay/detect/htmlscan.py's one-pass regex (the rules of
+ * relay/detect/htmlgrammar.py: WHATWG HTML 13.2.5, with that module's Rule 6), as a state machine.
  *
- * Stage: detection (pure; no I/O, no global state). Input: one str. Output: a list of offsets
- * (code points, as Python indexes the str), in document order.
+ * Stage: detection (pure; no I/O, no global state). Input: one str and htmlscan.LAYOUT (the
+ * regex's group numbers). Output: one item per tag the regex would report, in document order:
+ * (regs, end, head, plain), the regex match's group spans (code points, as Python indexes the
+ * str; (-1, -1) for a group that did not take part), its end, the strings of htmlscan._HEAD's
+ * groups, and plain (Rule 5) or None. htmlscan reads an item exactly as it reads a match.
  *
- * Rule 1: this module only skips. It skips what the grammar's quiet run skips: text, comments,
- *         bogus comments, end tags, the content of raw text elements, and the start tags that
- *         cannot fetch. It reports the start of every other start tag; htmlscan then reads each
- *         reported tag with its own anchored regex, so the spans and the values of the
- *         references come from one grammar whichever path found the tag.
- * Rule 2: reported are <style> elements, the image and fetching elements of
- *         htmlgrammar.IMAGE_ELEMENTS, raw text elements whose start tag may hold a hook and every
- *         <iframe>, tags whose name the quiet grammar refuses (_QUIET_TAG_NAME), and any other
- *         start tag that may hold a hook: "background", "url(", "-set(" or a backslash
- *         anywhere in it. That is a superset of what the regex reports: a tag reported here
- *         and not there has no hook, and htmlscan reads nothing from it.
+ * Rule 1: what the regex's quiet run skips is skipped here: text, comments (to "-->" or
+ *         "--!>"), bogus comments, end tags with their attributes, the content of raw text
+ *         elements (title, textarea, script, xmp, iframe, noembed, noframes; plaintext to the
+ *         end), and start tags that cannot fetch. Attributes are tokenized as the standard
+ *         does: a quote opens a value only after "=", a tag ends at the first ">" outside a
+ *         quoted value, and whatever is unterminated runs to the end of the text.
+ * Rule 2: reported are <style> elements (with their CSS span), the elements of
+ *         htmlgrammar.IMAGE_ELEMENTS (with the first of each captured attribute, as
+ *         htmlgrammar.first_attr captures it), raw text elements whose start tag may hold a
+ *         hook and every <iframe>, tags whose name the quiet grammar refuses (_QUIET_TAG_NAME),
+ *         and any other start tag with an attribute named "background" or with "url(", "-set("
+ *         or a backslash anywhere in it. That is the regex's set or a superset of it: a tag
+ *         reported here and not there has no hook, and htmlscan reads nothing from it.
  * Rule 3: names compare after lower-casing ASCII letters only, as HTML does: no other
- *         character is a letter.
- * Rule 4: every loop moves forward and no offset is read twice by the same loop: linear time
- *         on any input, bounded memory (the list of offsets).
+ *         character is a letter (the regex, on a text Python cannot lower-case in place, reads
+ *         with IGNORECASE and may take a dotted capital I for an "i"; this reader does not).
+ * Rule 4: linear time on any input: every loop moves forward, and each character is read a
+ *         bounded number of times (tokenized once, looked at again for a hook or a name);
+ *         bounded memory (the items).
+ * Rule 5: plain is the URL span of an <img> that htmlscan's fast path alone reads (a src, no
+ *         srcset, label, background value or style hook), found as that path finds it.
+ * tests/detect/test_tagscan.py compares the items' references with the regex's, on generated,
+ * shipped, hostile and non-ASCII HTML.
  */
 
 #define PY_SSIZE_T_CLEAN
