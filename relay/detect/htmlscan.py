@@ -33,11 +33,12 @@ Rule 6: the same reading in C when the extension is built (``_tagscan.c``, compi
         compares the two readers item for item; without a compiler the regex is used. The C
         reader is linear too (its Rule 4) and reads the whole text in one call, a few ms per
         MB at most (bench/adversarial_bench.py), before the budget is next looked at.
-Speed, for the 60 KB reference newsletter: the regex reader 0.66 ms, the C one 0.15 ms (of which
-the C tokenizer 0.09 ms); for the 17 KB average of the bench corpus, 0.25 and 0.08 ms (README,
-performance). The usual ``<img src>`` is read inline from the groups rather than by
-``_image_element``. tests/detect/test_htmlscan_reference.py checks both readers against a plain
-tokenizer written character by character after the HTML standard, on generated and hostile HTML.
+Speed, for the 60 KB reference newsletter: the regex reader 0.66 ms, the C one 0.14 ms (of which
+the C tokenizer 0.09 ms); for the 17 KB average of the bench corpus, 0.22 and 0.05 ms with the
+size table warm (README, performance). The usual ``<img src>`` is read inline from the groups
+rather than by ``_image_element``. tests/detect/test_htmlscan_reference.py checks both readers
+against a plain tokenizer written character by character after the HTML standard, on generated
+and hostile HTML.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from relay.detect.budget import Budget
-from relay.detect.cssurls import NO_SIZE, BlockSizes, BoxSize, css_size, css_urls
+from relay.detect.cssurls import BlockSizes, BoxSize, css_urls
 from relay.detect.fetchattrs import FETCH_ATTRIBUTES, base_href, fetching_attributes
 from relay.detect.htmlattrs import (
     Attrs,
@@ -56,7 +57,6 @@ from relay.detect.htmlattrs import (
     Found,
     attr_value,
     eq_value,
-    pixel_value,
     read_attrs,
     srcset_found,
     style_and_background,
@@ -76,6 +76,7 @@ from relay.detect.htmlgrammar import (
     first_attr,
     numbered,
 )
+from relay.detect.imagesizes import SIZES, new_size
 from relay.model import ElementKind
 
 native_scan: Callable[[str, tuple[int, ...]], list[Any]] | None
@@ -129,7 +130,6 @@ Item = tuple[tuple[tuple[int, int], ...], int, tuple[str | None, ...], tuple[int
 Matches = Callable[[str], tuple[str, Iterator[Item]]]
 
 _SPACE = " \t\r\n\f"  # HTML whitespace, as htmlattrs.trimmed strips it
-_SIZE_WORD = re.compile("[wW][iI][dD][tT][hH]|[hH][eE][iI][gG][hH][tT]")
 _PAREN_LIMIT = 16
 # How many scan matches between two looks at the CPU budget (a look costs a clock read).
 _BUDGET_EVERY = 64
@@ -159,27 +159,10 @@ LAYOUT = (_SCAN.groups, *(_G[g] for g in ("at", "css", "name", "src", "srcset", 
 _URL_START = operator.itemgetter(2)  # Found.url_start
 
 
-def _parse_size(text: str, lower: str, regs: tuple[tuple[int, int], ...]) -> BoxSize:
-    """Declared size of a scanned element, read from the captured groups (see Element._size)."""
-    width = pixel_value(text, regs[_G_WIDTH])
-    height = pixel_value(text, regs[_G_HEIGHT])
-    style_start, style_end = regs[_G_STYLE]
-    css = NO_SIZE
-    # Most content images have a style without any size: skip the CSS regex for them.
-    if style_start >= 0 and (
-        _SIZE_WORD.search(lower, style_start, style_end)
-        or lower.find("\\", style_start, style_end) >= 0
-    ):
-        style_start, style_end = attr_value(text, eq_value(text, (style_start, style_end)))
-        css = css_size(text, style_start, style_end)
-    if css is NO_SIZE:
-        return NO_SIZE if width is None and height is None else BoxSize(width, height)
-    return BoxSize(
-        css.width if css.width is not None else width,
-        css.height if css.height is not None else height,
-        css.max_width,
-        css.max_height,
-    )
+def _new_size(
+    head: tuple[str | None, ...], text: str, lower: str, regs: tuple[tuple[int, int], ...]
+) -> BoxSize:
+    return new_size(head, text, lower, regs[_G_WIDTH], regs[_G_HEIGHT], regs[_G_STYLE])
 
 
 def _hooked_tag(text: str, start: int, attrs_start: int, end: int) -> list[Found]:
@@ -202,9 +185,7 @@ def _raw_tag(text: str, lower: str, name_start: int) -> list[Found]:
     return found
 
 
-def _image_element(
-    text: str, lower: str, item: Item, name: str, sizes: dict[tuple[str | None, ...], BoxSize]
-) -> list[Found]:
+def _image_element(text: str, lower: str, item: Item, name: str) -> list[Found]:
     """src and srcset of an image element, and its own background and style url() if any."""
     regs, end, head, _plain = item
     start = regs[_G_AT][0]
@@ -225,9 +206,7 @@ def _image_element(
         found.extend(fetching_attributes(text, name, start, start + 1 + len(name), end))
     if (kind is None or src[0] < 0) and srcset[0] < 0:
         return found
-    size = sizes.get(head)
-    if size is None:
-        size = sizes[head] = _parse_size(text, lower, regs)
+    size = SIZES.get(head) or _new_size(head, text, lower, regs)
     label: str | None = None
     label_start = label_end = -1
     label_span = regs[_G_LABEL]
@@ -327,7 +306,7 @@ def scan_document(
     found: list[Found] = []
     base: tuple[int, int] | None = None
     lower, scanned = (matches or DEFAULT_MATCHES)(text)
-    sizes: dict[tuple[str | None, ...], BoxSize] = {}
+    sizes = SIZES
     append = found.append
     new = tuple.__new__
     img = ElementKind.IMG
@@ -340,9 +319,7 @@ def scan_document(
         if plain is not None:  # the C reader found a plain image's URL (Rule 6)
             url_start, url_end = plain
             if url_start < url_end:
-                size = sizes.get(head)
-                if size is None:
-                    size = sizes[head] = _parse_size(text, lower, regs)
+                size = sizes.get(head) or _new_size(head, text, lower, regs)
                 start = regs[_G_AT][0]
                 append(new(Found, (img, text[url_start:url_end], url_start, url_end, start,
                                    match_end, start, match_end, size, None, -1, -1)))  # fmt: skip
@@ -375,15 +352,13 @@ def scan_document(
             if url_start < url_end:
                 # The key holds the width, height and style as scanned (lower-cased on the regex
                 # path: the size readers ignore case, so equal keys mean equal sizes).
-                size = sizes.get(head)
-                if size is None:
-                    size = sizes[head] = _parse_size(text, lower, regs)
+                size = sizes.get(head) or _new_size(head, text, lower, regs)
                 start, end = regs[_G_AT][0], match_end
                 # tuple.__new__ builds the NamedTuple without its Python-level __new__.
                 append(new(Found, (img, text[url_start:url_end], url_start, url_end, start, end,
                                    start, end, size, None, -1, -1)))  # fmt: skip
             continue
-        found.extend(_image_element(text, lower, item, name, sizes))
+        found.extend(_image_element(text, lower, item, name))
     found.sort(key=_URL_START)
     return found, base
 

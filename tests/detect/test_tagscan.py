@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 
-from relay.detect import htmlscan
+from relay.detect import htmlscan, imagesizes
 from relay.detect.htmlscan import native_matches, regex_matches, scan_document
 from tests.detect.test_htmlscan_reference import HIDING_PLACES, SETTINGS, html
 
@@ -27,9 +27,11 @@ needs_native = pytest.mark.skipif(htmlscan.native_scan is None, reason="_tagscan
 
 
 def _both(text: str) -> None:
-    assert scan_document(text, matches=native_matches) == scan_document(
-        text, matches=regex_matches
-    ), text[:200]
+    # Each reader with an empty size table, so that neither reads a size the other computed.
+    imagesizes.SIZES.clear()
+    native = scan_document(text, matches=native_matches)
+    imagesizes.SIZES.clear()
+    assert native == scan_document(text, matches=regex_matches), text[:200]
 
 
 def _html_parts() -> list[tuple[str, str]]:
@@ -179,3 +181,23 @@ def test_refuses_what_is_not_a_str() -> None:
         htmlscan.native_scan(b"<img src=x>", htmlscan.LAYOUT)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="layout"):
         htmlscan.native_scan("<img src=x>", (1, 2))
+
+
+def test_size_table_gives_what_the_attributes_say_and_stays_bounded() -> None:
+    """Sizes are kept across messages by their attributes (imagesizes.SIZES): a second message
+    with the same attributes reads the same sizes, a long style is not kept, and the table
+    starts again when full."""
+    imagesizes.SIZES.clear()
+    first = '<img src=//t.example/a.gif width=1 height=1 style="max-width:600px">'
+    (a,) = scan_document(first)[0]
+    (b,) = scan_document(first.replace("a.gif", "b.gif"))[0]
+    assert a.size == b.size == (1, 1, 600, None)
+    kept = len(imagesizes.SIZES)
+    long_style = "color:red;" * 100 + "width:2px"
+    (c,) = scan_document(f'<img src=//t.example/c.gif style="{long_style}">')[0]
+    assert c.size.width == 2 and len(imagesizes.SIZES) == kept
+    for n in range(imagesizes.SIZES_LIMIT + 10):
+        scan_document(f"<img src=//t.example/{n}.gif width={n}>")
+    assert len(imagesizes.SIZES) <= imagesizes.SIZES_LIMIT
+    (d,) = scan_document("<img src=//t.example/d.gif width=7>")[0]
+    assert d.size.width == 7
