@@ -19,6 +19,7 @@ other masters' slots serving meanwhile, as the deployment example recommends.
 from __future__ import annotations
 
 import contextlib
+import random
 import signal
 import socket
 import subprocess
@@ -45,14 +46,24 @@ def _port_free(port: int) -> bool:
     return True
 
 
+def _ephemeral_low() -> int:
+    """The lowest port the kernel hands out for outgoing connections and port 0 binds."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_cluster_ports(count: int) -> list[int]:
-    """Ports p with p + 10000 free as well (the cluster bus), each from the kernel's choice."""
+    """Ports p with p + 10000 free as well (the cluster bus), both below the kernel's ephemeral
+    range: a bus port inside it was found free, then taken by another test's outgoing
+    connection before the node bound it ("Address already in use", a CI failure)."""
+    high = _ephemeral_low() - BUS_OFFSET  # p + 10000 stays below the ephemeral range
+    rng = random.Random()
     ports: list[int] = []
     while len(ports) < count:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        if port + BUS_OFFSET < 65536 and port not in ports and _port_free(port + BUS_OFFSET):
+        port = rng.randrange(10000, high)
+        if port not in ports and _port_free(port) and _port_free(port + BUS_OFFSET):
             ports.append(port)
     return ports
 
