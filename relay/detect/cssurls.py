@@ -227,6 +227,18 @@ def css_hook(lower: str, start: int, end: int) -> bool:
     )
 
 
+def over_attributes(width: int | None, height: int | None, css: BoxSize) -> BoxSize:
+    """An element's size: its inline CSS sizes over its width and height attributes."""
+    if css is NO_SIZE:
+        return NO_SIZE if width is None and height is None else BoxSize(width, height)
+    return BoxSize(
+        css.width if css.width is not None else width,
+        css.height if css.height is not None else height,
+        css.max_width,
+        css.max_height,
+    )
+
+
 def css_size(text: str, start: int, end: int) -> BoxSize:
     """Pixel sizes declared in ``text[start:end]`` (Rule 3)."""
     values: dict[str, tuple[int, bool]] = {}

@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from typing import NamedTuple
 
-from relay.detect.cssurls import NO_SIZE, BoxSize, css_size, css_urls
+from relay.detect.cssurls import NO_SIZE, BoxSize, css_size, css_urls, over_attributes
 from relay.model import ElementKind
 
 # One attribute as the HTML tokenizer reads it (see htmlgrammar Rule 1): a name (which may
@@ -122,15 +122,7 @@ class Element:
         height = attr_pixels(text, attrs, "height")
         style = attrs.get("style")
         css = css_size(text, style[0], style[1]) if style else NO_SIZE
-        if css is NO_SIZE:
-            return NO_SIZE if width is None and height is None else BoxSize(width, height)
-        # Inline CSS beats presentational attributes.
-        return BoxSize(
-            css.width if css.width is not None else width,
-            css.height if css.height is not None else height,
-            css.max_width,
-            css.max_height,
-        )
+        return over_attributes(width, height, css)  # inline CSS beats the attributes
 
     def found(self, kind: ElementKind, url: tuple[int, int], removal: tuple[int, int]) -> Found:
         return Found(

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 
-from relay.detect.cssurls import NO_SIZE, BoxSize, css_size
+from relay.detect.cssurls import NO_SIZE, BoxSize, css_size, over_attributes
 from relay.detect.htmlattrs import attr_value, eq_value, pixel_value
 
 Span = tuple[int, int]
@@ -43,14 +43,7 @@ def declared_size(text: str, scanned: str, width: Span, height: Span, style: Spa
     ):
         style_start, style_end = attr_value(text, eq_value(text, style))
         css = css_size(text, style_start, style_end)
-    if css is NO_SIZE:
-        return NO_SIZE if width_px is None and height_px is None else BoxSize(width_px, height_px)
-    return BoxSize(
-        css.width if css.width is not None else width_px,
-        css.height if css.height is not None else height_px,
-        css.max_width,
-        css.max_height,
-    )
+    return over_attributes(width_px, height_px, css)
 
 
 def new_size(
