@@ -1,6 +1,7 @@
 """The compiled parts, each beside the Python that defines what it computes (see their headers):
 relay/detect/_tagscan.c, the HTML scanner's tokenizer (htmlscan.py), and relay/smtp/_octets.c,
-the line facts of a message's bytes (octets.py). Everything else is in pyproject.toml."""
+the line facts and DATA dots of a message's bytes (octets.py). Everything else is in
+pyproject.toml."""
 
 from setuptools import Extension, setup
 
