@@ -25,6 +25,8 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
+from relay.smtp.octets import qp_length
+
 IDENTITY_CTES = frozenset({"7bit", "8bit", "binary"})
 KNOWN_CTES = IDENTITY_CTES | {"quoted-printable", "base64"}
 
@@ -156,8 +158,9 @@ def encode_text(text: str, codec: str, *, html: bool, ascii_only: bool = False) 
 
 def _decoded_span(body: bytes, start: int, end: int) -> int:
     """Decoded length of whole lines ``body[start:end]``: exact, because every
-    quoted-printable construct (escape, soft break, odd "=" kept literally) ends in its line."""
-    return len(binascii.a2b_qp(body[start:end]))
+    quoted-printable construct (escape, soft break, odd "=" kept literally) ends in its line.
+    Counted by ``smtp.octets.qp_length``, which decodes nothing."""
+    return qp_length(body, start, end)
 
 
 class QPLines:

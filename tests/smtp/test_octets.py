@@ -50,6 +50,64 @@ def test_same_dots_as_the_definition(data: bytes) -> None:
     )
 
 
+QP = st.sampled_from(
+    [
+        b"=",
+        b"\r",
+        b"\n",
+        b"=\r\n",
+        b"=\n",
+        b"=\r",
+        b"==",
+        b"=3D",
+        b"=3d",
+        b"=A",
+        b"=G0",
+        b"a",
+        b" ",
+        b"\t",
+    ]
+)
+
+
+@native
+@settings(max_examples=500, deadline=None)
+@given(st.lists(QP, max_size=30).map(b"".join), st.integers(0, 40), st.integers(0, 40))
+def test_qp_length_is_what_a2b_qp_decodes(data: bytes, start: int, end: int) -> None:
+    start, end = min(start, len(data)), min(end, len(data))
+    end = max(start, end)
+    assert octets.qp_length(data, start, end) == octets.python_qp_length(data, start, end)
+
+
+@native
+def test_qp_length_on_shipped_parts() -> None:
+    """Every quoted-printable body the project ships, measured line by line and whole."""
+    import email
+    import email.policy
+
+    measured = 0
+    for path in sorted(ROOT.glob("tests/fixtures/**/*.eml")) + sorted(
+        (ROOT / "examples").glob("*.eml")
+    ):
+        for part in email.message_from_bytes(
+            path.read_bytes(), policy=email.policy.compat32
+        ).walk():
+            if str(part.get("Content-Transfer-Encoding", "")).lower() != "quoted-printable":
+                continue
+            body = part.get_payload(decode=False)
+            if not isinstance(body, str):
+                continue
+            raw = body.encode("ascii", "replace")
+            assert octets.qp_length(raw, 0, len(raw)) == octets.python_qp_length(raw, 0, len(raw))
+            start = 0
+            for line in raw.splitlines(keepends=True):
+                end = start + len(line)
+                assert octets.qp_length(raw, start, end) == octets.python_qp_length(raw, start, end)
+                start = end
+            measured += 1
+    assert measured >= 5, measured
+
+
 @native
 def test_no_dot_no_copy() -> None:
     data = b"Subject: x\r\n\r\nno dot starts a line here.\r\n"
