@@ -67,19 +67,33 @@ static PyObject *facts(PyObject *module, PyObject *arg) {
         }                                                                                   \
     } while (0)
 
-/* unstuff(data): the first dot of every line that starts with one removed (RFC 5321 4.5.2);
- * data itself when there is none (no copy). */
-static PyObject *unstuff(PyObject *module, PyObject *arg) {
-    (void)module;
+#define COUNT_DOT(i) (void)(i), dots++
+
+/* The bytes of arg and how many of its lines start with a dot (Rule 3), or -1 with a TypeError
+ * naming the function when arg is not bytes. */
+static Py_ssize_t dot_lines(PyObject *arg, const char *function, const unsigned char **data,
+                            Py_ssize_t *size) {
     if (!PyBytes_Check(arg)) {
-        PyErr_SetString(PyExc_TypeError, "unstuff() takes bytes");
-        return NULL;
+        PyErr_Format(PyExc_TypeError, "%s() takes bytes", function);
+        return -1;
     }
     const unsigned char *s = (const unsigned char *)PyBytes_AS_STRING(arg);
     const Py_ssize_t n = PyBytes_GET_SIZE(arg);
     Py_ssize_t dots = 0;
-#define COUNT_DOT(i) (void)(i), dots++
     EACH_DOT_LINE(s, n, COUNT_DOT);
+    *data = s;
+    *size = n;
+    return dots;
+}
+
+/* unstuff(data): the first dot of every line that starts with one removed (RFC 5321 4.5.2);
+ * data itself when there is none (no copy). */
+static PyObject *unstuff(PyObject *module, PyObject *arg) {
+    (void)module;
+    const unsigned char *s;
+    Py_ssize_t n;
+    const Py_ssize_t dots = dot_lines(arg, "unstuff", &s, &n);
+    if (dots < 0) return NULL;
     if (dots == 0) return Py_NewRef(arg);
     PyObject *out = PyBytes_FromStringAndSize(NULL, n - dots);
     if (out == NULL) return NULL;
@@ -100,14 +114,10 @@ static PyObject *unstuff(PyObject *module, PyObject *arg) {
  * one, a CRLF if it does not end with one, and the end line ".<CRLF>" (RFC 5321 4.5.2). */
 static PyObject *payload(PyObject *module, PyObject *arg) {
     (void)module;
-    if (!PyBytes_Check(arg)) {
-        PyErr_SetString(PyExc_TypeError, "payload() takes bytes");
-        return NULL;
-    }
-    const unsigned char *s = (const unsigned char *)PyBytes_AS_STRING(arg);
-    const Py_ssize_t n = PyBytes_GET_SIZE(arg);
-    Py_ssize_t dots = 0;
-    EACH_DOT_LINE(s, n, COUNT_DOT);
+    const unsigned char *s;
+    Py_ssize_t n;
+    const Py_ssize_t dots = dot_lines(arg, "payload", &s, &n);
+    if (dots < 0) return NULL;
     int close = n > 0 && !(n >= 2 && s[n - 2] == '\r' && s[n - 1] == '\n');
     PyObject *out = PyBytes_FromStringAndSize(NULL, n + dots + (close ? 2 : 0) + 3);
     if (out == NULL) return NULL;
