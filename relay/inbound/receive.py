@@ -199,9 +199,11 @@ class RelayHandler:
     async def handle_DATA(self, server: SMTP, session: Session, envelope: SmtpEnvelope) -> str:
         relay_id = uuid.uuid4().hex[:12]
         # Rule 5: no session timeout while this message is being processed.
-        handle = getattr(server, "_timeout_handle", None)
-        if handle is not None:
-            handle.cancel()
+        pause = getattr(server, "pause_idle_timer", None)
+        if pause is not None:
+            pause()
+        elif (handle := getattr(server, "_timeout_handle", None)) is not None:
+            handle.cancel()  # a plain aiosmtpd SMTP
         task = asyncio.current_task()
         if task is not None:
             self.in_flight.add(task)

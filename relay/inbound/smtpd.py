@@ -42,6 +42,7 @@ from aiosmtpd.smtp import Envelope as SmtpEnvelope
 from relay import replies
 from relay.errors import SettingsError
 from relay.inbound.data import read_data
+from relay.inbound.idle_timer import IdleTimer
 from relay.inbound.limits import ConnectionLimits
 from relay.settings import Settings
 from relay.smtp import address, param_syntax, xforward
@@ -115,8 +116,9 @@ def _capture_login(
     return AuthResult(success=False, handled=False)
 
 
-class RelaySMTP(SMTP):
-    """aiosmtpd's protocol plus XFORWARD, per-transaction XFORWARD state and threaded AUTH."""
+class RelaySMTP(IdleTimer, SMTP):
+    """aiosmtpd's protocol plus XFORWARD, per-transaction XFORWARD state, threaded AUTH and
+    an idle timer that costs nothing per command (``idle_timer.py``)."""
 
     def __init__(
         self, handler: Policy, *, limits: ConnectionLimits | None = None, **kwargs: Any

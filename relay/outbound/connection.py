@@ -29,6 +29,7 @@ from collections import deque
 from typing import cast
 
 from relay.smtp.reply import NO_EXTENSIONS, Extensions, ReplyError, ReplyParser, ServerReply
+from relay.time_limits import time_limit
 
 MAX_QUEUED = 2048
 _QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)
@@ -141,7 +142,7 @@ class Connection(asyncio.Protocol):
             raise UpstreamLost(self._error or "connection closed")
         self._drained = asyncio.get_running_loop().create_future()
         try:
-            async with asyncio.timeout(timeout):
+            with time_limit(timeout):
                 await self._drained
         except TimeoutError:
             self._fail(f"no progress writing to the upstream in {timeout:g} s")
@@ -164,7 +165,7 @@ class Connection(asyncio.Protocol):
                 raise UpstreamLost(self._error, got)
             self._waiter = loop.create_future()
             try:
-                async with asyncio.timeout(timeout):
+                with time_limit(timeout):
                     await self._waiter
             except TimeoutError:
                 self._fail(f"no reply from the upstream in {timeout:g} s")

@@ -36,6 +36,7 @@ from relay.outbound.outcome import UpstreamReply
 from relay.replies import Reply
 from relay.smtp import command
 from relay.smtp.reply import NO_EXTENSIONS, Extensions, ServerReply, parse_ehlo
+from relay.time_limits import time_limit
 
 log = logging.getLogger("relay.outbound.session")
 
@@ -117,7 +118,7 @@ async def _connect(endpoint: Endpoint) -> Connection:
     conn = Connection()
     context = tls_context(endpoint, verified=endpoint.verify) if endpoint.implicit_tls else None
     try:
-        async with asyncio.timeout(endpoint.timeout):
+        with time_limit(endpoint.timeout):
             await loop.create_connection(
                 lambda: conn,
                 endpoint.host,

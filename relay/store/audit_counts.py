@@ -34,7 +34,6 @@ Rule 3 (Redis Cluster): the four keys live in the slot of the stream they count:
 
 from __future__ import annotations
 
-import asyncio
 import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -46,6 +45,7 @@ from urllib.parse import quote, unquote
 from relay.store.audit_legend import TrackerFacts, tracked_without_consent
 from relay.store.redis_conn import AsyncRedis
 from relay.store.redis_keys import Keys
+from relay.time_limits import time_limit
 
 DAY_MS = 86_400_000
 EPOCH_DAY = date(1970, 1, 1)
@@ -201,7 +201,7 @@ async def read_counts(
     by_day: dict[int, dict[str, int]] = {}
     controllers: set[str] = set()
     values: dict[str, set[str]] = {}
-    async with asyncio.timeout(timeout):
+    with time_limit(timeout):
         # Two pipelined rounds whatever the number of sets (one per audit bucket): the
         # dimensions of every set, then every set's fields of those days.
         pipe = client.pipeline(transaction=False)

@@ -59,6 +59,7 @@ from relay.store.redis_conn import AsyncRedis
 from relay.store.redis_keys import Keys
 from relay.store.replicated import Durability
 from relay.store.writeback import Entry, WriteBack
+from relay.time_limits import time_limit
 
 __all__ = ["ChainProblem", "ConsentStore", "RedisConsentStore", "VerifyReport"]
 __all__ += ["validate_api_payload"]
@@ -302,7 +303,7 @@ class RedisConsentStore:
         rkeys = {address: self.rkey(address) for address in addresses}
         keys = [self.keys.consent_state(rkey, owner.scope) for rkey in rkeys.values()]
         try:
-            async with asyncio.timeout(self.timeout):
+            with time_limit(self.timeout):
                 replies = await per_master(self.client, keys, lambda pipe, key: pipe.hgetall(key))
         except Exception as exc:  # Rule 1: fail closed whatever went wrong
             replies = [exc] * len(keys)

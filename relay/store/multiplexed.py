@@ -52,6 +52,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.utils import DEFAULT_RESP_VERSION
 
 from relay.store.resp import pack
+from relay.time_limits import time_limit
 
 # Commands that hold the connection or read no reply of their own: never multiplexed (Rule 1).
 _OWN_CONNECTION = frozenset(
@@ -193,7 +194,7 @@ class Multiplexer:
 
     async def _open(self, loop: asyncio.AbstractEventLoop) -> None:
         try:
-            async with asyncio.timeout(self.connect_timeout):
+            with time_limit(self.connect_timeout):
                 transport, protocol = await loop.create_connection(
                     lambda: _Protocol(self), self.host, self.port
                 )
@@ -219,7 +220,7 @@ class Multiplexer:
             deadline = loop.time() + (self.connect_timeout or 10.0)
             self._waiting.appendleft(_Waiting(future, len(hello), deadline))
             transport.write(b"".join(pack(c) for c in hello))
-            async with asyncio.timeout(self.connect_timeout):
+            with time_limit(self.connect_timeout):
                 replies = await future
             for reply in replies:
                 if isinstance(reply, Exception):

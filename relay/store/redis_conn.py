@@ -15,7 +15,6 @@ Rule 4: a plain ``redis://`` server is reached through ``multiplexed.Multiplexed
 
 from __future__ import annotations
 
-import asyncio
 import socket
 from collections.abc import Awaitable
 from pathlib import Path
@@ -37,6 +36,7 @@ from relay.settings import RedisSettings
 from relay.settings_redis import ClusterURL, is_cluster_url, parse_cluster_url
 from relay.store.embedded import EmbeddedRedis
 from relay.store.multiplexed import MultiplexedRedis
+from relay.time_limits import time_limit
 
 PORT_FILE = "server.port"
 T = TypeVar("T")
@@ -46,7 +46,7 @@ async def bounded(awaitable: Awaitable[T], seconds: float) -> T:
     """``await`` with a time limit. Unlike ``asyncio.wait_for`` on Python 3.11, it never loses
     a cancellation that arrives as the awaited call completes (a stopping relay would then
     wait for a task that goes on running)."""
-    async with asyncio.timeout(seconds):
+    with time_limit(seconds):
         return await awaitable
 
 
@@ -165,7 +165,7 @@ def sync_cluster_client(url: str, settings: RedisSettings) -> redis.cluster.Redi
 
 
 class _TimedWrites:
-    """redis-py's connection with its writes bounded by ``asyncio.timeout`` rather than
+    """redis-py's connection with its writes bounded by ``time_limits.time_limit`` rather than
     ``asyncio.wait_for``, which on Python 3.11 runs every command's write in a task of its
     own (about ten per message, a few percent of the relay's CPU). Same limit, same errors:
     a write that runs out disconnects and raises redis-py's ``TimeoutError``."""
@@ -181,7 +181,7 @@ class _TimedWrites:
         # same call (a health check's PING) stays bounded by the limit set here.
         self.socket_timeout = None
         try:
-            async with asyncio.timeout(limit):
+            with time_limit(limit):
                 await super().send_packed_command(command, check_health)  # type: ignore[misc]
         except TimeoutError:
             await self.disconnect(nowait=True)  # type: ignore[attr-defined]
