@@ -115,7 +115,7 @@ class Pipeline:
         outcome = await self._process(raw, envelope, relay_id)
         code = outcome.reply.code
         result = "accepted" if code < 300 else "deferred" if code < 500 else "refused"
-        metrics.MESSAGES.labels(result).inc()
+        metrics.count(metrics.MESSAGES, result)
         return outcome
 
     async def _states(self, raw: bytes, env: Envelope, now: datetime) -> States:
@@ -130,14 +130,15 @@ class Pipeline:
             self.ledger.read(key), self._states(raw, envelope, received)
         )
         unavailable = sum(not s.available for s in states.values())
-        metrics.CONSENT_LOOKUPS.labels("unavailable").inc(unavailable)
-        metrics.CONSENT_LOOKUPS.labels("ok").inc(len(states) - unavailable)
+        metrics.count(metrics.CONSENT_LOOKUPS, "unavailable", amount=unavailable)
+        metrics.count(metrics.CONSENT_LOOKUPS, "ok", amount=len(states) - unavailable)
         # On a cluster the ledger's master may be down while the recipients' answer.
         if self.settings.smtp.redis_down == "tempfail" and (unavailable or not ledger_read):
             return Outcome(replies.TEMP_REDIS, None, {})
         earlier = frozenset(r for r in envelope.rcpt_tos if rcpt_key(r) in done)
-        with metrics.PROCESSING.time():
-            result = await self.runner.run(raw, envelope, states, received, earlier)
+        started = time.perf_counter()
+        result = await self.runner.run(raw, envelope, states, received, earlier)
+        metrics.observe(metrics.PROCESSING, time.perf_counter() - started)
         if result.category is Category.CONSENT_REQUEST and unavailable:
             # The re-ask window cannot be checked: asking again could harass a recipient who
             # refused, and refusing for good would punish a Redis outage. Retry later.
@@ -158,13 +159,13 @@ class Pipeline:
             self._deliver(raw, envelope, relay_id, key, done, result, batch, received, states)
         )
         self._deliveries.add(task)
-        metrics.IN_FLIGHT.inc()
+        metrics.delivery_started()
         task.add_done_callback(self._delivery_done)
         return await asyncio.shield(task)
 
     def _delivery_done(self, task: asyncio.Task[Outcome]) -> None:
         self._deliveries.discard(task)
-        metrics.IN_FLIGHT.dec()
+        metrics.delivery_ended()
 
     async def drain(self, timeout: float) -> None:
         """Wait for deliveries whose clients went away (shutdown calls this)."""
@@ -199,7 +200,7 @@ class Pipeline:
             return Outcome(replies.TEMP_LINKS, result, {})
         outcomes = sent
         elapsed = (time.perf_counter() - started) * 1000
-        metrics.UPSTREAM.observe(elapsed / 1000)
+        metrics.observe(metrics.UPSTREAM, elapsed / 1000)
         count_decisions(result, outcomes)
         outcomes.append(GroupOutcome(withheld := withheld_replies(result.withheld)))
         upstream: dict[str, str] = {}

@@ -55,7 +55,7 @@ from relay.errors import RelayError
 from relay.inbound.listener import Claim, SmtpServer, claim
 from relay.inbound.receive import RelayHandler
 from relay.model import Envelope
-from relay.ops import logs
+from relay.ops import logs, metrics
 from relay.outbound.forward import make_upstream
 from relay.pipeline import Outcome, Pipeline
 from relay.settings import Settings
@@ -97,6 +97,7 @@ class Running:
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     writeback: WriteBack | None = None
     handlers: Mapping[str, Handler] | None = None
+    metrics_task: asyncio.Task[None] | None = None  # ops.metrics Rule 3: tallies written
 
     @property
     def smtp_port(self) -> int:
@@ -131,6 +132,8 @@ class Running:
         await self.web_task
         if self.alive_task is not None:  # after the drain: no entry of ours is in flight
             await _finish(self.alive_task)
+        if self.metrics_task is not None:  # its last flush counts the drained messages
+            await _finish(self.metrics_task)
         await self.pipeline.close()
         await self.pipeline.redis.aclose()
         for held in self.claims:
@@ -274,10 +277,11 @@ async def start(
         logs.redact_url(settings.upstream.url),
     )
     alive_task = asyncio.create_task(pipeline.ledger.keep_alive(stopping))
+    metrics_task = asyncio.create_task(metrics.flush_every(stopping))
     settle_heap()
     return Running(
         pipeline, smtp, web, web_task, journal_task, settings, claims, alive_task, stopping,
-        stores.writeback, stores.handlers,
+        stores.writeback, stores.handlers, metrics_task,
     )  # fmt: skip
 
 

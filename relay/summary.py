@@ -67,13 +67,13 @@ def with_notice(answer: Reply, notice: str) -> Reply:
 def count_decisions(result: FilterResult, outcomes: Sequence[GroupOutcome]) -> None:
     for outcome in outcomes:
         for reply in outcome.replies.values():
-            metrics.UPSTREAM_REPLIES.labels(metrics.reply_class(reply.code)).inc()
+            metrics.count(metrics.UPSTREAM_REPLIES, metrics.reply_class(reply.code))
     for rplan in result.plans:
         if rplan.footer:
-            metrics.FOOTERS.inc()
+            metrics.count(metrics.FOOTERS)
         for decision in rplan.decisions:
             purpose = result.candidates[decision.candidate_id].purpose.value
-            metrics.TRACKERS.labels(decision.action.value, purpose).inc()
+            metrics.count(metrics.TRACKERS, decision.action.value, purpose)
 
 
 # Purposes a consent request asks about: every purpose that may need consent.

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import smtplib
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -65,6 +67,20 @@ def _send(port: int, n: int) -> None:
         client.sendmail("app@shop.example", [f"r{n}@example.org"], data)
 
 
+def _accepted_within(web_port: int, expected: int, seconds: float) -> float:
+    """The relay_messages_total{result="accepted"} figure, once it reaches ``expected``."""
+    deadline, figure = time.monotonic() + seconds, 0.0
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(f"http://127.0.0.1:{web_port}/metrics", timeout=5) as r:
+            text = r.read().decode()
+        found = re.search(r'^relay_messages_total\{result="accepted"\} (\S+)$', text, re.M)
+        figure = float(found.group(1)) if found else 0.0
+        if figure >= expected:
+            break
+        time.sleep(0.2)
+    return figure
+
+
 def test_serve_with_two_workers_relays_reloads_and_drains(tmp_path: Path) -> None:
     smtp_port, web_port = free_port(), free_port()
     rules_local = tmp_path / "rules.local"
@@ -88,6 +104,9 @@ def test_serve_with_two_workers_relays_reloads_and_drains(tmp_path: Path) -> Non
         time.sleep(1.0)
         _send(smtp_port, 99)
         assert len(list((tmp_path / "outbox").glob("*.eml"))) == 7
+        # Each worker writes its tallies every second (ops.metrics Rule 3); either answers
+        # /metrics for both.
+        assert _accepted_within(web_port, 7, seconds=5) == 7
     finally:
         proc.send_signal(signal.SIGTERM)
         _out, err = proc.communicate(timeout=60)

@@ -181,7 +181,7 @@ class SmtpServer:
         def make() -> SMTP:
             proto = factory()
             self.protocols.add(proto)
-            metrics.SESSIONS.inc()
+            metrics.count(metrics.SESSIONS)
             return proto
 
         return make

@@ -5,11 +5,22 @@ Rule 1: labels take values from closed sets only (results, reply classes, action
 Rule 2: with ``relay serve --workers N`` the processes write to a shared folder
         (``PROMETHEUS_MULTIPROC_DIR``, set by the supervisor) and any process answers
         ``/metrics`` for all of them.
+Rule 3: the per-message figures (``count``, ``observe``, ``delivery_started``/``_ended``) are
+        tallied in process memory and written to the metrics by ``flush``: every second
+        (``flush_every``), before this process answers ``/metrics`` and at shutdown. In the
+        shared folder every write is a locked write to a memory-mapped file, 3 us for a
+        counter and 6 us for a histogram; a message made about fifteen of them (5 % of the
+        relay's CPU per message, issue 15). Another worker's last second may be missing
+        from an answer; this process's never is.
 """
 
 from __future__ import annotations
 
+import asyncio
+import bisect
+import contextlib
 import os
+from collections import defaultdict
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -60,12 +71,88 @@ IN_FLIGHT = Gauge(
 )
 
 
+FLUSH_SECONDS = 1.0
+
+
+class _Tally:
+    """This process's figures since the last flush (Rule 3)."""
+
+    def __init__(self) -> None:
+        self.counts: defaultdict[tuple[Counter, tuple[str, ...]], float] = defaultdict(float)
+        self.observed: defaultdict[Histogram, list[float]] = defaultdict(list)
+        self.in_flight = 0
+        self.in_flight_shown: int | None = None
+
+
+_tally = _Tally()
+
+
+def count(counter: Counter, *labels: str, amount: float = 1) -> None:
+    """``counter.labels(*labels).inc(amount)``, at the next flush (Rule 3)."""
+    if amount:
+        _tally.counts[counter, labels] += amount
+
+
+def observe(histogram: Histogram, value: float) -> None:
+    """``histogram.observe(value)``, at the next flush (Rule 3)."""
+    _tally.observed[histogram].append(value)
+
+
+def delivery_started() -> None:
+    _tally.in_flight += 1
+
+
+def delivery_ended() -> None:
+    _tally.in_flight -= 1
+
+
+def _observe_all(histogram: Histogram, values: list[float]) -> None:
+    """One write per bucket rather than two per value, through the histogram's own bucket
+    and sum values when this prometheus_client has them (every version since 0.4)."""
+    bounds = getattr(histogram, "_upper_bounds", None)
+    buckets = getattr(histogram, "_buckets", None)
+    total = getattr(histogram, "_sum", None)
+    if bounds is None or buckets is None or total is None:
+        for value in values:
+            histogram.observe(value)
+        return
+    per_bucket = [0] * len(bounds)
+    for value in values:
+        per_bucket[bisect.bisect_left(bounds, value)] += 1  # the first bound >= value
+    for bucket, n in zip(buckets, per_bucket, strict=True):
+        if n:
+            bucket.inc(n)
+    total.inc(sum(values))
+
+
+def flush() -> None:
+    """Write the tallied figures to the metrics (Rule 3)."""
+    counts, _tally.counts = _tally.counts, defaultdict(float)
+    for (counter, labels), amount in counts.items():
+        (counter.labels(*labels) if labels else counter).inc(amount)
+    observed, _tally.observed = _tally.observed, defaultdict(list)
+    for histogram, values in observed.items():
+        _observe_all(histogram, values)
+    if _tally.in_flight != _tally.in_flight_shown:
+        IN_FLIGHT.set(_tally.in_flight)
+        _tally.in_flight_shown = _tally.in_flight
+
+
+async def flush_every(stopping: asyncio.Event, seconds: float = FLUSH_SECONDS) -> None:
+    """Flush until ``stopping`` is set, then once more."""
+    while not stopping.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), seconds)
+        flush()
+
+
 def reply_class(code: int) -> str:
     return f"{code // 100}xx" if 200 <= code < 600 else "other"
 
 
 def exposition() -> tuple[bytes, str]:
     """The metrics text and its content type (all worker processes when several run)."""
+    flush()
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
