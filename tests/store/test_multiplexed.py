@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import gc
 import socket
 import subprocess
@@ -24,7 +25,7 @@ from relay.settings import RedisSettings
 from relay.store.embedded import EmbeddedRedis, free_port, server_command
 from relay.store.multiplexed import MultiplexedRedis
 from relay.store.redis_conn import async_client
-from relay.store.resp import pack
+from relay.store.resp import pack, python_pack
 
 # The commands the stores send (ledger, consent, audit, links, retention), and a few more shapes
 # of reply: maps, sets, scores, nested arrays, status replies, nil, errors.
@@ -310,6 +311,50 @@ def test_values_are_encoded_as_redis_py_encodes_them() -> None:
 
     with pytest.raises(DataError):
         pack(("SET", "k", True))
+
+
+class _Level(enum.IntEnum):
+    ONE = 1
+
+
+class _Word(enum.StrEnum):
+    BEE = "bee"
+
+
+PACKED_VALUES = [
+    b"", b"\x00\xff", "", "caf\u00e9", "\U0001f600", "a b", 0, -3, 2**64, -(2**70), 0.1, 1e-05,
+    1e20, 123456789.123456789, -0.0, float("inf"), float("nan"), memoryview(b"mv"),
+    bytearray(b"ba"), _Level.ONE, _Word.BEE, True, None, ["list"],
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "value", PACKED_VALUES, ids=[f"{type(v).__name__}-{n}" for n, v in enumerate(PACKED_VALUES)]
+)
+def test_the_c_writer_and_the_python_one_agree_with_redis_py(value: object) -> None:
+    """resp Rule 3: whichever writes a command, the bytes (or the refusal) are redis-py's."""
+    from redis._parsers.encoders import Encoder
+    from redis.exceptions import DataError
+
+    def outcome(write: Callable[[tuple[object, ...]], bytes]) -> object:
+        try:
+            return write(("SCRIPT LOAD", "k", value))
+        except DataError as exc:
+            return f"refused: {exc}"
+
+    encoder = Encoder("utf-8", "strict", decode_responses=False)  # type: ignore[no-untyped-call]
+
+    def redis_py(args: tuple[object, ...]) -> bytes:
+        words = [*str(args[0]).split(), *args[1:]]
+        parts = [b"*%d\r\n" % len(words)]
+        for word in words:
+            data = encoder.encode(word)  # type: ignore[no-untyped-call]
+            parts += [b"$%d\r\n" % len(data), data, b"\r\n"]
+        return b"".join(parts)
+
+    expected = outcome(redis_py)
+    assert outcome(pack) == expected
+    assert outcome(python_pack) == expected
 
 
 # The socket of a loop already closed goes with the garbage collector, as redis-py's do.
