@@ -300,21 +300,20 @@ def _multiplexable(args: Sequence[Any], options: Mapping[str, Any]) -> bool:
     return word not in _OWN_CONNECTION and NEVER_DECODE not in options
 
 
-async def _parsed(
-    callbacks: Any, args: Sequence[Any], options: Mapping[str, Any], reply: Any
-) -> Any:
-    """What redis-py's ``parse_response`` makes of a raw reply (its callbacks, its options)."""
-    name = args[0]
+def _parsed(callbacks: Any, args: Sequence[Any], options: Mapping[str, Any], reply: Any) -> Any:
+    """What redis-py's ``parse_response`` makes of a raw reply (its callbacks, its options).
+    A plain function: the few callbacks that return an awaitable are awaited by the caller
+    that got one, the others cost no coroutine per reply."""
     if isinstance(reply, ResponseError):
         if EMPTY_RESPONSE in options:
             return options[EMPTY_RESPONSE]
         return reply
-    callback = callbacks.get(name)
+    callback = callbacks.get(args[0])
     if callback is None:
         return reply
-    kept = {k: v for k, v in options.items() if k not in _SKIPPED_OPTIONS}
-    value = callback(reply, **kept)
-    return await value if inspect.isawaitable(value) else value
+    if not options:
+        return callback(reply)
+    return callback(reply, **{k: v for k, v in options.items() if k not in _SKIPPED_OPTIONS})
 
 
 class MultiplexedPipeline(Pipeline):
@@ -338,10 +337,10 @@ class MultiplexedPipeline(Pipeline):
             return []
         try:
             replies = await self.multiplexer.call([args for args, _ in stack])
-            response = [
-                await _parsed(self.response_callbacks, args, options, reply)
-                for (args, options), reply in zip(stack, replies, strict=True)
-            ]
+            response = []
+            for (args, options), reply in zip(stack, replies, strict=True):
+                value = _parsed(self.response_callbacks, args, options, reply)
+                response.append(await value if inspect.isawaitable(value) else value)
         finally:
             await self.reset()  # type: ignore[no-untyped-call]
         if raise_on_error:
@@ -376,7 +375,9 @@ class MultiplexedRedis(aioredis.Redis):
         if not _multiplexable(args, options):
             return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
         reply = (await self.multiplexer.call([args]))[0]
-        value = await _parsed(self.response_callbacks, args, options, reply)
+        value = _parsed(self.response_callbacks, args, options, reply)
+        if inspect.isawaitable(value):
+            value = await value
         if isinstance(value, ResponseError):
             raise value
         return value
