@@ -236,7 +236,7 @@ async def start(
     async def process(raw: bytes, envelope: Envelope, relay_id: str) -> Outcome:
         return await pipeline.process(raw, envelope, relay_id)
 
-    smtp = SmtpServer(settings, RelayHandler(settings, process, pipeline.ledger.forget))
+    smtp = SmtpServer(settings, RelayHandler(settings, process, pipeline.ledger.forget_soon))
     # Before the first connection: a relay restarted after a crash must be known at once as
     # the successor of the one that died (ledger Rule 7), so a retry is not sent twice.
     with contextlib.suppress(Exception):  # Redis down (a cluster's errors included): later

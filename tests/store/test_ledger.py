@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
+from pathlib import Path
 
 import redis.asyncio as aioredis
 
 from relay.store.embedded import EmbeddedRedis
 from relay.store.ledger import ALIVE_SECONDS, IN_FLIGHT, Ledger, message_key, rcpt_key
+from relay.store.multiplexed import MultiplexedRedis
 from relay.store.redis_keys import Keys
+from relay.store.writeback import WriteBack
 from tests.support.redis import async_client
 
 KEYS = Keys("t:")
@@ -105,4 +108,56 @@ async def test_keep_alive_refreshes_and_a_stopping_relay_clears_its_key(redis_ur
     with contextlib.suppress(asyncio.CancelledError):
         await task
     assert await client.get(name) is None
+    await client.aclose()
+
+
+async def test_a_forget_goes_with_the_next_read_before_it(redis_url: str) -> None:
+    """Rule 4: the delete and the next read share one write to Redis, the delete first, so
+    the very same bytes sent again are read as a new message."""
+    client = async_client(redis_url)
+    ledger = Ledger(client, KEYS, timeout=1.0)
+    key = message_key("a@shop.example", b"same bytes")
+    await ledger.record(key, {"alice@example.org": "250 ok"}, settled=True)
+    await ledger.forget_soon(key)
+    assert await client.exists(KEYS.delivered(key)) == 1  # not yet: no read came
+    assert isinstance(client, MultiplexedRedis)
+    writes = client.multiplexer.writes
+    assert await ledger.done(key) == {}
+    assert client.multiplexer.writes == writes + 1
+    assert await client.exists(KEYS.delivered(key)) == 0
+    await client.aclose()
+
+
+async def test_forgets_no_read_takes_go_within_a_second(redis_url: str) -> None:
+    client = async_client(redis_url)
+    ledger = Ledger(client, KEYS, timeout=1.0)
+    keys = [message_key("a@shop.example", b"m%d" % n) for n in range(3)]
+    for key in keys:
+        await ledger.record(key, {"bob@example.org": "250 ok"}, settled=True)
+        await ledger.forget_soon(key)
+    stopping = asyncio.Event()
+    alive = asyncio.create_task(ledger.keep_alive(stopping))
+    await asyncio.sleep(0.3)  # the first round of keep_alive sends them
+    assert await client.exists(*(KEYS.delivered(k) for k in keys)) == 0
+    stopping.set()
+    await alive
+    await client.aclose()
+
+
+async def test_a_forget_sent_with_a_failed_read_is_journalled(
+    private_redis: Callable[[], EmbeddedRedis], tmp_path: Path
+) -> None:
+    server = private_redis()
+    client = async_client(server.url, timeout=0.5)
+    journal = WriteBack(tmp_path / "j")
+    ledger = Ledger(client, KEYS, timeout=0.5, writeback=journal)
+    await ledger.record("k1", {"alice@example.org": "250 ok"}, settled=True)
+    await ledger.forget_soon("k1")
+    server.stop()
+    found, answered = await ledger.read("k2")
+    assert (found, answered) == ({}, False)
+    assert journal.pending()
+    server.start()
+    assert await journal.replay({"forget": ledger.replay_forgets}) == 1
+    assert await client.exists(KEYS.delivered("k1")) == 0
     await client.aclose()
