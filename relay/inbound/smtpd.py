@@ -41,6 +41,7 @@ from aiosmtpd.smtp import Envelope as SmtpEnvelope
 
 from relay import replies
 from relay.errors import SettingsError
+from relay.inbound import quiet_log
 from relay.inbound.data import read_data
 from relay.inbound.idle_timer import IdleTimer
 from relay.inbound.limits import ConnectionLimits
@@ -49,6 +50,7 @@ from relay.smtp import address, param_syntax, xforward
 
 P = TypeVar("P")
 
+quiet_log.install()  # aiosmtpd's per-command log lines cost nothing when off
 log = logging.getLogger("relay.inbound.receive")
 
 
