@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -10,6 +11,7 @@ from relay.context import build_context
 from relay.core.filtering import FilterResult, filter_message
 from relay.core.recipients import recipient_key
 from relay.model import ConsentState, Envelope
+from relay.pipeline import without_groups
 from tests.support.harness import make_settings, message
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
@@ -38,3 +40,12 @@ def test_skipped_recipients_are_not_rendered_and_one_group_always_is(tmp_path: P
     assert [g.rcpts for g in result.groups] == [(RCPTS[8],)]
     assert result.unrendered == ((RCPTS[9],),)
     assert len(result.plans) == 10  # every recipient still decided, for the audit trail
+
+
+def test_a_result_without_its_groups_keeps_every_other_field(tmp_path: Path) -> None:
+    """The pipeline hands the renderings to the sender (filtering Rule 5)."""
+    result = _filter(tmp_path, 10**9)
+    assert result.groups
+    bare = without_groups(result)
+    assert bare.groups == () and result.groups  # the original keeps them
+    assert bare == dataclasses.replace(result, groups=())
