@@ -256,8 +256,8 @@ class Ledger:
             await self.forget(key)
 
     async def _forgotten(self, keys: Sequence[str], answers: Sequence[object]) -> None:
-        """After deletes sent with a read: a failed one, or one of a journalled write, goes to
-        the journal as ``forget`` does."""
+        """After deletes: a failed one goes to the journal, and so does one after a journalled
+        write, to undo that write too (Rule 8)."""
         for key, answer in zip(keys, answers, strict=True):
             failed = isinstance(answer, BaseException)
             if failed:
@@ -270,15 +270,12 @@ class Ledger:
         """The client acknowledged the 250 of a settled message (it sent another command on
         the same connection): a later identical message is a new one, not a retry (Rule 4)."""
         self._memory.pop(key, None)
+        answer: object
         try:
-            await bounded(self.client.delete(self.keys.delivered(key)), self.timeout)
-            failed = False
+            answer = await bounded(self.client.delete(self.keys.delivered(key)), self.timeout)
         except ERRORS as exc:
-            log.warning("ledger entry not removed (%s); it expires by itself", exc)
-            failed = True
-        if failed or key in self._journalled:  # after a journalled write: undo it too
-            self._journalled.discard(key)
-            await self._journal("forget", key=key)
+            answer = exc
+        await self._forgotten([key], [answer])
 
     async def in_flight(self, key: str, rcpts: Sequence[str]) -> None:
         """Rule 6: ``rcpts`` are about to get the end of the data; a final answer replaces this."""
