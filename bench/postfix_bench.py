@@ -23,9 +23,10 @@ Rule 4: then the passthrough and the relay run again at half the relay's maximum
         prints the latency the relay adds: relay minus passthrough, p50 and p99.
 Rule 5: each server's CPU time per message is read from /proc (bench/proc_cpu.py: its whole
         process tree, Postfix's short-lived smtpd/cleanup/smtp processes included, Redis with
-        the relay) over the load, the warm-up and, for Postfix, the drain; the sink's beside it;
-        and how many cores the whole machine kept busy during the load (below the core count:
-        the run waited on something other than CPU).
+        the relay and also on its own) over the load, the warm-up and, for Postfix, the drain;
+        the sink's and the load generator's (this process) beside it: on a shared machine the
+        three add up to what one message costs; and how many cores the whole machine kept busy
+        during the load (below the core count: the run waited on something other than CPU).
 Usage (as root, Postfix installed): python bench/postfix_bench.py [--clients 20]
        [--messages 2000] [--workers 2] [--corpus DIR] [--pipelining] [--no-paced]
        [--servers postfix,passthrough,consent-relay]
@@ -37,6 +38,7 @@ import argparse
 import multiprocessing
 import os
 import platform
+import resource
 import shutil
 import signal
 import subprocess
@@ -127,9 +129,17 @@ class Bench:
     roots: dict[str, list[int]]  # the process trees of each server and of the sink (Rule 5)
     delivered: int = 0
 
-    def _cpu(self, name: str) -> tuple[float, float]:
+    def _cpu(self, name: str) -> tuple[float, float, float, float]:
+        """CPU seconds so far of the server, the sink, the server's Redis and this process (the
+        load generator) (Rule 5)."""
         roots = self.mta_roots() if name == "postfix" else self.roots[name]
-        return tree_cpu(roots), tree_cpu(self.roots["sink"])
+        own = resource.getrusage(resource.RUSAGE_SELF)
+        return (
+            tree_cpu(roots),
+            tree_cpu(self.roots["sink"]),
+            tree_cpu(roots, named="valkey") if name == "consent-relay" else 0.0,
+            own.ru_utime + own.ru_stime,
+        )
 
     def mta_roots(self) -> list[int]:
         pid = self.mta.master_pid()
@@ -160,11 +170,15 @@ class Bench:
             cpu_after = self._cpu(name)
             # The warm-up's messages are inside the measured window too (Rule 5).
             sent = figures[name]["msgs"] + 5 * clients
-            server_ms = 1000 * (cpu_after[0] - cpu_before[0]) / sent
-            sink_ms = 1000 * (cpu_after[1] - cpu_before[1]) / sent
+            server_ms, sink_ms, redis_ms, load_ms = (
+                1000 * (after - before) / sent
+                for before, after in zip(cpu_before, cpu_after, strict=True)
+            )
+            redis = f" (Redis {redis_ms:.2f})" if name == "consent-relay" else ""
             print(
-                f"  {'':<14} CPU per message: {server_ms:.2f} ms server, {sink_ms:.2f} ms sink;"
-                f" machine {busy:.2f} of {os.cpu_count()} cores busy under load"
+                f"  {'':<14} CPU per message: {server_ms:.2f} ms server{redis}, {sink_ms:.2f} ms"
+                f" sink, {load_ms:.2f} ms load generator; machine {busy:.2f} of"
+                f" {os.cpu_count()} cores busy under load"
             )
         print_ratios(figures)
         if not self.args.no_paced and {"passthrough", "consent-relay"} <= figures.keys():
