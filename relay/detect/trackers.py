@@ -27,8 +27,9 @@ Rule 7: each candidate says how it was found: ``signature``, ``heuristic``, ``la
         ``data-relay-purpose``) or ``fail-closed`` (Rule 6).
 Speed: a newsletter has a hundred images and a hundred links, so the per-URL work is kept to
 one regex call where possible (``_PLAIN_ATTRIBUTE``, plain hrefs split by the scanner), rule
-lookups run over all URLs in one loop (``SignatureSet.match_all``) and host facts are computed
-once per host. None of this changes a result (tests/test_trackers_speed_equivalence.py).
+lookups run over all URLs in one loop (``SignatureSet.match_all``), host facts are computed
+once per host, and an image URL seen in an earlier message gets both answers from
+``url_memo``. None of this changes a result (tests/detect/test_trackers_speed_equivalence.py).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from dataclasses import dataclass
 from itertools import repeat
 from urllib.parse import urljoin
 
+from relay.detect import url_memo
 from relay.detect.budget import Budget, BudgetExceeded
 from relay.detect.candidates import (
     APP_LABEL_RULE,
@@ -210,17 +212,19 @@ def _refs(part_index: int, text: str, budget: Budget | None = None) -> tuple[lis
     refs: list[Ref] = []
     append = refs.append
     new = tuple.__new__  # builds the NamedTuple without its Python-level __new__
-    plain_attribute = _PLAIN_ATTRIBUTE.match
+    kept, missing = url_memo.PLAIN_SPLITS, url_memo.MISSING_SPLIT  # url_memo Rule 1
     style_block = ElementKind.STYLE_BLOCK
     found, base_span = scan_document(text, budget)
     base = document_base(text[base_span[0] : base_span[1]]) if base_span else None
     for item in found:
         raw = item[1]  # .raw; indexing a NamedTuple is cheaper than its property
-        plain = plain_attribute(raw) if item[0] is not style_block else None
-        if plain is not None:  # the usual src: the URL as written, split in the same call
-            host, path = plain.group(1, 2)
-            append(new(Ref, (part_index, item, raw, host, path)))
-            continue
+        if item[0] is not style_block:
+            plain = kept.get(raw, missing)
+            if plain is missing:
+                plain = url_memo.plain_split(raw, _PLAIN_ATTRIBUTE)
+            if plain is not None:  # the usual src: the URL as written, split in one call
+                append(new(Ref, (part_index, item, raw, plain[0], plain[1])))
+                continue
         url = _url_of(item)
         split = split_url(url)
         if split is None and base is not None and _relative(url):
