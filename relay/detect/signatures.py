@@ -1,9 +1,9 @@
 """Vendor signatures of the trackers stage: ``[[tracker]]`` and ``[[click_tracker]]`` rules.
 
 Stage: detection (pure). Input: the merged ``RuleSet``. Output: a ``SignatureSet`` that tells
-which rule, if any, a URL's host and path match; and ``HostList`` for plain-text host lists
-(content CDNs). Loading validates every entry and raises ``RulesError`` naming file, line and
-key; matching never raises.
+which rule, if any, a URL's host and path match (the plain-text host lists are ``hostlists``).
+Loading validates every entry and raises ``RulesError`` naming file, line and key; matching
+never raises.
 
 Rule 1: a rule names ``hosts`` (globs: a leading ``*.`` = any subdomains, ``*`` alone = one
         label, ``**`` = one or more labels, ``*`` inside a label = any characters), a ``path``
@@ -24,7 +24,10 @@ Rule 6: the cost of a match does not grow with the number of rules: every host p
         dispatched on the path's first characters by their literal prefixes
         (``literal_prefixes``), and the few that may match a path are tried as one RE2 set.
         Leaving a rule out this way changes no result (tests/detect/
-        test_trackers_speed_equivalence.py compares with the plain order).
+        test_trackers_speed_equivalence.py compares with the plain order). The answer for a
+        (host, path) is kept too: a campaign's copies repeat every image URL but the open
+        pixel's, and a URL seen before then costs one lookup (bounded: ``CACHE_LIMIT``
+        answers, URLs up to ``ANSWER_KEY_LIMIT`` characters).
 """
 
 from __future__ import annotations
@@ -37,12 +40,12 @@ from typing import Any, NamedTuple, TypeVar
 import re2
 
 from relay.detect.literals import literal_prefixes
-from relay.errors import RulesError
 from relay.model import Action, Purpose
 from relay.rulefiles import RuleEntry
 
-_HOST_GLOB = re.compile(r"^[a-z0-9*](?:[a-z0-9*.-]*[a-z0-9*])?$")
-_CACHE_LIMIT = 4096
+HOST_GLOB = re.compile(r"^[a-z0-9*](?:[a-z0-9*.-]*[a-z0-9*])?$")
+CACHE_LIMIT = 4096
+ANSWER_KEY_LIMIT = 300  # characters of host and path: a longer URL's answer is not kept (Rule 6)
 # RE2's own memory for a set's automaton: plenty for thousands of rules.
 _SET_MEMORY = 64 << 20
 E = TypeVar("E", Purpose, Action)
@@ -171,7 +174,7 @@ def load_signature(entry: RuleEntry, *, with_purpose: bool) -> Signature:
     globs = _strings(entry, "hosts")
     _strings(entry, "sources")
     for glob in globs:
-        if not _HOST_GLOB.match(glob.lower()):
+        if not HOST_GLOB.match(glob.lower()):
             raise entry.error("hosts", f"{glob!r} is not a host name or a glob like *.example.com")
     path_source = _string(entry, "path")
     if not globs and not path_source:
@@ -243,6 +246,7 @@ class _Hostless(NamedTuple):
 
 
 _UNSEEN = _Hostless((), None)  # a sentinel: this path start has no entry yet
+_NOT_KEPT = Signature("", "", Purpose.CAMPAIGN_PERFORMANCE, None, (), None, None)  # no answer yet
 
 
 @dataclass(frozen=True)
@@ -259,6 +263,8 @@ class SignatureSet:
     # the rule numbers of a dispatch entry -> its RE2 set (few distinct sets exist, so odd
     # paths cannot make the relay compile a set per message)
     _sets: dict[tuple[int, ...], _RuleSet2 | None] = field(default_factory=dict, compare=False)
+    # (host, path) -> the first rule matching it, kept across messages (Rule 6)
+    _answers: dict[tuple[str, str], Signature | None] = field(default_factory=dict, compare=False)
 
     @classmethod
     def build(cls, signatures: Iterable[Signature]) -> SignatureSet:
@@ -284,7 +290,7 @@ class SignatureSet:
         found: tuple[Signature, ...] = ()
         if self._hosts is not None:
             found = tuple(self.host_rules[n] for n in self._hosts.all(host))
-        if len(self._cache) >= _CACHE_LIMIT:
+        if len(self._cache) >= CACHE_LIMIT:
             self._cache.clear()
         self._cache[host] = found
         return found
@@ -306,7 +312,7 @@ class SignatureSet:
                 _RuleSet2.of(rules, [r.path.pattern for r in rules], "start") if rules else None
             )
         entry = _Hostless(tuple(dict.fromkeys(starts)), self._sets[chosen])
-        if len(self._dispatch) >= _CACHE_LIMIT:
+        if len(self._dispatch) >= CACHE_LIMIT:
             self._dispatch.clear()
         self._dispatch[key] = entry
         return entry
@@ -331,28 +337,34 @@ class SignatureSet:
         and a hundred links, and a call per URL costs as much as the lookups themselves."""
         found: list[Signature | None] = []
         append = found.append
-        hosts = self._cache
-        dispatch = self._dispatch
-        for host, path in pairs:
+        hosts, dispatch, answers = self._cache, self._dispatch, self._answers
+        for pair in pairs:
             if not hostless_only:
-                sigs = hosts.get(host)
-                for sig in sigs if sigs is not None else self._for_host(host):
-                    if sig.path is None or sig.path.match(path):
-                        break
-                else:
-                    sig = None
-                if sig is not None:
+                sig = answers.get(pair, _NOT_KEPT)
+                if sig is not _NOT_KEPT:  # a URL seen before (Rule 6)
                     append(sig)
                     continue
-            entry = dispatch.get(path[:_DISPATCH], _UNSEEN)
-            if entry is _UNSEEN:
-                entry = self._for_path(path[:_DISPATCH])
-            starts, rules = entry
-            # One C call rules out most content paths: no host-less rule can start like them.
-            if rules is not None and path.startswith(starts):
-                append(rules.first(path))
-                continue
-            append(None)
+            host, path = pair
+            sig = None
+            if not hostless_only:
+                sigs = hosts.get(host)
+                for rule in sigs if sigs is not None else self._for_host(host):
+                    if rule.path is None or rule.path.match(path):
+                        sig = rule
+                        break
+            if sig is None:
+                entry = dispatch.get(path[:_DISPATCH], _UNSEEN)
+                if entry is _UNSEEN:
+                    entry = self._for_path(path[:_DISPATCH])
+                starts, rules = entry
+                # One C call rules out most content paths: no host-less rule starts like them.
+                if rules is not None and path.startswith(starts):
+                    sig = rules.first(path)
+            append(sig)
+            if not hostless_only and len(host) + len(path) <= ANSWER_KEY_LIMIT:
+                if len(answers) >= CACHE_LIMIT:
+                    answers.clear()
+                answers[pair] = sig
         return found
 
     def __len__(self) -> int:
@@ -370,31 +382,3 @@ def check_examples(entries: Sequence[RuleEntry], signatures: SignatureSet) -> No
             if got is None or got.id != entry.id:
                 which = "no rule" if got is None else f"rule {got.id!r} first"
                 raise entry.error("examples", f"{example!r} is matched by {which}")
-
-
-@dataclass(frozen=True)
-class HostList:
-    """A plain-text list of host globs (``lists/content_cdns.txt``): membership by host."""
-
-    pattern: Any  # RE2 regex (full match) or None
-    _cache: dict[str, bool] = field(default_factory=dict, compare=False)
-
-    @classmethod
-    def build(cls, name: str, globs: Sequence[str]) -> HostList:
-        for glob in globs:
-            if not _HOST_GLOB.match(glob.lower()):
-                raise RulesError(f"lists/{name}.txt: {glob!r} is not a host name or a host glob")
-        if not globs:
-            return cls(None)
-        return cls(compile_re2("(?:" + "|".join(host_pattern(g) for g in globs) + ")$"))
-
-    def __contains__(self, host: object) -> bool:
-        if self.pattern is None or not isinstance(host, str):
-            return False
-        hit = self._cache.get(host)
-        if hit is None:
-            hit = self.pattern.match(host) is not None
-            if len(self._cache) >= _CACHE_LIMIT:
-                self._cache.clear()
-            self._cache[host] = hit
-        return hit

@@ -28,8 +28,10 @@ Rule 7: each candidate says how it was found: ``signature``, ``heuristic``, ``la
 Speed: a newsletter has a hundred images and a hundred links, so the per-URL work is kept to
 one regex call where possible (``_PLAIN_ATTRIBUTE``, plain hrefs split by the scanner), rule
 lookups run over all URLs in one loop (``SignatureSet.match_all``), host facts are computed
-once per host, and an image URL seen in an earlier message gets both answers from
-``url_memo``. None of this changes a result (tests/detect/test_trackers_speed_equivalence.py).
+once per host, and an image URL seen in an earlier message gets its split from
+``_PLAIN_SPLITS`` and its rule from the signature table's own answers (signatures Rule 6): a
+campaign's copies repeat every image URL but the open pixel's. Both tables are bounded like the
+image sizes. None of this changes a result (tests/detect/test_trackers_speed_equivalence.py).
 """
 
 from __future__ import annotations
@@ -40,7 +42,6 @@ from dataclasses import dataclass
 from itertools import repeat
 from urllib.parse import urljoin
 
-from relay.detect import url_memo
 from relay.detect.budget import Budget, BudgetExceeded
 from relay.detect.candidates import (
     APP_LABEL_RULE,
@@ -51,13 +52,14 @@ from relay.detect.candidates import (
 from relay.detect.candidates import candidate as make_candidate
 from relay.detect.cssescape import unescape as css_unescape
 from relay.detect.heuristics import HeuristicRules
+from relay.detect.hostlists import HostList
 from relay.detect.hrefs import hrefs
 from relay.detect.htmlattrs import Found
 from relay.detect.htmlscan import scan_document
 from relay.detect.proxies import PROXY_SUFFIXES, carrier, unwrapped
 from relay.detect.removal import AmpIndex
 from relay.detect.signatures import (
-    HostList,
+    ANSWER_KEY_LIMIT,
     SignatureSet,
     check_examples,
     load_signature,
@@ -111,6 +113,22 @@ _INLINE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:(?!//)")
 _PLAIN_ATTRIBUTE = re.compile(
     r"(?:[hH][tT][tT][pP][sS]?:)?//([a-z0-9_-]++(?:\.[a-z0-9_-]++)*+)(/[^#\\&\s]*+)(?:#[^&\s]*+)?\Z"
 )
+# What _PLAIN_ATTRIBUTE split of the URLs seen so far (Speed): URL as written -> (host, path),
+# or None when it is not plain; at most PLAIN_SPLITS_LIMIT, of URLs up to ANSWER_KEY_LIMIT.
+_PLAIN_SPLITS: dict[str, tuple[str, str] | None] = {}
+PLAIN_SPLITS_LIMIT = 4096
+_NOT_SPLIT = ("", "")  # a sentinel: no split kept (compared by identity; no split is empty)
+
+
+def _plain_split(raw: str) -> tuple[str, str] | None:
+    """``_PLAIN_ATTRIBUTE``'s host and path of ``raw``, or None; kept in ``_PLAIN_SPLITS``."""
+    found = _PLAIN_ATTRIBUTE.match(raw)
+    split = None if found is None else (found.group(1), found.group(2))
+    if len(raw) <= ANSWER_KEY_LIMIT:
+        if len(_PLAIN_SPLITS) >= PLAIN_SPLITS_LIMIT:
+            _PLAIN_SPLITS.clear()
+        _PLAIN_SPLITS[raw] = split
+    return split
 
 
 @dataclass(frozen=True)
@@ -212,16 +230,16 @@ def _refs(part_index: int, text: str, budget: Budget | None = None) -> tuple[lis
     refs: list[Ref] = []
     append = refs.append
     new = tuple.__new__  # builds the NamedTuple without its Python-level __new__
-    kept, missing = url_memo.PLAIN_SPLITS, url_memo.MISSING_SPLIT  # url_memo Rule 1
+    kept, not_split = _PLAIN_SPLITS, _NOT_SPLIT  # URLs seen before (Speed)
     style_block = ElementKind.STYLE_BLOCK
     found, base_span = scan_document(text, budget)
     base = document_base(text[base_span[0] : base_span[1]]) if base_span else None
     for item in found:
         raw = item[1]  # .raw; indexing a NamedTuple is cheaper than its property
         if item[0] is not style_block:
-            plain = kept.get(raw, missing)
-            if plain is missing:
-                plain = url_memo.plain_split(raw, _PLAIN_ATTRIBUTE)
+            plain = kept.get(raw, not_split)
+            if plain is not_split:
+                plain = _plain_split(raw)
             if plain is not None:  # the usual src: the URL as written, split in one call
                 append(new(Ref, (part_index, item, raw, plain[0], plain[1])))
                 continue

@@ -23,13 +23,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from relay.detect import url_memo
 from relay.detect.cssurls import BoxSize
 from relay.detect.heuristics import HeuristicRules, evaluate
+from relay.detect.hostlists import HostList
 from relay.detect.htmlattrs import Found
 from relay.detect.image_facts import ImageFacts, element_facts, visible_size
 from relay.detect.needles import recipient_needles
-from relay.detect.signatures import HostList, Signature, SignatureSet
+from relay.detect.signatures import Signature, SignatureSet
 from relay.model import Action, Purpose
 
 # How a candidate was found (Candidate.detected_by, ``relay check --json``).
@@ -88,6 +88,7 @@ def _lone_dynamic(paths: set[str]) -> str | None:
 
 
 _URL_OF = operator.itemgetter(2)  # Ref.url
+_HOST_PATH = operator.itemgetter(3, 4)  # (Ref.host, Ref.path)
 _HOST_URL = operator.itemgetter(3, 2)  # (Ref.host, Ref.url)
 _FIRST = operator.itemgetter(0)
 
@@ -160,7 +161,7 @@ class Classifier:
         facts in local names: this runs for every image of every message."""
         found_verdicts: list[Verdict | None] = []
         append = found_verdicts.append
-        sigs = url_memo.signatures(self.rules.trackers, refs)  # url_memo Rule 1
+        sigs = self.rules.trackers.match_all(map(_HOST_PATH, refs))
         hosts, url_count, repeated = self.hosts, self.url_count, self.repeated
         heuristics, silent, shared_quiet = self.heuristics, self.silent, not self.needles
         for ref, sig in zip(refs, sigs, strict=True):

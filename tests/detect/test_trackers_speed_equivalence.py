@@ -15,12 +15,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from relay.detect import hrefs, url_memo
+from relay.detect import hrefs, trackers
 from relay.detect.literals import literal_prefixes
 from relay.detect.signatures import (
+    ANSWER_KEY_LIMIT,
+    CACHE_LIMIT,
     Signature,
     SignatureSet,
-    compile_re2,
     split_url,
 )
 from relay.detect.trackers import (
@@ -31,7 +32,6 @@ from relay.detect.trackers import (
     attribute_url,
     load_detection,
 )
-from relay.model import Purpose
 from relay.rulefiles import load_rules
 
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -292,12 +292,7 @@ def test_literal_prefixes_never_rule_out_a_match(pieces: list[str], path: str) -
         assert path.startswith(literal_prefixes(pattern)), (pattern, path)
 
 
-# --- answers kept across messages (url_memo) ----------------------------------------------
-
-
-def _refs_of(pairs: list[tuple[str, str]]) -> list[tuple[object, ...]]:
-    """Stand-ins for ``Ref``: what url_memo reads of one is its host (3) and path (4)."""
-    return [(0, None, "//" + host + path, host, path) for host, path in pairs]
+# --- answers kept across messages --------------------------------------------------------
 
 
 @SETTINGS
@@ -310,11 +305,12 @@ def _refs_of(pairs: list[tuple[str, str]]) -> list[tuple[object, ...]]:
         max_size=30,
     )
 )
-def test_kept_signature_answers_are_match_all(pairs: list[tuple[str, str]]) -> None:
+def test_kept_signature_answers_are_the_plain_rule_order(pairs: list[tuple[str, str]]) -> None:
+    """signatures Rule 6: the first call works an answer out and keeps it, the second reads it."""
     for table in (RULES.trackers, RULES.click_trackers):
-        expected = table.match_all(pairs)
-        assert url_memo.signatures(table, _refs_of(pairs)) == expected  # first seen
-        assert url_memo.signatures(table, _refs_of(pairs)) == expected  # kept
+        expected = [match_reference(table, host, path) for host, path in pairs]
+        assert table.match_all(pairs) == expected
+        assert table.match_all(pairs) == expected
 
 
 @SETTINGS
@@ -322,42 +318,23 @@ def test_kept_signature_answers_are_match_all(pairs: list[tuple[str, str]]) -> N
 def test_kept_plain_splits_are_the_regex_answer(raw: str) -> None:
     found = _PLAIN_ATTRIBUTE.match(raw)
     expected = None if found is None else found.group(1, 2)
-    assert url_memo.plain_split(raw, _PLAIN_ATTRIBUTE) == expected
-    kept = url_memo.PLAIN_SPLITS.get(raw, url_memo.MISSING_SPLIT)
-    assert kept == expected or (len(raw) > url_memo.KEY_LIMIT and kept is url_memo.MISSING_SPLIT)
-
-
-def test_kept_signature_answers_belong_to_their_table() -> None:
-    """Rules reloaded: the answers of the old table are not the new one's (url_memo Rule 3)."""
-    pixel = Signature(
-        "t-pixel", "T", Purpose.CAMPAIGN_PERFORMANCE, None, (),
-        compile_re2(r"t\.example"), None, r"t\.example",
-    )  # fmt: skip
-    with_rule, without = SignatureSet.build([pixel]), SignatureSet.build([])
-    refs = _refs_of([("t.example", "/o.gif")])
-    assert url_memo.signatures(with_rule, refs) == [pixel]
-    assert url_memo.signatures(without, refs) == [None]
-    assert url_memo.signatures(with_rule, refs) == [pixel]  # and back, as in-flight messages do
+    assert trackers._plain_split(raw) == expected
+    kept = trackers._PLAIN_SPLITS.get(raw, trackers._NOT_SPLIT)
+    assert kept == expected or (len(raw) > ANSWER_KEY_LIMIT and kept is trackers._NOT_SPLIT)
 
 
 def test_the_kept_answers_stay_bounded() -> None:
-    table = RULES.trackers
-    for n in range(url_memo.MEMO_LIMIT + 50):
-        url_memo.plain_split(f"https://px{n}.example/o.gif?u={n}", _PLAIN_ATTRIBUTE)
-        url_memo.signatures(table, _refs_of([(f"px{n}.example", f"/o.gif?u={n}")]))
-        owner, kept = url_memo._answers
-        assert owner is table
-        assert (
-            len(url_memo.PLAIN_SPLITS) <= url_memo.MEMO_LIMIT and len(kept) <= url_memo.MEMO_LIMIT
-        )
-    path = "/" + "a" * url_memo.KEY_LIMIT
-    assert url_memo.plain_split("https://cdn.example" + path, _PLAIN_ATTRIBUTE) == (
-        "cdn.example",
-        path,
-    )
-    assert "https://cdn.example" + path not in url_memo.PLAIN_SPLITS  # too long to keep
-    assert url_memo.signatures(table, _refs_of([("cdn.example", path)])) == [None]
-    assert ("cdn.example", path) not in url_memo._answers[1]
+    table = SignatureSet.build(RULES.trackers.host_rules + RULES.trackers.hostless)
+    for n in range(CACHE_LIMIT + 50):
+        trackers._plain_split(f"https://px{n}.example/o.gif?u={n}")
+        table.match_all([(f"px{n}.example", f"/o.gif?u={n}")])
+        assert len(trackers._PLAIN_SPLITS) <= trackers.PLAIN_SPLITS_LIMIT
+        assert len(table._answers) <= CACHE_LIMIT
+    path = "/" + "a" * ANSWER_KEY_LIMIT
+    assert trackers._plain_split("https://cdn.example" + path) == ("cdn.example", path)
+    assert "https://cdn.example" + path not in trackers._PLAIN_SPLITS  # too long to keep
+    assert table.match_all([("cdn.example", path)]) == [None]
+    assert ("cdn.example", path) not in table._answers
 
 
 # --- placeholders ------------------------------------------------------------------------
