@@ -60,6 +60,7 @@ from relay.detect.proxies import PROXY_SUFFIXES, carrier, unwrapped
 from relay.detect.removal import AmpIndex
 from relay.detect.signatures import (
     ANSWER_KEY_LIMIT,
+    CACHE_LIMIT,
     SignatureSet,
     check_examples,
     load_signature,
@@ -116,7 +117,7 @@ _PLAIN_ATTRIBUTE = re.compile(
 # What _PLAIN_ATTRIBUTE split of the URLs seen so far (Speed): URL as written -> (host, path),
 # or None when it is not plain; at most PLAIN_SPLITS_LIMIT, of URLs up to ANSWER_KEY_LIMIT.
 _PLAIN_SPLITS: dict[str, tuple[str, str] | None] = {}
-PLAIN_SPLITS_LIMIT = 4096
+PLAIN_SPLITS_LIMIT = CACHE_LIMIT  # the bound of the signature table's own answers
 _NOT_SPLIT = ("", "")  # a sentinel: no split kept (compared by identity; no split is empty)
 
 
