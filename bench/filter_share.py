@@ -95,8 +95,7 @@ def filter_figures(out: Path, size: str) -> str:
     return (
         f"of it the filter {ms[size + '_s']:.2f} ms, GC {ms['gc_s']:.3f} ms"
         f" ({sums.get('gc_n', 0.0) / calls:.2f} passes; full ones {ms['gc_full_s']:.3f} ms,"
-        f" {int(sums.get('gc_full_n', 0.0))} of them)"
-        f" ({int(calls)} calls)"
+        f" {int(sums.get('gc_full_n', 0.0))} of them; over {int(calls)} calls)"
     )
 
 
