@@ -60,17 +60,9 @@ def relay_serving(
     the instrument writes."""
     workdir.mkdir()
     out = workdir / "filter"
-    saved = dict(os.environ)
-    os.environ.update(
-        BENCH_FILTER=mode,
-        BENCH_FILTER_OUT=str(out),
-        PYTHONPATH=os.pathsep.join(filter(None, [str(INSITU), saved.get("PYTHONPATH")])),
-    )
-    try:
-        relay = start_relay(workdir, port, sink, workers)
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
+    path = os.pathsep.join(filter(None, [str(INSITU), os.environ.get("PYTHONPATH")]))
+    env = dict(os.environ, BENCH_FILTER=mode, BENCH_FILTER_OUT=str(out), PYTHONPATH=path)
+    relay = start_relay(workdir, port, sink, workers, env)
     try:
         wait_port(port)
         yield relay.pid, out

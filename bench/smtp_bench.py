@@ -272,7 +272,9 @@ def wait_port(port: int, timeout: float = 30) -> None:
     raise SystemExit(f"nothing answers on port {port}")
 
 
-def start_relay(workdir: Path, port: int, sink_port: int, workers: int) -> subprocess.Popen[bytes]:
+def start_relay(
+    workdir: Path, port: int, sink_port: int, workers: int, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     web_port = free_port()
     config = workdir / "config.toml"
     config.write_text(
@@ -300,7 +302,7 @@ level = "WARNING"
     )
     relay = shutil.which("relay", path=str(Path(sys.executable).parent)) or "relay"
     return subprocess.Popen(
-        [relay, "serve", "--config", str(config), "--workers", str(workers)], cwd=workdir
+        [relay, "serve", "--config", str(config), "--workers", str(workers)], cwd=workdir, env=env
     )
 
 
